@@ -1,0 +1,1 @@
+"""Benchmark harness, tables and plots (installed as pahi_rt.bench); results/ holds committed runs."""

@@ -1,0 +1,1 @@
+"""CLI verbs, one module each; `pahi_rt.cli` registers them on the Typer app."""

@@ -1,0 +1,156 @@
+"""Load or build the diffusion model's parts: tokenizer, text encoder, UNet, scheduler spec, decoder.
+
+Sources: a preset name (`sd-turbo` from the HF cache/hub, `synthetic` and `tiny` built from
+`specs.py` with random weights), or a diffusers-layout directory / HF id. Weights load from
+safetensors only (`use_safetensors=True`), never from pickles.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from . import taesd
+from .random_init import fast_random_init
+from .errors import InputError, ModelLoadError
+from .hub import local_snapshot
+from .specs import DEFAULT_MODEL, PRESETS, ModelSpec, Preset, SchedulerSpec
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SUBFOLDERS = ("tokenizer", "text_encoder", "unet", "scheduler")
+
+
+@dataclass
+class Components:
+    """A loaded model, frozen and in eval mode. `spec` sizes every tensor downstream."""
+
+    spec: ModelSpec
+    tokenizer: object  # transformers CLIPTokenizer
+    text_encoder: torch.nn.Module  # transformers CLIPTextModel
+    unet: torch.nn.Module  # diffusers UNet2DConditionModel
+    decoder: torch.nn.Module  # diffusers AutoencoderTiny
+    model_id: str  # what --model named
+    decoder_id: str  # what --decoder named (or the preset's default)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got '{name}'")
+    return DTYPES[name]
+
+
+def parse_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device '{name}' is not a device (use cpu or cuda[:N])") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but torch sees no CUDA GPU")
+    return device
+
+
+def load_components(model: str = DEFAULT_MODEL, decoder: str | None = None, dtype: str = "fp32",
+                    device: str = "cpu") -> Components:
+    """Load `model` (preset, directory or HF id) and its TAESD decoder, frozen, on device/dtype."""
+    torch_dtype, torch_device = parse_dtype(dtype), parse_device(device)
+    preset = PRESETS.get(model)
+    if preset is not None and preset.hub_id is None:
+        parts = _build_preset(preset)
+    else:
+        parts = _load_pretrained(preset.hub_id if preset else model, is_preset=preset is not None)
+    decoder_id = decoder or (preset.decoder_id if preset else None) or model
+    if decoder is None and preset is not None and preset.hub_id is None:
+        dec = taesd.build(preset.decoder, seed=preset.seed + 2)
+        decoder_id = f"{model} (random TAESD)"
+    elif decoder is None and preset is None:
+        raise InputError(f"--model {model} needs --decoder (an AutoencoderTiny directory or HF id, "
+                         "e.g. madebyollin/taesd)")
+    else:
+        dec = taesd.load(decoder_id)
+    comps = Components(model_id=model, decoder_id=decoder_id, decoder=dec, **parts)
+    for m in (comps.text_encoder, comps.unet, comps.decoder):
+        m.requires_grad_(False).eval().to(device=torch_device, dtype=torch_dtype)
+    return comps
+
+
+def _build_preset(preset: Preset) -> dict:
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .tokenizer import clip_tokenizer
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**preset.unet)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**preset.text_encoder))
+    unet = fast_random_init(unet, preset.seed)
+    text_encoder = fast_random_init(text_encoder, preset.seed + 1)
+    return dict(spec=preset.spec(), tokenizer=clip_tokenizer(), text_encoder=text_encoder,
+                unet=unet)
+
+
+def _load_pretrained(source: str, is_preset: bool) -> dict:
+    """Tokenizer, text encoder, UNet and scheduler spec from a diffusers-layout dir or HF id."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    path = Path(source)
+    if is_preset or not (path.exists() or source.startswith((".", "/", "~"))):
+        path = Path(local_snapshot(source, hint="; try --model synthetic (random weights)"))
+    missing = [s for s in SUBFOLDERS if not (path / s).is_dir()]
+    if missing:
+        raise InputError(f"--model {source}: not a diffusers model directory "
+                         f"(missing {', '.join(missing)}/)")
+    source_dir = str(path)
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(source_dir, subfolder="tokenizer")
+        text_encoder = CLIPTextModel.from_pretrained(source_dir, subfolder="text_encoder",
+                                                     use_safetensors=True)
+        unet = UNet2DConditionModel.from_pretrained(source_dir, subfolder="unet",
+                                                    use_safetensors=True)
+        scheduler = scheduler_spec(_read_scheduler_config(source_dir))
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"could not load model '{source}': "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    text_dim = text_encoder.config.hidden_size
+    if unet.config.cross_attention_dim != text_dim:
+        raise ModelLoadError(f"model '{source}': UNet cross-attention dim "
+                             f"{unet.config.cross_attention_dim} != text encoder width {text_dim}")
+    spec = ModelSpec(name=source, text_dim=text_dim, max_tokens=tokenizer.model_max_length,
+                     latent_channels=unet.config.in_channels, scheduler=scheduler)
+    return dict(spec=spec, tokenizer=tokenizer, text_encoder=text_encoder, unet=unet)
+
+
+def _read_scheduler_config(source: str) -> dict:
+    from diffusers import EulerDiscreteScheduler
+
+    return dict(EulerDiscreteScheduler.load_config(source, subfolder="scheduler"))
+
+
+def scheduler_spec(config: dict) -> SchedulerSpec:
+    """SchedulerSpec from a diffusers scheduler config; refuses what our math does not cover."""
+    spec = SchedulerSpec()
+    fields = {k: config[k] for k in ("num_train_timesteps", "beta_start", "beta_end",
+                                     "beta_schedule", "prediction_type", "timestep_spacing",
+                                     "steps_offset") if k in config}
+    spec = replace(spec, **fields)
+    unsupported = [k for k in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
+                               "rescale_betas_zero_snr") if config.get(k)]
+    if (spec.prediction_type not in ("epsilon", "v_prediction")
+            or spec.beta_schedule not in ("scaled_linear", "linear")
+            or spec.timestep_spacing not in ("trailing", "linspace", "leading")
+            or config.get("interpolation_type", "linear") != "linear"
+            or config.get("final_sigmas_type", "zero") != "zero" or unsupported):
+        raise ModelLoadError(f"scheduler {json.dumps(fields)} {unsupported}: pahi-rt samples with "
+                             "the Euler scheduler (epsilon or v prediction, (scaled_)linear betas, "
+                             "plain sigmas)")
+    return spec

@@ -1,0 +1,40 @@
+"""Resolve an HF repo id to a local snapshot (cache first), failing fast when offline.
+
+Only safetensors weights and small text files are fetched; pickled .bin/.ckpt files never are.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+from .errors import ModelLoadError
+
+ALLOW = ["*.json", "*.txt", "*.safetensors"]
+HUB_HOST = "huggingface.co"
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def local_snapshot(repo_id: str, hint: str = "") -> str:
+    """Path of a snapshot of `repo_id` from the HF cache, downloading it if the hub answers."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, allow_patterns=ALLOW, local_files_only=True)
+    except Exception:  # not cached (or a bad id): fall through to the hub
+        pass
+    if not hub_reachable():
+        raise ModelLoadError(f"'{repo_id}' is not in the local HF cache and the hub cannot be "
+                             f"reached{hint}")
+    try:
+        return snapshot_download(repo_id, allow_patterns=ALLOW)
+    except Exception as e:
+        raise ModelLoadError(f"could not download '{repo_id}': {str(e).splitlines()[0]}") from None

@@ -1,0 +1,82 @@
+"""Head checkpoints: a directory with `head.safetensors` and `config.json`.
+
+config.json holds the HeadConfig (mode, latent shape, text dim, hidden width, base model) plus
+free-form training info (scorer, steps, validation metrics) under "training".
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import InputError, ModelLoadError
+from .head import HeadConfig, build_head
+
+WEIGHTS, CONFIG = "head.safetensors", "config.json"
+
+
+def save_head(head, directory: str | Path, training: dict | None = None) -> Path:
+    """Write the head atomically: a temp dir beside `directory`, renamed into place."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        state = {k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}
+        save_file(state, tmp / WEIGHTS)
+        meta = {**head.config.to_dict(), "training": training or {}}
+        (tmp / CONFIG).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_head_config(directory: str | Path) -> tuple[HeadConfig, dict]:
+    directory = Path(directory)
+    if not (directory / CONFIG).is_file() or not (directory / WEIGHTS).is_file():
+        raise InputError(f"--head {directory}: not a head checkpoint (needs {CONFIG} and {WEIGHTS})")
+    try:
+        meta = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
+        training = meta.pop("training", {})
+        meta["latent_shape"] = tuple(meta["latent_shape"])
+        return HeadConfig(**meta), training
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelLoadError(f"--head {directory}: bad {CONFIG} ({e})") from None
+
+
+def load_head(directory: str | Path, model_spec, height: int | None = None,
+              width: int | None = None, expect_mode: str | None = None):
+    """Load a head and check it fits the model (text width) and, if given, the image size."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config, _ = read_head_config(directory)
+    if expect_mode and config.mode != expect_mode:
+        raise InputError(f"--head {directory} is a '{config.mode}' head, not '{expect_mode}'")
+    if config.mode == "pahi" and config.text_dim != model_spec.text_dim:
+        raise InputError(f"--head {directory} reads {config.text_dim}-wide text embeddings but the "
+                         f"model's text encoder gives {model_spec.text_dim}")
+    if height and width and tuple(config.latent_shape) != model_spec.latent_shape(height, width):
+        c, h, w = config.latent_shape
+        f = model_spec.vae_scale_factor
+        raise InputError(f"--head {directory} was trained for {w * f}x{h * f} images "
+                         f"(latent {c}x{h}x{w}); use --width {w * f} --height {h * f}")
+    head = build_head(config)
+    try:
+        state = load_file(Path(directory) / WEIGHTS)
+        head.load_state_dict(state)
+    except (SafetensorError, RuntimeError, OSError) as e:
+        raise ModelLoadError(f"--head {directory}: weights do not load ({str(e)[:200]})") from None
+    return head.eval().requires_grad_(False)

@@ -1,0 +1,93 @@
+"""HI and PAHI noise models: x_T = mu + sigma * eps (unit scale, before the scheduler's init sigma).
+
+Relation to the paper (Kim et al., Eq. 6 and 8 write x_T = eps * sigma^2 + mu): the paper's
+sigma^2 is our `sigma`, the standard deviation of the Gaussian. We parameterise it as
+sigma = exp(log_sigma), which keeps it positive without clamping, makes sigma = 1 exactly
+representable at init (log_sigma = 0), and gives the closed-form KL of Eq. 10 in terms of the
+same number the sampler multiplies eps with.
+
+Both models take the same (eps, text_embeddings) as the Gaussian source, so the same seed gives a
+paired comparison, and both expose `distribution(text_embeddings) -> (mu, sigma)`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Everything needed to rebuild a head from its checkpoint (stored as config.json)."""
+
+    mode: str  # "hi" (one global mu, sigma) or "pahi" (prompt-adaptive)
+    latent_shape: tuple[int, int, int]  # (C, h, w) the head predicts; fixes the image size
+    text_dim: int  # width D of the text embeddings it reads (pahi)
+    hidden: int = 144  # MLP width: ~5M parameters at 512x512 with D = 1024, as in the paper
+    base_model: str = ""  # the diffusion model it was trained for
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "latent_shape": list(self.latent_shape)}
+
+
+class GlobalPrior(nn.Module):
+    """HI: one learned mu and log-sigma over the whole latent, shared by every prompt."""
+
+    def __init__(self, config: HeadConfig):
+        super().__init__()
+        self.config = config
+        self.mu = nn.Parameter(torch.zeros(config.latent_shape))
+        self.log_sigma = nn.Parameter(torch.zeros(config.latent_shape))
+
+    def distribution(self, text_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = text_embeddings.shape[0]
+        return self.mu.expand(b, -1, -1, -1), self.log_sigma.exp().expand(b, -1, -1, -1)
+
+    def forward(self, eps: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        mu, sigma = self.distribution(text_embeddings)
+        return mu + sigma * eps
+
+
+class NoiseHead(nn.Module):
+    """PAHI: frozen text embeddings E(c) [B, 77, D] -> attention pool -> two MLPs -> mu, sigma.
+
+    Text feature: a single learned query attends over the 77 token embeddings. Its query starts
+    at zero, so at init the pool is exactly the mean over tokens; training can then focus on the
+    informative tokens instead of the padding that dominates a mean. Unlike EOS pooling it needs
+    no token ids, so the head reads only what the UNet reads, and it exports to one small graph.
+    The last layer of each MLP starts at zero: mu = 0 and sigma = 1 before any training.
+    """
+
+    def __init__(self, config: HeadConfig):
+        super().__init__()
+        self.config = config
+        d, h, n = config.text_dim, config.hidden, 1
+        for s in config.latent_shape:
+            n *= s
+        self.query = nn.Parameter(torch.zeros(d))
+        self.norm = nn.LayerNorm(d)
+        self.mu_mlp = nn.Sequential(nn.Linear(d, h), nn.SiLU(), nn.Linear(h, n))
+        self.sigma_mlp = nn.Sequential(nn.Linear(d, h), nn.SiLU(), nn.Linear(h, n))
+        for mlp in (self.mu_mlp, self.sigma_mlp):
+            nn.init.zeros_(mlp[-1].weight)
+            nn.init.zeros_(mlp[-1].bias)
+
+    def features(self, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """Pooled text feature [B, D]."""
+        x = self.norm(text_embeddings.to(self.query.dtype))
+        weights = torch.softmax(x @ self.query / x.shape[-1] ** 0.5, dim=1)  # [B, 77]
+        return (weights.unsqueeze(-1) * x).sum(dim=1)
+
+    def distribution(self, text_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(text_embeddings)
+        shape = (f.shape[0], *self.config.latent_shape)
+        return self.mu_mlp(f).view(shape), self.sigma_mlp(f).view(shape).exp()
+
+    def forward(self, eps: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        mu, sigma = self.distribution(text_embeddings)
+        return mu + sigma * eps
+
+
+def build_head(config: HeadConfig) -> nn.Module:
+    return {"hi": GlobalPrior, "pahi": NoiseHead}[config.mode](config)

@@ -1,0 +1,123 @@
+"""The torch reference sampler: SD-Turbo's one/two-step Euler recipe with guidance 0.
+
+Everything else (ONNX graphs, engines, benchmarks) is checked against these functions, which
+reproduce `diffusers.StableDiffusionPipeline(..., guidance_scale=0.0)` with an AutoencoderTiny VAE:
+
+  ids    = tokenizer(prompt, padding="max_length", max_length=77, truncation=True)
+  c      = text_encoder(ids).last_hidden_state                       [B, 77, D]
+  eps    = randn([1, 4, H/8, W/8], Generator("cpu").manual_seed(seed + i), dtype)   per image i
+  noise  = mu(c) + sigma(c) * eps        (gaussian: mu = 0, sigma = 1; the seam for HI/PAHI heads)
+  x      = noise * init_sigma            (init_sigma = sigma_max = 14.6146 for trailing spacing)
+  per step i (t = 999 | 999, 499; sigma_i from the schedule, sigma_L = 0):
+    x_in = x / sqrt(sigma_i^2 + 1)
+    e    = unet(x_in, t_i, c)
+    x0   = x - sigma_i * e               (epsilon; v: x / (s^2+1) - s * e / sqrt(s^2+1))
+    x    = x + (x - x0) / sigma_i * (sigma_{i+1} - sigma_i)      (Euler; computed in float32)
+  image  = decoder(x / latent_scale)     AutoencoderTiny: tanh(x/3)*3 clamp inside, output in [-1, 1]
+  pixels = round(clamp(image / 2 + 0.5, 0, 1) * 255)  as uint8, NHWC
+
+Functions here keep autograd available (training backpropagates through `denoise` and `decode`);
+`generate` is the no-grad convenience wrapper.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from .specs import SchedulerSpec
+
+NoiseSource = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (eps, text emb) -> noise
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The numbers one run of `denoise` needs, precomputed on the host."""
+
+    timesteps: tuple[float, ...]
+    sigmas: tuple[float, ...]  # len(timesteps) + 1, last is 0
+    init_sigma: float
+    prediction_type: str = "epsilon"
+
+    @classmethod
+    def from_spec(cls, spec: SchedulerSpec, steps: int) -> "Schedule":
+        return cls(spec.timesteps(steps), spec.sigmas(steps), spec.init_sigma(steps),
+                   spec.prediction_type)
+
+
+def tokenize(tokenizer, prompts: Sequence[str], max_tokens: int = 77) -> torch.Tensor:
+    """Token ids [B, max_tokens] (int64), padded and truncated like diffusers; warns on truncation."""
+    ids = tokenizer(list(prompts), padding="max_length", max_length=max_tokens, truncation=True,
+                    return_tensors="pt").input_ids
+    full = tokenizer(list(prompts), padding="longest", truncation=False).input_ids
+    for prompt, toks in zip(prompts, full):
+        if len(toks) > max_tokens:
+            warnings.warn(f"prompt truncated to {max_tokens} tokens ({len(toks)} given): "
+                          f"'{prompt[:60]}...'", stacklevel=2)
+    return ids
+
+
+def encode_text(text_encoder: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Text embeddings [B, 77, D]: the text encoder's last hidden state (no clip-skip)."""
+    return text_encoder(ids.to(text_encoder.device))[0]
+
+
+def draw_eps(seeds: Sequence[int], shape: Sequence[int], dtype: torch.dtype = torch.float32
+             ) -> torch.Tensor:
+    """eps [B, *shape] on the CPU: image i from `Generator("cpu").manual_seed(seeds[i])`, drawn
+    in `dtype` exactly as diffusers' `randn_tensor` draws it for a list of generators."""
+    return torch.cat([torch.randn((1, *shape), generator=torch.Generator("cpu").manual_seed(s),
+                                  dtype=dtype) for s in seeds])
+
+
+def gaussian(eps: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+    """Standard Gaussian noise source: noise = eps."""
+    return eps
+
+
+def denoise(unet: torch.nn.Module, noise: torch.Tensor, text_embeddings: torch.Tensor,
+            schedule: Schedule) -> torch.Tensor:
+    """Euler steps from unit-scale noise to x0 latents [B, 4, h, w] (dtype of `noise`)."""
+    dtype = noise.dtype
+    x = noise * schedule.init_sigma
+    for i, t in enumerate(schedule.timesteps):
+        sigma, sigma_next = schedule.sigmas[i], schedule.sigmas[i + 1]
+        x_in = x / ((sigma**2 + 1) ** 0.5)
+        timestep = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
+        e = unet(x_in, timestep, encoder_hidden_states=text_embeddings).sample
+        xf = x.float()
+        if schedule.prediction_type == "epsilon":
+            x0 = xf - sigma * e.float()
+        else:  # v_prediction
+            x0 = e.float() * (-sigma / (sigma**2 + 1) ** 0.5) + xf / (sigma**2 + 1)
+        x = (xf + (xf - x0) / sigma * (sigma_next - sigma)).to(dtype)
+    return x
+
+
+def decode(decoder: torch.nn.Module, latents: torch.Tensor, latent_scale: float = 1.0
+           ) -> torch.Tensor:
+    """Decoder output [B, 3, H, W] in [-1, 1] (AutoencoderTiny already maps [0,1] -> [-1,1])."""
+    return decoder.decode(latents / latent_scale, return_dict=False)[0]
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] NCHW float -> uint8 NHWC on the CPU, rounded as diffusers' image processor does."""
+    x = (image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+    return (x * 255).round().to(torch.uint8).cpu()
+
+
+@torch.inference_mode()
+def generate(components, prompts: Sequence[str], seeds: Sequence[int], *, steps: int = 1,
+             height: int = 512, width: int = 512, noise_source: NoiseSource = gaussian
+             ) -> torch.Tensor:
+    """Prompts -> uint8 images [B, H, W, 3]; image i uses seeds[i]."""
+    spec = components.spec
+    shape = spec.latent_shape(height, width)
+    ids = tokenize(components.tokenizer, prompts, spec.max_tokens)
+    emb = encode_text(components.text_encoder, ids)
+    eps = draw_eps(seeds, shape, components.dtype).to(components.device)
+    noise = noise_source(eps, emb)
+    latents = denoise(components.unet, noise, emb, Schedule.from_spec(spec.scheduler, steps))
+    return to_uint8(decode(components.decoder, latents, spec.latent_scale))

@@ -1,0 +1,95 @@
+"""`pahi-rt generate` through Typer's CliRunner: files, metadata, and one-line errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from pahi_rt.cli import app, main  # noqa: F401
+
+runner = CliRunner()
+SMALL = ["--model", "tiny", "--height", "64", "--width", "64"]
+
+
+def run(*args):
+    return runner.invoke(app, list(args))
+
+
+def assert_one_line_error(result, pattern):
+    assert result.exit_code == 2, result.output
+    lines = [x for x in result.output.strip().splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and pattern in lines[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_generate_writes_png_with_metadata(tmp_path):
+    r = run("generate", "a red fox in the snow", *SMALL, "--seed", "7", "--out", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    im = Image.open(tmp_path / "00000.png")
+    assert im.size == (64, 64)
+    assert im.text["prompt"] == "a red fox in the snow" and im.text["seed"] == "7"
+    assert im.text["noise"] == "gaussian" and im.text["model"] == "tiny"
+    assert im.text["head"] == "none" and im.text["steps"] == "1"
+    assert im.text["parameters"].startswith("a red fox in the snow\nSteps: 1, Sampler: Euler")
+    assert json.loads(im.text["pahi-rt"])["seed"] == "7"
+
+
+def test_prompt_file_numbers_images_and_seeds(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n\na dog\na bird\n")
+    out = tmp_path / "out"
+    r = run("generate", "--prompts", str(prompts), *SMALL, "--seed", "3", "--steps", "2",
+            "--out", str(out))
+    assert r.exit_code == 0, r.output
+    files = sorted(p.name for p in out.glob("*.png"))
+    assert files == ["00000.png", "00001.png", "00002.png"]
+    meta = [Image.open(out / f).text for f in files]
+    assert [m["prompt"] for m in meta] == ["a cat", "a dog", "a bird"]
+    assert [m["seed"] for m in meta] == ["3", "4", "5"] and meta[0]["steps"] == "2"
+
+
+@pytest.mark.parametrize("args,message", [
+    (("x", "--height", "100"), "--height must be a multiple of 8"),
+    (("x", "--width", "32"), "--width must be a multiple of 8 and at least 64"),
+    (("x", "--model", "no-such-preset-here"), "try --model synthetic"),
+    (("x", "--model", "./missing-dir"), "not a diffusers model directory"),
+    (("--prompts", "missing.txt"), "no such file"),
+    (("x", "--dtype", "fp8"), "--dtype must be one of"),
+    (("x", "--noise", "pahi"), "needs --head"),
+    (("x", "--noise", "hi", "--head", "nowhere"), "not a head checkpoint"),
+    (("x", "--steps", "0"), "--steps must be between"),
+    ((), "give either a PROMPT or --prompts"),
+])
+def test_bad_input_is_one_line_error(tmp_path, args, message):
+    extra = [] if "--model" in args else ["--model", "tiny"]
+    r = run("generate", *args, *extra, "--out", str(tmp_path / "o"))
+    assert_one_line_error(r, message)
+    assert not list((tmp_path / "o").glob("*.png")) if (tmp_path / "o").exists() else True
+
+
+def test_wrong_decoder_type(tmp_path):
+    (tmp_path / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
+    r = run("generate", "x", *SMALL, "--decoder", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert_one_line_error(r, "not an AutoencoderTiny")
+
+
+def test_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    r = run("generate", "x", *SMALL, "--out", str(blocker / "sub"))
+    assert_one_line_error(r, "cannot write there")
+
+
+def test_long_prompt_warns_and_still_writes(tmp_path):
+    r = run("generate", "word " * 100, *SMALL, "--out", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    assert "truncated to 77 tokens" in r.output
+    assert (tmp_path / "00000.png").is_file()
+
+
+def test_no_temp_files_left(tmp_path):
+    r = run("generate", "x", *SMALL, "--out", str(tmp_path))
+    assert r.exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00000.png"]

@@ -1,0 +1,56 @@
+"""Head checkpoints: save/load round trip, init equals Gaussian, mismatches refused."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pahi_rt.errors import InputError
+from pahi_rt.noise import noise_source
+from pahi_rt.noise.checkpoint import load_head, save_head
+from pahi_rt.noise.head import HeadConfig, build_head
+from pahi_rt.specs import ModelSpec
+
+SPEC = ModelSpec(name="tiny", text_dim=32)
+
+
+@pytest.mark.parametrize("mode", ["hi", "pahi"])
+def test_fresh_head_is_standard_gaussian(mode):
+    head = build_head(HeadConfig(mode, (4, 8, 8), 32, hidden=16))
+    eps, emb = torch.randn(2, 4, 8, 8), torch.randn(2, 77, 32)
+    assert torch.equal(head(eps, emb), eps)
+
+
+@pytest.mark.parametrize("mode", ["hi", "pahi"])
+def test_round_trip_and_checks(tmp_path, mode):
+    head = build_head(HeadConfig(mode, (4, 8, 8), 32, hidden=16))
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_()
+    save_head(head, tmp_path / "h", training={"steps": 3})
+    back = load_head(tmp_path / "h", SPEC, 64, 64, expect_mode=mode)
+    eps, emb = torch.randn(2, 4, 8, 8), torch.randn(2, 77, 32)
+    assert torch.allclose(back(eps, emb), head(eps, emb))
+    with pytest.raises(InputError, match="trained for 64x64"):
+        load_head(tmp_path / "h", SPEC, 128, 64)
+    other = "pahi" if mode == "hi" else "hi"
+    with pytest.raises(InputError, match=f"not '{other}'"):
+        load_head(tmp_path / "h", SPEC, expect_mode=other)
+
+
+def test_text_dim_mismatch_refused(tmp_path):
+    save_head(build_head(HeadConfig("pahi", (4, 8, 8), 64, hidden=8)), tmp_path / "h")
+    with pytest.raises(InputError, match="64-wide text embeddings"):
+        load_head(tmp_path / "h", SPEC, 64, 64)
+
+
+def test_generate_with_head_uses_it(tiny_components, tmp_path):
+    from pahi_rt import sampling
+
+    head = build_head(HeadConfig("hi", (4, 8, 8), 32))
+    with torch.no_grad():
+        head.mu.fill_(0.5)
+    save_head(head, tmp_path / "h")
+    src, name = noise_source("hi", str(tmp_path / "h"), tiny_components, 64, 64)
+    a = sampling.generate(tiny_components, ["a"], [0], height=64, width=64, noise_source=src)
+    b = sampling.generate(tiny_components, ["a"], [0], height=64, width=64)
+    assert name == str(tmp_path / "h") and not torch.equal(a, b)
