@@ -1,0 +1,1 @@
+"""Interchangeable runtimes (torch, onnxruntime, tensorrt) behind one protocol (`backend.Backend`)."""

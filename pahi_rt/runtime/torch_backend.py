@@ -1,0 +1,50 @@
+"""The torch backend: the reference sampler's functions, stage by stage (eager)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import sampling
+from .backend import Backend, RunConfig
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, config: RunConfig, components, noise_source=sampling.gaussian):
+        super().__init__(config)
+        self.comps = components
+        self.noise_source = noise_source
+        self.schedule = sampling.Schedule.from_spec(components.spec.scheduler, config.mode.steps)
+        self.device = components.device
+
+    @torch.inference_mode()
+    def encode_text(self, ids: np.ndarray) -> Any:
+        return sampling.encode_text(self.comps.text_encoder, torch.from_numpy(ids))
+
+    @torch.inference_mode()
+    def make_noise(self, eps: np.ndarray, text_embeddings: Any) -> Any:
+        e = torch.from_numpy(eps).to(self.device, self.comps.dtype)
+        return self.noise_source(e, text_embeddings)
+
+    @torch.inference_mode()
+    def unet_step(self, index: int, x: Any, text_embeddings: Any) -> Any:
+        s = self.schedule
+        one = sampling.Schedule(s.timesteps[index:index + 1], s.sigmas[index:index + 2],
+                                s.init_sigma if index == 0 else 1.0, s.prediction_type)
+        return sampling.denoise(self.comps.unet, x, text_embeddings, one)
+
+    @torch.inference_mode()
+    def decode(self, latents: Any) -> Any:
+        image = sampling.decode(self.comps.decoder, latents, self.comps.spec.latent_scale)
+        x = (image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+        return (x * 255).round().to(torch.uint8)
+
+    def to_host(self, image: Any) -> np.ndarray:
+        return image.cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
