@@ -1,0 +1,75 @@
+"""The bench harness on the tiny model: rows, stages, JSON schema, markdown, plot. Not speed."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from pahi_rt.cli import app
+from pahi_rt.runtime.backend import STAGES
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def bench_result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    r = runner.invoke(app, [
+        "bench", "--model", "tiny", "--height", "64", "--width", "64", "--warmup", "1",
+        "--iters", "2", "--backends", "torch,diffusers",
+        "--modes", "pahi-1step,gaussian-1step,gaussian-2step",
+        "--json", str(out / "r.json"), "--markdown", str(out / "r.md"),
+        "--plot", str(out / "r.png")])
+    assert r.exit_code == 0, r.output
+    return out, json.loads((out / "r.json").read_text()), r.output
+
+
+def test_rows_and_schema(bench_result):
+    _, result, _ = bench_result
+    assert {"rows", "machine", "command", "work"} <= set(result)
+    assert "pahi-rt bench" in result["command"] and result["machine"]["device"]
+    got = {(r["backend"], r["mode"]) for r in result["rows"]}
+    assert got == {("torch", "pahi-1step"), ("torch", "gaussian-1step"),
+                   ("torch", "gaussian-2step"), ("diffusers", "gaussian-1step"),
+                   ("diffusers", "gaussian-2step")}
+    for r in result["rows"]:
+        for key in ("mode", "backend", "precision", "batch", "p50_ms", "p90_ms", "p99_ms",
+                    "images_per_s", "stages", "peak_memory_mb", "e2e_floor_ms"):
+            assert key in r, key
+        assert r["p50_ms"] > 0 and r["p90_ms"] >= r["p50_ms"]
+    skipped = {(s["backend"], s["mode"]) for s in result["skipped"]}
+    assert ("diffusers", "pahi-1step") in skipped
+
+
+def test_stages_cover_the_path(bench_result):
+    _, result, _ = bench_result
+    rows = {(r["backend"], r["mode"]): r for r in result["rows"]}
+    two = rows[("torch", "gaussian-2step")]["stages"]
+    assert set(two) == set(STAGES)
+    one = rows[("torch", "pahi-1step")]
+    assert set(one["stages"]) == set(STAGES) - {"unet_step_2"}
+    assert all(v > 0 for v in one["floor_ratio"].values())
+    assert sum(one["stages"].values()) <= one["p50_ms"] * 1.5
+
+
+def test_work_counts_real_flops(bench_result):
+    _, result, _ = bench_result
+    work = result["work"]
+    assert work["unet_step"]["flops"] > 0 and work["decode"]["flops"] > 0
+    assert work["text_encoder"]["bytes"] > 0
+
+
+def test_markdown_and_plot_written(bench_result):
+    out, _, output = bench_result
+    md = (out / "r.md").read_text()
+    assert "| Method | Backend | Precision |" in md and "| PAHI | torch | fp32 |" in md
+    assert "unet_step_1" in md and md.strip() in output
+    assert (out / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_lists_are_one_line_errors():
+    r = runner.invoke(app, ["bench", "--model", "tiny", "--backends", "torch,nope"])
+    assert r.exit_code == 2 and "unknown nope" in r.output
+    r = runner.invoke(app, ["bench", "--model", "tiny", "--modes", "three-step"])
+    assert r.exit_code == 2 and "unknown three-step" in r.output
