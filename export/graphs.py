@@ -119,7 +119,7 @@ def build_module(name: str, components, head: nn.Module | None = None, steps: in
     if name == DECODER:
         return DecoderGraph(components.decoder, components.spec.latent_scale)
     schedule = sampling.Schedule.from_spec(components.spec.scheduler, steps)
-    return FusedGraph(components, schedule, head)
+    return FusedGraph(components, schedule, None if name.startswith("gaussian") else head)
 
 
 def example_inputs(name: str, components, batch: int, height: int, width: int) -> tuple:
