@@ -22,3 +22,34 @@ def tiny_components():
     from pahi_rt.components import load_components
 
     return load_components("tiny")
+
+
+@pytest.fixture(scope="session")
+def pahi_head():
+    from helpers import random_head
+
+    return random_head("pahi")
+
+
+def _export(tmp_path_factory, components, head, precision, engines=()):
+    from pahi_rt.export.artifacts import export_artifacts
+    from pahi_rt.export.build import ExportOptions
+
+    out = tmp_path_factory.mktemp(f"artifacts_{precision}")
+    options = ExportOptions(height=64, width=64, batch=2, precision=precision, engines=engines)
+    return export_artifacts(components, out, options, head, head_source="random pahi head")
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory, tiny_components, pahi_head):
+    """fp32 export of the tiny model (64x64, batch 2) with a PAHI head; with tensorrt_rtx
+    importable, also a real (ahead-of-time, CPU) engine of the fused pahi graph."""
+    from helpers import has_module
+
+    engines = ("pahi-1step",) if has_module("tensorrt_rtx") or has_module("tensorrt") else ()
+    return _export(tmp_path_factory, tiny_components, pahi_head, "fp32", engines)
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts_fp16(tmp_path_factory, tiny_components, pahi_head):
+    return _export(tmp_path_factory, tiny_components, pahi_head, "fp16")

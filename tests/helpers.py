@@ -33,3 +33,21 @@ def save_tiny_checkpoint(root: Path, seed: int, unet_overrides: dict | None = No
     assert isinstance(dec, AutoencoderTiny)
     dec.save_pretrained(decoder_dir)
     return model_dir, decoder_dir
+
+
+def random_head(mode: str = "pahi", latent_shape=(4, 8, 8), text_dim: int = 32, seed: int = 0):
+    """A HI/PAHI head with random non-zero weights everywhere, so mu and sigma matter."""
+    from pahi_rt.noise.head import HeadConfig, build_head
+
+    head = build_head(HeadConfig(mode, tuple(latent_shape), text_dim, hidden=16, base_model="tiny"))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return head.eval().requires_grad_(False)
+
+
+def has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None

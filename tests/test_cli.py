@@ -93,3 +93,53 @@ def test_no_temp_files_left(tmp_path):
     r = run("generate", "x", *SMALL, "--out", str(tmp_path))
     assert r.exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["00000.png"]
+
+
+def _pixels(path):
+    import numpy as np
+
+    return np.asarray(Image.open(path)).astype(int)
+
+
+def test_export_then_generate_with_onnxruntime(tmp_path):
+    art = tmp_path / "art"
+    r = run("export", *SMALL, "--graph", "gaussian-1step", "--no-engine", "--out", str(art))
+    assert r.exit_code == 0, r.output
+    assert (art / "gaussian-1step.onnx").is_file() and "built" in r.output
+    again = run("export", *SMALL, "--graph", "gaussian-1step", "--no-engine", "--out", str(art))
+    assert "cached" in again.output and "built " not in again.output
+    ref = run("generate", "a red fox", *SMALL, "--seed", "3", "--out", str(tmp_path / "t"))
+    ort = run("generate", "a red fox", *SMALL, "--seed", "3", "--backend", "onnxruntime",
+              "--artifacts", str(art), "--out", str(tmp_path / "o"))
+    assert ref.exit_code == 0 and ort.exit_code == 0, ort.output
+    diff = abs(_pixels(tmp_path / "t" / "00000.png") - _pixels(tmp_path / "o" / "00000.png"))
+    assert diff.max() <= 2
+
+
+def test_generate_onnxruntime_exports_into_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAHI_RT_CACHE", str(tmp_path / "cache"))
+    args = ("generate", "a cat", *SMALL, "--steps", "2", "--backend", "onnxruntime")
+    first = run(*args, "--out", str(tmp_path / "a"))
+    assert first.exit_code == 0, first.output
+    assert "using the cache" in first.output and "exporting gaussian-2step" in first.output
+    second = run(*args, "--out", str(tmp_path / "b"))
+    assert "exporting" not in second.output
+    assert (_pixels(tmp_path / "a" / "00000.png") == _pixels(tmp_path / "b" / "00000.png")).all()
+
+
+def test_generate_refuses_artifacts_of_other_weights(tmp_path, tiny_checkpoint):
+    art = tmp_path / "art"
+    assert run("export", *SMALL, "--graph", "gaussian-1step", "--no-engine",
+               "--out", str(art)).exit_code == 0
+    model_dir, decoder_dir = tiny_checkpoint
+    r = run("generate", "a cat", "--model", str(model_dir), "--decoder", str(decoder_dir),
+            "--height", "64", "--width", "64", "--backend", "onnxruntime", "--artifacts",
+            str(art), "--out", str(tmp_path / "o"))
+    assert_one_line_error(r, "re-run `pahi-rt export`")
+
+
+def test_backend_errors_are_one_line(tmp_path):
+    r = run("generate", "a cat", *SMALL, "--backend", "nope", "--artifacts", str(tmp_path))
+    assert_one_line_error(r, "--backend")
+    r = run("generate", "a cat", *SMALL, "--backend", "tensorrt", "--artifacts", str(tmp_path))
+    assert r.exit_code == 2 and "error:" in r.output

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
 from ..cli import app, command
@@ -31,8 +32,13 @@ def generate(
     dtype: str = typer.Option("fp32", help="fp32 | fp16 | bf16"),
     device: str = typer.Option("cpu", help="cpu | cuda[:N]"),
     out: Path = typer.Option(Path("outputs"), help="Output directory."),
+    backend: str = typer.Option("torch", help="torch | onnxruntime | tensorrt (same pixels "
+                                "for the same seed)."),
+    artifacts: Optional[Path] = typer.Option(None, help="Artifact dir from `pahi-rt export` "
+                                             "(onnxruntime/tensorrt); default: a content-keyed "
+                                             "cache dir, exported on first use."),
 ):
-    """Generate images with the torch reference sampler and write PNGs with metadata."""
+    """Generate images (torch reference sampler or exported graphs) and write PNGs."""
     from .. import io, sampling
     from ..components import load_components
     from ..noise import noise_source
@@ -43,18 +49,62 @@ def generate(
     texts = io.read_prompt_lines(prompts) if prompts else [prompt]
     check_image_size(height, width)
     out_dir = io.ensure_writable_dir(out)
-    comps = load_components(model, decoder, dtype, device)
+    # exported graphs are traced from fp32 weights; fp16 is made from the fp32 graph
+    comps = load_components(model, decoder, dtype if backend == "torch" else "fp32", device)
     source, head_name = noise_source(noise, str(head) if head else None, comps, height, width)
     sampling.Schedule.from_spec(comps.spec.scheduler, steps)  # validates --steps early
+    render = _renderer(backend, comps, source, noise, steps, height, width, dtype, artifacts)
 
     with typer.progressbar(list(enumerate(texts)), label="generating", file=None,
                            hidden=prompts is None) as bar:
         for i, text in bar:
             t0 = time.perf_counter()
-            pixels = sampling.generate(comps, [text], [seed + i], steps=steps, height=height,
-                                       width=width, noise_source=source)
+            pixels = render(text, seed + i)
             seconds = time.perf_counter() - t0
             meta = io.png_metadata(text, seed + i, steps, noise, model, head_name, height, width,
                                    comps.decoder_id)
-            path = io.save_png(out_dir / f"{i:05d}.png", pixels[0].numpy(), meta)
+            path = io.save_png(out_dir / f"{i:05d}.png", np.asarray(pixels[0]), meta)
             typer.echo(f"{path}  seed {seed + i}  {seconds:.2f} s", err=prompts is not None)
+
+
+def _renderer(backend, comps, source, noise, steps, height, width, dtype, artifacts):
+    """render(prompt, seed) -> uint8 [1, H, W, 3] with the chosen backend (batch 1)."""
+    from .. import sampling
+
+    if backend == "torch":
+        if artifacts:
+            raise InputError("--artifacts is only used with --backend onnxruntime|tensorrt")
+        return lambda text, seed: sampling.generate(comps, [text], [seed], steps=steps,
+                                                    height=height, width=width,
+                                                    noise_source=source).numpy()
+    from ..export.artifacts import check_sources, export_artifacts
+    from ..export.build import ExportOptions, cache_dir
+    from ..runtime.backend import MODES, RunConfig
+    from ..runtime.factory import BACKENDS, make_backend
+
+    if backend not in BACKENDS:
+        raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+    mode = MODES.get(f"{noise}-{steps}step")
+    if mode is None:
+        raise InputError(f"--backend {backend} serves the modes {', '.join(MODES)}; "
+                         f"--noise {noise} --steps {steps} is not one of them")
+    if dtype not in ("fp32", "fp16"):
+        raise InputError(f"--backend {backend} runs fp32 or fp16 graphs, not --dtype {dtype}")
+    head = None if noise == "gaussian" else source
+    if artifacts is None:
+        options = ExportOptions(height=height, width=width, batch=1, precision=dtype,
+                                engines=(mode.name,) if backend == "tensorrt" else ())
+        artifacts = cache_dir(comps, head, options)
+        typer.echo(f"artifacts: no --artifacts given, using the cache {artifacts}", err=True)
+        export_artifacts(comps, artifacts, ExportOptions(
+            height=height, width=width, batch=1, precision=dtype, graphs=(mode.name,),
+            engines=options.engines), head, progress=lambda m: typer.echo(m, err=True))
+    check_sources(artifacts, comps, head)
+    runner = make_backend(backend, RunConfig(mode, 1, height, width, dtype), comps, source,
+                          artifacts)
+    shape = comps.spec.latent_shape(height, width)
+
+    def render(text, seed):
+        ids = sampling.tokenize(comps.tokenizer, [text], comps.spec.max_tokens).numpy()
+        return runner.run(ids, sampling.draw_eps([seed], shape).numpy())
+    return render

@@ -1,0 +1,127 @@
+"""`export_artifacts`: the cached, locked, atomic export of ONNX graphs and TensorRT engines."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import graphs, manifest as mf
+from .build import ExportOptions, graph_plan, onnx_key, source_hashes
+from .onnx_export import export_graph
+
+
+@dataclass
+class ExportReport:
+    """What an export did: artifacts built and reused (paths relative to the directory)."""
+
+    directory: Path
+    built: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    manifest: dict = field(default_factory=dict)
+
+
+def export_artifacts(components, out_dir: str | Path, options: ExportOptions, head=None,
+                     head_source: str | None = None, progress=lambda message: None
+                     ) -> ExportReport:
+    """Export every graph of `graph_plan(head)` into out_dir, then engines for
+    `options.engines`; reuses artifacts whose content key and sha256 still match."""
+    options.check()
+    out = Path(out_dir)
+    report = ExportReport(out)
+    sources = source_hashes(components, head)
+    with mf.directory_lock(out):
+        manifest = mf.read_manifest(out)
+        manifest.update(model=components.model_id, decoder=components.decoder_id,
+                        head=head_source, height=options.height, width=options.width,
+                        batch=options.batch, max_batch=options.max_batch,
+                        precision=options.precision, sources=sources)
+        for name, steps in graph_plan(head, options.graphs):
+            _export_one(components, head, name, steps, sources, options, manifest, report,
+                        progress)
+        for name in options.engines:
+            _build_one(name, options, manifest, report, progress)
+        mf.atomic_write_json(out / mf.MANIFEST, manifest)
+    report.manifest = manifest
+    return report
+
+
+def _export_one(components, head, name, steps, sources, options, manifest, report, progress):
+    out = report.directory
+    key = onnx_key(name, steps, sources, options)
+    entry = mf.find_artifact(manifest, name, "onnx")
+    if entry and entry.get("key") == key and mf.is_intact(out, entry):
+        report.reused.append(entry["path"])
+        return
+    progress(f"exporting {name}.onnx ({options.precision})")
+    module = graphs.build_module(name, components, head, steps)
+    args = graphs.example_inputs(name, components, options.batch, options.height, options.width)
+    path = out / f"{name}.onnx"
+    facts = export_graph(module, args, graphs.graph_spec(name), path, options.precision,
+                         dynamic_batch=options.max_batch > options.batch)
+    entry = {"path": path.name, "kind": "onnx", "graph": name, "key": key, "steps": steps,
+             "sha256": mf.sha256_file(path), "size_bytes": path.stat().st_size,
+             "precision": options.precision, "batch": options.batch,
+             "max_batch": options.max_batch, "height": options.height, "width": options.width,
+             "built_from": {k: v for k, v in sources.items()}, **facts}
+    if facts["external_data"]:
+        data = out / facts["external_data"]
+        entry.update(external_data_sha256=mf.sha256_file(data),
+                     size_bytes=entry["size_bytes"] + data.stat().st_size)
+    mf.put_artifact(manifest, entry)
+    mf.atomic_write_json(out / mf.MANIFEST, manifest)  # keep progress if a later graph fails
+    report.built.append(entry["path"])
+
+
+def engine_key(onnx_entry: dict, options: ExportOptions) -> str:
+    from .engine import flavour_version
+
+    return mf.sha256_json({"onnx": mf.artifact_files(onnx_entry), **flavour_version(),
+                           "build": _build_options(onnx_entry, options).to_dict()})
+
+
+def _build_options(onnx_entry: dict, options: ExportOptions):
+    """The build options, with a batch profile 1..max_batch when the graph has a free batch."""
+    if not (options.max_batch > options.batch):
+        return options.build
+    profile = {}
+    for name, (shape, _) in onnx_entry["io"]["inputs"].items():
+        rest = tuple(shape[1:])
+        profile[name] = ((1, *rest), (options.batch, *rest), (options.max_batch, *rest))
+    return replace(options.build, profile=profile)
+
+
+def _build_one(name, options, manifest, report, progress):
+    from .engine import build_engine
+
+    out = report.directory
+    source_path, source = mf.verified_artifact(out, name, "onnx")
+    key = engine_key(source, options)
+    entry = mf.find_artifact(manifest, name, "engine")
+    if entry and entry.get("key") == key and mf.is_intact(out, entry):
+        report.reused.append(entry["path"])
+        return
+    progress(f"building {name}.engine")
+    data, facts = build_engine(source_path, _build_options(source, options))
+    path, log = out / f"{name}.engine", out / f"{name}.engine.log"
+    mf.atomic_write_bytes(log, ("\n".join(facts.pop("log")) + "\n").encode())
+    mf.atomic_write_bytes(path, data)
+    entry = {"path": path.name, "kind": "engine", "graph": name, "key": key,
+             "sha256": mf.sha256_file(path), "size_bytes": len(data),
+             "source": source["path"], "source_sha256": source["sha256"],
+             "precision": source["precision"], "io": source["io"], "build_log": log.name,
+             "cuda_graphs": "runtime: WHOLE_GRAPH_CAPTURE (tensorrt-rtx)", **facts}
+    mf.put_artifact(manifest, entry)
+    mf.atomic_write_json(out / mf.MANIFEST, manifest)
+    report.built.append(entry["path"])
+
+
+def check_sources(directory: str | Path, components, head=None) -> dict:
+    """The manifest of `directory`, refused (ArtifactError) when it was exported from other
+    weights, configs or code than `components`/`head` hold now."""
+    manifest = mf.read_manifest(directory)
+    recorded = manifest.get("sources") or {}
+    current = source_hashes(components, head)
+    changed = sorted(k for k in current if recorded.get(k) != current[k])
+    if changed:
+        raise mf.ArtifactError(f"{directory} was exported from other {', '.join(changed)} than "
+                               "this model/head; re-run `pahi-rt export` into it")
+    return manifest

@@ -1,0 +1,133 @@
+"""TensorRT engines from ONNX graphs: one import seam for `tensorrt` and TensorRT for RTX.
+
+TensorRT for RTX (`tensorrt_rtx`) builds ahead of time without a GPU for chosen compute
+capabilities (sm80/86/89/120); networks are strongly typed, so an fp16 ONNX graph gives an fp16
+engine with its fp32 islands (attention scores, norms) kept as the graph's Casts say. Classic
+`tensorrt` needs the target GPU at build time and builds for it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import MissingDependencyError, PahiError
+
+RTX, CLASSIC = "tensorrt-rtx", "tensorrt"
+DEFAULT_TARGETS = ("sm86",)  # RTX 3090-class; add sm80/sm89/sm120 with --target
+TARGETS = ("sm75", "sm80", "sm86", "sm89", "sm120", "sm121")
+
+
+class EngineError(PahiError):
+    """An engine could not be built, or does not fit this GPU / TensorRT version."""
+
+
+def trt_module():
+    """(module, flavour): `tensorrt` when importable, else `tensorrt_rtx`."""
+    for name, flavour in (("tensorrt", CLASSIC), ("tensorrt_rtx", RTX)):
+        try:
+            return __import__(name), flavour
+        except ImportError:
+            continue
+    raise MissingDependencyError("neither 'tensorrt' nor 'tensorrt_rtx' is installed; install "
+                                 "TensorRT for RTX with: pip install 'pahi-rt[tensorrt-rtx]'")
+
+
+def flavour_version() -> dict:
+    trt, flavour = trt_module()
+    return {"flavour": flavour, "version": trt.__version__}
+
+
+@dataclass
+class BuildOptions:
+    """How an engine is built; part of the engine's cache key."""
+
+    targets: tuple[str, ...] = DEFAULT_TARGETS  # RTX only; classic builds for the local GPU
+    profile: dict[str, tuple[tuple, tuple, tuple]] = field(default_factory=dict)  # name->min/opt/max
+    workspace_mb: int = 0  # 0: TensorRT's default (all device memory)
+
+    def to_dict(self) -> dict:
+        return {"targets": list(self.targets), "profile": {k: [list(s) for s in v]
+                                                           for k, v in self.profile.items()},
+                "workspace_mb": self.workspace_mb}
+
+
+def check_targets(targets) -> tuple[str, ...]:
+    bad = [t for t in targets if t not in TARGETS]
+    if bad or not targets:
+        raise EngineError(f"--target must be among {', '.join(TARGETS)}, got {', '.join(bad)}")
+    return tuple(targets)
+
+
+def _logger(trt, lines: list[str]):
+    class Capture(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+
+        def log(self, severity, msg):
+            lines.append(f"[{str(severity).split('.')[-1]}] {msg}")
+    return Capture()
+
+
+def build_engine(onnx_path: Path, options: BuildOptions) -> tuple[bytes, dict]:
+    """Parse the ONNX graph (external data beside it is read) and build a serialized engine.
+
+    Returns (engine bytes, facts: flavour, version, targets, build seconds, log lines)."""
+    trt, flavour = trt_module()
+    lines: list[str] = []
+    logger = _logger(trt, lines)
+    t0 = time.perf_counter()
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EngineError(f"TensorRT could not parse {onnx_path}: {'; '.join(errors)[:500]}")
+    config = builder.create_builder_config()
+    if flavour == RTX:
+        config.num_compute_capabilities = len(options.targets)
+        for i, target in enumerate(check_targets(options.targets)):
+            config.set_compute_capability(getattr(trt.ComputeCapability, target.upper()), i)
+    if options.workspace_mb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+    if options.profile:
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in options.profile.items():
+            profile.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(profile)
+    data = builder.build_serialized_network(network, config)
+    if data is None:
+        tail = "; ".join(line for line in lines if "ERROR" in line)[-500:]
+        raise EngineError(f"TensorRT failed to build an engine from {onnx_path}: {tail}")
+    facts = {"flavour": flavour, "trt_version": trt.__version__,
+             "targets": list(options.targets) if flavour == RTX else ["local GPU"],
+             "build_seconds": round(time.perf_counter() - t0, 2), **options.to_dict()}
+    return bytes(data), {**facts, "log": lines}
+
+
+def engine_validity(data: bytes) -> tuple[str, str]:
+    """("VALID" | "SUBOPTIMAL" | "INVALID" | "UNKNOWN", diagnostics) for this machine.
+
+    TensorRT for RTX answers with `Runtime.get_engine_validity` (GPU and version checks);
+    classic TensorRT has no such query, so the manifest's recorded version is all we know."""
+    trt, flavour = trt_module()
+    runtime = trt.Runtime(_logger(trt, []))
+    if not hasattr(runtime, "get_engine_validity"):
+        return "UNKNOWN", f"{flavour} {trt.__version__} has no engine-validity query"
+    validity, bits = runtime.get_engine_validity(data)
+    reasons = [name for name, flag in trt.EngineInvalidityDiagnostics.__members__.items()
+               if int(bits) & int(flag)]
+    return str(validity).split(".")[-1], ", ".join(reasons) or "no diagnostics (no GPU visible?)"
+
+
+def check_engine(data: bytes, entry: dict) -> None:
+    """Refuse an engine built by another TensorRT flavour/version or for another GPU."""
+    trt, flavour = trt_module()
+    if (entry.get("flavour"), entry.get("trt_version")) != (flavour, trt.__version__):
+        raise EngineError(f"{entry['path']} was built with {entry.get('flavour')} "
+                          f"{entry.get('trt_version')}, this is {flavour} {trt.__version__}; "
+                          "re-run `pahi-rt export` to rebuild it")
+    validity, diagnostics = engine_validity(data)
+    if validity == "INVALID":
+        raise EngineError(f"{entry['path']} cannot run here (targets {entry.get('targets')}): "
+                          f"{diagnostics}; re-run `pahi-rt export --target ...` for this GPU")

@@ -1,0 +1,136 @@
+"""The artifact directory's manifest, content hashes, atomic writes and the directory lock.
+
+manifest.json = {"format": 1, "artifacts": [{"path", "kind": "onnx"|"engine", "sha256",
+"key", ...}]}. `key` is the content hash of everything an artifact was built from (weights,
+configs, code version, options, TensorRT flavour/version/targets); `sha256` is the file itself,
+so a truncated or edited file is caught before it is used.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import PahiError
+
+MANIFEST, LOCK = "manifest.json", ".lock"
+FORMAT = 1
+
+
+class ArtifactError(PahiError):
+    """An artifact is missing, corrupt (sha256 mismatch) or stale (built from other inputs)."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_json(obj) -> str:
+    """Hash of a JSON-able object with sorted keys (stable across runs)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write to a temp file in the same directory, fsync, then os.replace into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | Path, obj) -> Path:
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str | Path) -> Iterator[None]:
+    """Exclusive fcntl lock on DIR/.lock: concurrent exports into one DIR take turns."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def read_manifest(directory: str | Path) -> dict:
+    """The manifest, or an empty one; a manifest that does not parse is treated as empty."""
+    path = Path(directory) / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"format": FORMAT, "artifacts": []}
+    if data.get("format") != FORMAT or not isinstance(data.get("artifacts"), list):
+        return {"format": FORMAT, "artifacts": []}
+    return data
+
+
+def find_artifact(manifest: dict, graph: str, kind: str) -> dict | None:
+    for entry in manifest["artifacts"]:
+        if entry.get("graph") == graph and entry.get("kind") == kind:
+            return entry
+    return None
+
+
+def put_artifact(manifest: dict, entry: dict) -> None:
+    """Insert or replace the entry for (graph, kind)."""
+    manifest["artifacts"] = [e for e in manifest["artifacts"]
+                             if (e.get("graph"), e.get("kind")) != (entry["graph"], entry["kind"])]
+    manifest["artifacts"].append(entry)
+    manifest["artifacts"].sort(key=lambda e: (e["kind"], e["graph"]))
+
+
+def artifact_files(entry: dict) -> list[tuple[str, str]]:
+    """(relative path, sha256) of every file an entry consists of (graph + external data)."""
+    files = [(entry["path"], entry["sha256"])]
+    if entry.get("external_data"):
+        files.append((entry["external_data"], entry["external_data_sha256"]))
+    return files
+
+
+def is_intact(directory: str | Path, entry: dict | None) -> bool:
+    """True when every file of the entry exists and has the recorded sha256."""
+    if not entry:
+        return False
+    for rel, digest in artifact_files(entry):
+        path = Path(directory) / rel
+        if not path.is_file() or sha256_file(path) != digest:
+            return False
+    return True
+
+
+def verified_artifact(directory: str | Path, graph: str, kind: str, key: str | None = None
+                      ) -> tuple[Path, dict]:
+    """Path and entry of a usable artifact, or ArtifactError saying what is wrong and what to do."""
+    directory = Path(directory)
+    entry = find_artifact(read_manifest(directory), graph, kind)
+    fix = "re-run `pahi-rt export` into this directory"
+    if entry is None:
+        raise ArtifactError(f"{directory}: no {kind} for '{graph}' in {MANIFEST}; {fix}")
+    if key is not None and entry.get("key") != key:
+        raise ArtifactError(f"{directory / entry['path']} is stale: it was built from other "
+                            f"weights, code or options than requested; {fix}")
+    if not is_intact(directory, entry):
+        raise ArtifactError(f"{directory / entry['path']} is missing or corrupt (sha256 does not "
+                            f"match {MANIFEST}); {fix}")
+    return directory / entry["path"], entry

@@ -1,0 +1,64 @@
+"""`pahi-rt export`: ONNX graphs (components and fused), TensorRT engines and a manifest."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..cli import app, command
+from ..specs import DEFAULT_MODEL
+
+
+@app.command("export")
+@command
+def export_cmd(
+    model: str = typer.Option(DEFAULT_MODEL, help="Preset, diffusers model directory or HF id."),
+    decoder: Optional[str] = typer.Option(None, help="AutoencoderTiny dir / HF id / taesd file."),
+    head: Optional[Path] = typer.Option(None, help="HI/PAHI head checkpoint dir: adds the head "
+                                        "graph and the fused `<mode>-1step` graph."),
+    height: int = typer.Option(512, help="Image height (static shape)."),
+    width: int = typer.Option(512, help="Image width (static shape)."),
+    batch: int = typer.Option(1, help="Batch size (static, or the profile's optimum)."),
+    max_batch: int = typer.Option(0, help="> --batch: dynamic batch axis and an engine "
+                                  "optimisation profile 1..max-batch."),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 (attention scores and norms "
+                                  "stay fp32)."),
+    out: Path = typer.Option(Path("artifacts"), help="Artifact directory (manifest.json)."),
+    graph: List[str] = typer.Option([], help="Export only these graphs (repeatable)."),
+    target: List[str] = typer.Option([], help="TensorRT-RTX target GPUs (repeatable): sm75, "
+                                     "sm80, sm86 (default), sm89, sm120, sm121."),
+    engine_graph: List[str] = typer.Option([], help="Build engines only for these graphs "
+                                           "(default: every exported graph)."),
+    no_engine: bool = typer.Option(False, "--no-engine", help="ONNX only, no TensorRT engines."),
+):
+    """Export ONNX graphs and TensorRT engines; rebuilds only what changed (content hashes)."""
+    from ..components import load_components
+    from ..errors import MissingDependencyError
+    from ..export.artifacts import export_artifacts
+    from ..export.build import ExportOptions, graph_plan
+    from ..export.engine import DEFAULT_TARGETS, BuildOptions, check_targets, trt_module
+    from ..noise.checkpoint import load_head
+    from ..specs import check_image_size
+
+    check_image_size(height, width)
+    comps = load_components(model, decoder)
+    noise_head = load_head(head, comps.spec, height, width) if head else None
+    names = tuple(n for n, _ in graph_plan(noise_head, tuple(graph)))
+    engines: tuple[str, ...] = ()
+    if not no_engine:
+        try:
+            trt_module()
+            engines = tuple(engine_graph) or names
+        except MissingDependencyError as e:
+            typer.secho(f"warning: engines skipped: {e}", fg="yellow", err=True)
+    options = ExportOptions(height=height, width=width, batch=batch, max_batch=max_batch,
+                            precision=precision, graphs=tuple(graph), engines=engines,
+                            build=BuildOptions(targets=check_targets(target or DEFAULT_TARGETS)))
+    report = export_artifacts(comps, out, options.check(), noise_head,
+                              str(head) if head else None,
+                              progress=lambda m: typer.echo(m, err=True))
+    for entry in report.manifest["artifacts"]:
+        state = "built " if entry["path"] in report.built else "cached"
+        typer.echo(f"{state}  {entry['kind']:6s}  {out / entry['path']}  "
+                   f"{entry['size_bytes'] / 2**20:8.1f} MiB  sha256 {entry['sha256'][:12]}")

@@ -1,0 +1,50 @@
+"""TensorRT(-RTX) engines: a real ahead-of-time build on the CPU, its manifest, and refusal of
+engines that do not fit this machine."""
+from __future__ import annotations
+
+import pytest
+
+from pahi_rt.export import engine, manifest as mf
+
+from helpers import has_module
+
+needs_trt = pytest.mark.skipif(
+    not (has_module("tensorrt_rtx") or has_module("tensorrt")),
+    reason="neither tensorrt_rtx nor tensorrt is importable (pip install 'pahi-rt[tensorrt-rtx]')")
+
+
+@needs_trt
+def test_fused_engine_built_with_manifest(tiny_artifacts):
+    path, entry = mf.verified_artifact(tiny_artifacts.directory, "pahi-1step", "engine")
+    flavour = engine.flavour_version()
+    assert entry["flavour"] == flavour["flavour"] and entry["trt_version"] == flavour["version"]
+    assert entry["build_seconds"] > 0 and entry["size_bytes"] == path.stat().st_size
+    onnx_entry = mf.find_artifact(tiny_artifacts.manifest, "pahi-1step", "onnx")
+    assert entry["source_sha256"] == onnx_entry["sha256"]
+    log = (tiny_artifacts.directory / entry["build_log"]).read_text()
+    assert "pahi-1step" in entry["path"] and log.strip()
+    if entry["flavour"] == engine.RTX:
+        assert entry["targets"] == list(engine.DEFAULT_TARGETS)
+
+
+@needs_trt
+def test_engine_from_other_version_is_refused(tiny_artifacts):
+    path, entry = mf.verified_artifact(tiny_artifacts.directory, "pahi-1step", "engine")
+    with pytest.raises(engine.EngineError, match="re-run `pahi-rt export`"):
+        engine.check_engine(path.read_bytes(), {**entry, "trt_version": "0.0.1"})
+
+
+@needs_trt
+def test_engine_validity_query(tiny_artifacts):
+    """TensorRT-RTX answers whether an engine runs here; without a GPU it cannot."""
+    path, entry = mf.verified_artifact(tiny_artifacts.directory, "pahi-1step", "engine")
+    validity, diagnostics = engine.engine_validity(path.read_bytes())
+    assert validity in ("VALID", "SUBOPTIMAL", "INVALID", "UNKNOWN") and diagnostics
+    if validity == "INVALID":
+        with pytest.raises(engine.EngineError, match="cannot run here"):
+            engine.check_engine(path.read_bytes(), entry)
+
+
+def test_bad_target_is_refused():
+    with pytest.raises(engine.EngineError, match="--target"):
+        engine.check_targets(["sm99"])

@@ -1,0 +1,46 @@
+"""The TensorRT backend against torch: needs a CUDA GPU and an engine built for it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pahi_rt import sampling
+from pahi_rt.runtime.backend import MODES, RunConfig
+
+from helpers import has_module
+
+torch = pytest.importorskip("torch")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.skipif(not (has_module("tensorrt_rtx") or has_module("tensorrt")),
+                       reason="needs tensorrt or tensorrt_rtx"),
+]
+
+
+@pytest.mark.parametrize("mode", ["pahi-1step", "gaussian-1step", "gaussian-2step"])
+def test_engine_matches_torch(tmp_path, tiny_components, pahi_head, mode):
+    from pahi_rt.export.artifacts import export_artifacts
+    from pahi_rt.export.build import ExportOptions
+    from pahi_rt.export.engine import BuildOptions
+    from pahi_rt.runtime.torch_backend import TorchBackend
+    from pahi_rt.runtime.trt_backend import TrtBackend
+
+    targets = ("sm" + "".join(map(str, torch.cuda.get_device_capability())),)
+    graphs = ("text_encoder", "unet", "decoder", "head", mode)
+    export_artifacts(tiny_components, tmp_path, ExportOptions(
+        64, 64, 2, graphs=graphs, engines=graphs, build=BuildOptions(targets=targets)), pahi_head)
+    cfg = RunConfig(MODES[mode], batch=2, height=64, width=64)
+    ids = sampling.tokenize(tiny_components.tokenizer, ["a cat", "a dog"]).numpy()
+    eps = sampling.draw_eps([1, 2], (4, 8, 8)).numpy()
+    source = pahi_head if mode.startswith("pahi") else sampling.gaussian
+    ref = TorchBackend(cfg, tiny_components, source).run(ids, eps).astype(int)
+    backend = TrtBackend(cfg, tmp_path, tiny_components.spec)
+    for out in (backend.run(ids, eps), backend.run_staged(ids, eps, lambda s: _null())):
+        assert np.abs(out.astype(int) - ref).max() <= 2
+
+
+def _null():
+    from contextlib import nullcontext
+
+    return nullcontext()
