@@ -63,3 +63,4 @@ def main():
 
 # Verbs register themselves on `app`; imported last because they import `app` from here.
 from .commands import generate  # noqa: E402,F401
+from .commands import train, evaluate  # noqa: E402,F401
