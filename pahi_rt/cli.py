@@ -62,4 +62,4 @@ def main():
 
 
 # Verbs register themselves on `app`; imported last because they import `app` from here.
-from .commands import bench, export, generate  # noqa: E402,F401
+from .commands import bench, evaluate, export, generate, train  # noqa: E402,F401

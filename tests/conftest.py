@@ -8,6 +8,9 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+# One intra-op thread: the tiny models gain nothing from two, and on a shared 2-core machine
+# two spinning OpenMP threads slow training steps down by 10x or more when a core is busy.
+torch.set_num_threads(1)
 
 from helpers import save_tiny_checkpoint
 

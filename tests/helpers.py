@@ -1,6 +1,7 @@
 """Test helpers: tiny random checkpoints and paths to shared data."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -51,3 +52,31 @@ def has_module(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+def save_tiny_clip(root: Path, seed: int = 0, image_size: int = 32, shortest_edge: int = 40
+                   ) -> Path:
+    """A tiny random CLIPModel + CLIP tokenizer + CLIPImageProcessor config in one directory,
+    laid out like an HF repo (PickScore_v1 + its processor)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from pahi_rt.tokenizer import clip_tokenizer
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
+                         bos_token_id=49406, eos_token_id=49407, pad_token_id=0),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=image_size, patch_size=8),
+        projection_dim=8)
+    CLIPModel(config).save_pretrained(root, safe_serialization=True)
+    clip_tokenizer().save_pretrained(root)
+    (root / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True,
+        "size": {"shortest_edge": shortest_edge}, "resample": 3, "do_center_crop": True,
+        "crop_size": {"height": image_size, "width": image_size}, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711]}))
+    return root

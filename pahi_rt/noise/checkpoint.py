@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from ..errors import InputError, ModelLoadError
 from .head import HeadConfig, build_head
@@ -19,16 +20,52 @@ WEIGHTS, CONFIG = "head.safetensors", "config.json"
 
 def save_head(head, directory: str | Path, training: dict | None = None) -> Path:
     """Write the head atomically: a temp dir beside `directory`, renamed into place."""
+    return write_dir_atomically(directory, lambda tmp: write_head_files(head, tmp, training))
+
+
+def write_head_files(head, folder: Path, training: dict | None = None) -> None:
+    """head.safetensors (float32) and config.json (HeadConfig + "training") into `folder`."""
     from safetensors.torch import save_file
 
+    state = {k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}
+    save_file(state, folder / WEIGHTS)
+    meta = {**head.config.to_dict(), "training": training or {}}
+    (folder / CONFIG).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+def save_head_in_place(head, directory: str | Path, training: dict | None = None) -> Path:
+    """Like save_head, but leaves other files in `directory` alone (a training run keeps its
+    resume state beside the best head): each file is written to a temp file and renamed."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".head."))
+    try:
+        write_head_files(head, tmp, training)
+        os.replace(tmp / WEIGHTS, directory / WEIGHTS)
+        os.replace(tmp / CONFIG, directory / CONFIG)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def update_training_info(directory: str | Path, training: dict) -> None:
+    """Replace the "training" dict of a head's config.json (atomically), weights untouched."""
+    from ..io import atomic_write_text
+
+    path = Path(directory) / CONFIG
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta["training"] = training
+    atomic_write_text(path, json.dumps(meta, indent=2))
+
+
+def write_dir_atomically(directory: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` on a fresh temp dir beside `directory`, then swap it into place: a
+    reader sees the old directory or the new one, never a half-written one."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
-        state = {k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}
-        save_file(state, tmp / WEIGHTS)
-        meta = {**head.config.to_dict(), "training": training or {}}
-        (tmp / CONFIG).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        write(tmp)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -56,6 +56,10 @@ class NoiseHead(nn.Module):
     at zero, so at init the pool is exactly the mean over tokens; training can then focus on the
     informative tokens instead of the padding that dominates a mean. Unlike EOS pooling it needs
     no token ids, so the head reads only what the UNet reads, and it exports to one small graph.
+    The pooled feature is then standardised with per-dimension statistics of the training
+    prompts (`fit_feature_stats`, stored as buffers in the checkpoint): embeddings of different
+    prompts share a large common component, and standardising puts their differences at unit
+    scale, so the MLPs can become prompt-dependent in few steps.
     The last layer of each MLP starts at zero: mu = 0 and sigma = 1 before any training.
     """
 
@@ -67,17 +71,31 @@ class NoiseHead(nn.Module):
             n *= s
         self.query = nn.Parameter(torch.zeros(d))
         self.norm = nn.LayerNorm(d)
+        self.register_buffer("feature_mean", torch.zeros(d))
+        self.register_buffer("feature_scale", torch.ones(d))
         self.mu_mlp = nn.Sequential(nn.Linear(d, h), nn.SiLU(), nn.Linear(h, n))
         self.sigma_mlp = nn.Sequential(nn.Linear(d, h), nn.SiLU(), nn.Linear(h, n))
         for mlp in (self.mu_mlp, self.sigma_mlp):
             nn.init.zeros_(mlp[-1].weight)
             nn.init.zeros_(mlp[-1].bias)
 
-    def features(self, text_embeddings: torch.Tensor) -> torch.Tensor:
-        """Pooled text feature [B, D]."""
+    def pooled(self, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """Attention-pooled token embeddings [B, D] (before standardisation)."""
         x = self.norm(text_embeddings.to(self.query.dtype))
         weights = torch.softmax(x @ self.query / x.shape[-1] ** 0.5, dim=1)  # [B, 77]
         return (weights.unsqueeze(-1) * x).sum(dim=1)
+
+    def features(self, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """Standardised pooled text feature [B, D]."""
+        return (self.pooled(text_embeddings) - self.feature_mean) / self.feature_scale
+
+    @torch.no_grad()
+    def fit_feature_stats(self, text_embeddings: torch.Tensor) -> None:
+        """Set the standardisation from embeddings [N, 77, D] of (a sample of) training prompts."""
+        f = self.pooled(text_embeddings).float()
+        self.feature_mean.copy_(f.mean(0))
+        std = f.std(0) if f.shape[0] > 1 else torch.ones_like(f[0])
+        self.feature_scale.copy_(std.clamp_min(1e-3 * max(std.max().item(), 1e-6)))
 
     def distribution(self, text_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(text_embeddings)

@@ -1,0 +1,75 @@
+"""`pahi-rt eval`: paired win rate of a trained head against Gaussian noise (Tables 1 and 2)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..cli import app, command
+from ..specs import DEFAULT_MODEL
+from .train import SCORER_HELP, resolve_device
+
+
+@app.command("eval")
+@command
+def evaluate(
+    head: Path = typer.Option(..., help="Head checkpoint dir (from pahi-rt train)."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Preset, diffusers model dir or HF id."),
+    decoder: Optional[str] = typer.Option(None, help="AutoencoderTiny dir / HF id."),
+    scorer: List[str] = typer.Option(["pickscore"], help=SCORER_HELP + " Each is reported "
+                                     "on its own (weights are ignored here)."),
+    prompts: str = typer.Option(..., help="Test prompts: .txt, .csv/.tsv, .jsonl or HF dataset."),
+    prompt_column: Optional[str] = typer.Option(None, help="Column of a .csv/.tsv or dataset."),
+    prompt_field: Optional[str] = typer.Option(None, help="Field of a .jsonl file."),
+    max_prompts: Optional[int] = typer.Option(None, help="Use only the first N prompts."),
+    seeds: int = typer.Option(5, help="Seed rounds; results are mean (std) over them."),
+    batch_size: int = typer.Option(8, help="Images per forward pass."),
+    height: Optional[int] = typer.Option(None, help="Image height (default: the head's)."),
+    width: Optional[int] = typer.Option(None, help="Image width (default: the head's)."),
+    two_step: bool = typer.Option(True, "--two-step/--no-two-step",
+                                  help="Also score Gaussian 2-step images (Table 2 reference)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
+    dtype: str = typer.Option("fp32", help="fp32 | fp16 | bf16"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+    markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the tables."),
+):
+    """Win rate (%) of HI/PAHI noise vs standard Gaussian noise, same prompt and eps."""
+    from .. import io
+    from ..components import load_components
+    from ..errors import InputError
+    from ..noise import data
+    from ..noise.checkpoint import load_head, read_head_config
+    from ..noise.evaluate import evaluate as run_eval, markdown
+    from ..noise.scorers import ScorerSet, parse_scorer
+
+    if seeds < 1 or batch_size < 1:
+        raise InputError("--seeds and --batch-size must be at least 1")
+    config, training = read_head_config(head)
+    [parse_scorer(s) for s in scorer]
+    texts = data.load_prompts(prompts, prompt_column, prompt_field)[:max_prompts]
+    for path in (json_path, markdown_path):
+        if path is not None:
+            io.ensure_writable_dir(path.parent if str(path.parent) else Path("."))
+    device = resolve_device(device)
+    comps = load_components(model, decoder, dtype, device)
+    f = comps.spec.vae_scale_factor
+    height = height or config.latent_shape[1] * f
+    width = width or config.latent_shape[2] * f
+    module = load_head(head, comps.spec, height, width).to(comps.device)
+    scorers = ScorerSet.load(scorer, comps.device)
+    with typer.progressbar(length=seeds * len(texts), label="scoring", file=None) as bar:
+        result = run_eval(module, comps, scorers, texts, seeds, batch_size, height, width,
+                          two_step, on_batch=bar.update)
+    summary = {**result.summary(), "head": str(head), "model": model,
+               "decoder": comps.decoder_id, "prompts_file": str(prompts),
+               "size": f"{width}x{height}", "head_training": {
+                   k: training.get(k) for k in ("scorer", "steps", "best_step", "val_loss",
+                                                "val_win_rate")}}
+    table = markdown(result, f"{config.mode.upper()} vs Gaussian: {head} on {model}")
+    if json_path:
+        io.atomic_write_text(json_path, json.dumps(summary, indent=2))
+    if markdown_path:
+        io.atomic_write_text(markdown_path, table)
+    typer.echo(table)

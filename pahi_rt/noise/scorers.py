@@ -1,0 +1,270 @@
+"""Differentiable preference scorers: (images [B, 3, H, W] float in [0, 1], prompts) -> scores [B].
+
+Spec syntax (`--scorer`, repeatable; the training objective is the weighted sum):
+
+    NAME[@SOURCE][=WEIGHT]
+
+  NAME    `pickscore`, `imagereward`, or `module:factory` (any importable module; `factory()`
+          returns a callable (images, prompts) -> scores, differentiable in `images`)
+  SOURCE  optional: an HF id or a local directory replacing the scorer's default weights
+          (pickscore: a CLIPModel dir; if it has preprocessor_config.json and a tokenizer it is
+          also the processor, else the LAION ViT-H processor is used)
+  WEIGHT  optional float, default 1.0
+
+e.g. `--scorer pickscore=1.0 --scorer mymod:make=0.5`, `--scorer pickscore@/models/PickScore_v1`.
+Heavy packages are imported lazily; a missing one raises MissingDependencyError naming the extra.
+Every scorer returned here is frozen (requires_grad False, eval mode).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import InputError, ModelLoadError, require
+from ..hub import local_snapshot
+
+ScoreFn = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
+PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
+PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+IMAGEREWARD_MODEL = "ImageReward-v1.0"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+BUILTIN = ("pickscore", "imagereward")
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """One parsed `--scorer` value."""
+
+    name: str  # builtin name or module:factory
+    source: str | None = None  # weights (HF id or directory) replacing the default
+    weight: float = 1.0
+
+    @property
+    def label(self) -> str:
+        return self.name if self.source is None else f"{self.name}@{self.source}"
+
+    def __str__(self) -> str:
+        return f"{self.label}={self.weight:g}"
+
+
+def parse_scorer(text: str) -> ScorerSpec:
+    """`NAME[@SOURCE][=WEIGHT]` -> ScorerSpec (see the module docstring)."""
+    body, weight = text.strip(), 1.0
+    if "=" in body:
+        head, _, tail = body.rpartition("=")
+        try:
+            body, weight = head, float(tail)
+        except ValueError:
+            raise InputError(f"--scorer {text}: weight '{tail}' is not a number "
+                             "(syntax NAME[@SOURCE][=WEIGHT])") from None
+    name, _, source = body.partition("@")
+    if not name or (name not in BUILTIN and ":" not in name):
+        raise InputError(f"--scorer {text}: unknown scorer '{name}' (use {', '.join(BUILTIN)} or "
+                         "module:factory; syntax NAME[@SOURCE][=WEIGHT])")
+    if ":" in name and source:
+        raise InputError(f"--scorer {text}: a module:factory scorer takes no @SOURCE")
+    return ScorerSpec(name, source or None, weight)
+
+
+class ClipImagePreprocess(nn.Module):
+    """CLIPImageProcessor in torch, differentiable: shortest side -> `size` (bicubic with
+    antialias, as PIL resizes), center crop, normalise. Input float [0, 1] NCHW."""
+
+    def __init__(self, size: int = 224, crop: tuple[int, int] = (224, 224),
+                 mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD):
+        super().__init__()
+        self.size, self.crop = size, crop
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ClipImagePreprocess":
+        """From a preprocessor_config.json dict (transformers' keys and defaults)."""
+        size = config.get("size", {"shortest_edge": 224})
+        size = size.get("shortest_edge", 224) if isinstance(size, dict) else int(size)
+        crop = config.get("crop_size", {"height": 224, "width": 224})
+        crop = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop)
+        return cls(size, crop, config.get("image_mean", CLIP_MEAN), config.get("image_std", CLIP_STD))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        h, w = images.shape[-2:]
+        short, long = (h, w) if h <= w else (w, h)
+        new_long = int(self.size * long / short)  # transformers' get_resize_output_image_size
+        new_hw = (self.size, new_long) if h <= w else (new_long, self.size)
+        x = nn.functional.interpolate(images.float(), size=new_hw, mode="bicubic",
+                                      align_corners=False, antialias=True)
+        ch, cw = self.crop
+        top, left = (new_hw[0] - ch) // 2, (new_hw[1] - cw) // 2
+        x = x[..., top:top + ch, left:left + cw]
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+
+class ClipPreferenceScorer(nn.Module):
+    """PickScore-style: logit_scale.exp() * cosine(image_embeds, text_embeds) of a CLIPModel."""
+
+    def __init__(self, model: nn.Module, tokenizer, preprocess: ClipImagePreprocess):
+        super().__init__()
+        self.model, self.tokenizer, self.preprocess = model, tokenizer, preprocess
+
+    def forward(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        pixels = self.preprocess(images.to(device)).to(self.model.dtype)
+        tok = self.tokenizer(list(prompts), padding="max_length", truncation=True,
+                             max_length=self.model.config.text_config.max_position_embeddings,
+                             return_tensors="pt").to(device)
+        image_embeds = _pooled(self.model.get_image_features(pixel_values=pixels))
+        with torch.no_grad():  # the prompt is fixed; only the image side needs gradients
+            text_embeds = _pooled(self.model.get_text_features(
+                input_ids=tok.input_ids, attention_mask=tok.attention_mask))
+        image_embeds = nn.functional.normalize(image_embeds.float(), dim=-1)
+        text_embeds = nn.functional.normalize(text_embeds.float(), dim=-1)
+        return self.model.logit_scale.exp().float() * (image_embeds * text_embeds).sum(-1)
+
+
+def _pooled(out) -> torch.Tensor:
+    """transformers 5 returns a model output with the projected embeds in pooler_output."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def _resolve(source: str, what: str) -> Path:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or source.startswith((".", "/", "~")):
+        raise InputError(f"--scorer {what}: '{source}' is not a directory")
+    return Path(local_snapshot(source, hint=f"; pass a local directory with --scorer {what}@DIR"))
+
+
+def load_pickscore(source: str | None = None, processor: str | None = None) -> ClipPreferenceScorer:
+    """PickScore (`yuvalkirstain/PickScore_v1`, processor from the LAION CLIP-ViT-H-14 repo), or
+    any CLIPModel directory / HF id in its place."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    model_dir = _resolve(source or PICKSCORE_MODEL, "pickscore")
+    if processor is None and source and (model_dir / "preprocessor_config.json").is_file():
+        processor_dir = model_dir
+    else:
+        processor_dir = _resolve(processor or PICKSCORE_PROCESSOR, "pickscore")
+    try:
+        model = CLIPModel.from_pretrained(str(model_dir), use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(processor_dir))
+        config = json.loads((processor_dir / "preprocessor_config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"could not load pickscore from '{model_dir}': "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return ClipPreferenceScorer(model, tokenizer, ClipImagePreprocess.from_config(config))
+
+
+def load_imagereward(source: str | None = None) -> nn.Module:
+    """ImageReward-v1.0 through the `image-reward` package (BLIP ViT-L + reward MLP).
+
+    Its loader reads the package's own checkpoint format (a torch pickle, downloaded by the
+    package), which is why it sits behind an optional extra."""
+    ir = require("ImageReward", "imagereward")
+    try:
+        model = ir.load(source or IMAGEREWARD_MODEL, device="cpu")
+    except Exception as e:  # the package raises bare exceptions for missing files / network
+        raise ModelLoadError(f"could not load ImageReward '{source or IMAGEREWARD_MODEL}': "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return ImageRewardScorer(model)
+
+
+class ImageRewardScorer(nn.Module):
+    """Differentiable ImageReward: torch preprocessing (224, bicubic, CLIP mean/std, as the
+    package's transform) -> BLIP image encoder -> text encoder with cross attention -> MLP,
+    standardised with the model's mean/std."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.preprocess = model, ClipImagePreprocess(224, (224, 224))
+
+    def forward(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        m = self.model
+        device = next(m.parameters()).device
+        tok = m.blip.tokenizer(list(prompts), padding="max_length", truncation=True,
+                               max_length=35, return_tensors="pt").to(device)
+        image_embeds = m.blip.visual_encoder(self.preprocess(images.to(device)))
+        atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=device)
+        out = m.blip.text_encoder(tok.input_ids, attention_mask=tok.attention_mask,
+                                  encoder_hidden_states=image_embeds,
+                                  encoder_attention_mask=atts, return_dict=True)
+        reward = m.mlp(out.last_hidden_state[:, 0, :].float()).squeeze(-1)
+        return (reward - m.mean) / m.std
+
+
+def load_factory(name: str) -> ScoreFn:
+    """`module:factory` -> factory(), checked to be callable."""
+    module_name, _, attr = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except ImportError as e:
+        raise InputError(f"--scorer {name}: cannot import '{module_name}' ({e})") from None
+    except AttributeError:
+        raise InputError(f"--scorer {name}: '{module_name}' has no '{attr}'") from None
+    scorer = factory()
+    if not callable(scorer):
+        raise InputError(f"--scorer {name}: {attr}() must return a callable "
+                         "(images [B,3,H,W] in [0,1], prompts) -> scores [B]")
+    return scorer
+
+
+def load_scorer(spec: ScorerSpec, device: torch.device | str = "cpu") -> ScoreFn:
+    """One scorer, frozen and on `device`."""
+    if spec.name == "pickscore":
+        scorer = load_pickscore(spec.source)
+    elif spec.name == "imagereward":
+        scorer = load_imagereward(spec.source)
+    else:
+        scorer = load_factory(spec.name)
+    if isinstance(scorer, nn.Module):
+        scorer.requires_grad_(False).eval().to(device)
+    return scorer
+
+
+class ScorerSet:
+    """Several weighted scorers. `total` is the training objective; `each` reports them apart."""
+
+    def __init__(self, specs: Sequence[ScorerSpec], scorers: Sequence[ScoreFn]):
+        if not specs:
+            raise InputError("give at least one --scorer")
+        self.specs, self.scorers = list(specs), list(scorers)
+
+    @classmethod
+    def load(cls, texts: Sequence[str], device: torch.device | str = "cpu") -> "ScorerSet":
+        specs = [parse_scorer(t) for t in texts]
+        if not specs:
+            raise InputError("give at least one --scorer")
+        return cls(specs, [load_scorer(s, device) for s in specs])
+
+    @property
+    def labels(self) -> list[str]:
+        return [s.label for s in self.specs]
+
+    def modules(self) -> list[nn.Module]:
+        return [s for s in self.scorers if isinstance(s, nn.Module)]
+
+    def each(self, images: torch.Tensor, prompts: Sequence[str]) -> list[torch.Tensor]:
+        """Per-scorer scores, each [B] float32."""
+        out = []
+        for spec, scorer in zip(self.specs, self.scorers):
+            s = scorer(images, list(prompts))
+            if not isinstance(s, torch.Tensor) or s.shape != (images.shape[0],):
+                raise InputError(f"--scorer {spec.label} returned "
+                                 f"{getattr(s, 'shape', type(s).__name__)}, expected "
+                                 f"[{images.shape[0]}] scores")
+            out.append(s.float())
+        return out
+
+    def total(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """Weighted sum [B] of all scorers: the score s in the loss softplus(s - s')."""
+        return sum(spec.weight * s for spec, s in zip(self.specs, self.each(images, prompts)))
+
+    def __str__(self) -> str:
+        return " + ".join(str(s) for s in self.specs)

@@ -1,0 +1,49 @@
+"""Synthetic preference tasks with a known optimum, used through `--scorer module:factory`.
+
+`colour_by_word`: the target mean colour depends on a colour word in the prompt (PAHI must read
+the prompt). `fixed_colour`: one target colour for every prompt (HI can solve it).
+Score = -squared distance of the image's mean RGB (in [0, 1]) to the target, scaled.
+"""
+from __future__ import annotations
+
+import torch
+
+COLOURS = {"red": (0.9, 0.1, 0.1), "green": (0.1, 0.9, 0.1), "blue": (0.1, 0.1, 0.9),
+           "yellow": (0.9, 0.9, 0.1)}
+FIXED = (0.8, 0.3, 0.6)
+
+
+def _target(prompt: str) -> tuple[float, float, float]:
+    for word, rgb in COLOURS.items():
+        if word in prompt.split():
+            return rgb
+    return (0.5, 0.5, 0.5)
+
+
+def colour_by_word():
+    def score(images, prompts):
+        target = torch.tensor([_target(p) for p in prompts], device=images.device)
+        return -10 * ((images.mean(dim=(2, 3)) - target) ** 2).sum(-1)
+    return score
+
+
+def fixed_colour():
+    def score(images, prompts):
+        target = torch.tensor(FIXED, device=images.device)
+        return -10 * ((images.mean(dim=(2, 3)) - target) ** 2).sum(-1)
+    return score
+
+
+def not_callable():
+    return 42
+
+
+OBJECTS = ("cat", "dog", "house", "tree", "car", "boat", "bird", "flower", "cup", "chair",
+           "lamp", "bike", "hat", "shoe", "kite", "clock")
+
+
+def colour_prompts() -> tuple[list[str], list[str]]:
+    """(train, held-out) prompts: every colour word with every object, objects split 12 / 4."""
+    train = [f"a {c} {o}" for o in OBJECTS[:12] for c in COLOURS]
+    held_out = [f"a {c} {o}" for o in OBJECTS[12:] for c in COLOURS]
+    return train, held_out
