@@ -43,8 +43,8 @@ def run_bench(comps, heads: dict, config: BenchConfig, prompts: Sequence[str],
             mode = MODES[mode_name]
             run_cfg = RunConfig(mode, config.batch, config.height, config.width, config.precision)
             try:
-                e2e, staged, fused, timer = _runners(backend_name, comps, heads, run_cfg,
-                                                     make_backend)
+                e2e, staged, fused, timer, close = _runners(backend_name, comps, heads, run_cfg,
+                                                            make_backend)
             except Exception as e:  # one backend failing must not lose the others' rows
                 skipped.append({"backend": backend_name, "mode": mode_name,
                                 "reason": str(e).splitlines()[0] if str(e) else repr(e)})
@@ -52,8 +52,12 @@ def run_bench(comps, heads: dict, config: BenchConfig, prompts: Sequence[str],
                 continue
             log(f"timing {backend_name} {mode_name} ({config.warmup} warm-up, "
                 f"{config.iters} timed)")
-            timing = measure(e2e, staged, prompts, config.batch, config.warmup, config.iters,
-                             fused, timer, MemoryProbe(device.type == "cuda"), tick)
+            try:
+                timing = measure(e2e, staged, prompts, config.batch, config.warmup,
+                                 config.iters, fused, timer, MemoryProbe(device.type == "cuda"),
+                                 tick)
+            finally:
+                close()  # free sessions/engines before the next row is built
             rows.append(make_row(mode, backend_name, config.precision, config.batch,
                                  peaks.device, timing, work, peaks, config.iters, config.warmup))
     return {"rows": rows, "skipped": skipped,
@@ -74,7 +78,8 @@ def _runners(backend_name: str, comps, heads: dict, cfg: RunConfig, make_backend
 
         if cfg.mode.noise != "gaussian":
             raise ValueError("the diffusers reference row runs Gaussian noise only")
-        return diffusers_runner(comps, cfg.mode.steps, cfg.height, cfg.width), None, True, None
+        run = diffusers_runner(comps, cfg.mode.steps, cfg.height, cfg.width)
+        return run, None, True, None, lambda: None
     backend = make_backend(backend_name, cfg, heads.get(cfg.mode.noise))
     e2e, staged = backend_runners(backend, comps, cfg.height, cfg.width)
     fused = type(backend).run is not Backend.run  # a fused graph/engine serves `run`
@@ -83,4 +88,4 @@ def _runners(backend_name: str, comps, heads: dict, cfg: RunConfig, make_backend
         timer = CudaEventTimer
     else:
         timer = lambda: WallTimer(sync=backend.synchronize)  # noqa: E731
-    return e2e, staged, fused, timer
+    return e2e, staged, fused, timer, backend.close

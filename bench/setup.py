@@ -43,17 +43,41 @@ def random_head(kind: str, spec, height: int, width: int, seed: int = 0):
 
 
 class BackendMaker:
-    """make(name, RunConfig, head) -> Backend; exports artifacts through the cache if needed."""
+    """make(name, RunConfig, head) -> Backend. Artifact backends use --artifacts, or export what
+    the row needs (its component graphs and fused graph) into the content-keyed export cache."""
 
-    def __init__(self, comps, model: str, decoder: str | None, artifacts: Path | None,
+    def __init__(self, comps, artifacts: Path | None, export_head=None,
                  log: Callable[[str], None] = print):
-        self.comps, self.model, self.decoder = comps, model, decoder
-        self.artifacts, self.log = artifacts, log
+        self.comps, self.artifacts, self.log = comps, artifacts, log
+        self.export_head = export_head  # one head for all rows, so all share one cache dir
 
     def __call__(self, name: str, config: RunConfig, head):
         from pahi_rt import sampling
-        from pahi_rt.runtime.torch_backend import TorchBackend
+        from pahi_rt.errors import require
+        from pahi_rt.runtime.factory import make_backend
 
         if name == "torch":
-            return TorchBackend(config, self.comps, head if head is not None else sampling.gaussian)
-        raise InputError(f"backend '{name}' is not available in this build")
+            return make_backend(name, config, self.comps, head or sampling.gaussian)
+        if name == "tensorrt" and not torch.cuda.is_available():
+            raise InputError("tensorrt engines need a CUDA GPU and torch sees none")
+        if name == "onnxruntime":
+            require("onnxruntime", "onnx")
+        artifacts = self.artifacts or self._export(name, config)
+        return make_backend(name, config, self.comps, head, artifacts)
+
+    def _export(self, name: str, config: RunConfig) -> Path:
+        from pahi_rt.export import graphs
+        from pahi_rt.export.artifacts import export_artifacts
+        from pahi_rt.export.build import ExportOptions, cache_dir
+
+        needed = (graphs.TEXT_ENCODER, graphs.UNET, graphs.DECODER, config.mode.name) + (
+            (graphs.HEAD,) if config.mode.noise != "gaussian" else ())
+        options = ExportOptions(height=config.height, width=config.width, batch=config.batch,
+                                precision=config.precision, graphs=needed,
+                                engines=(config.mode.name,) if name == "tensorrt" else ())
+        directory = cache_dir(self.comps, self.export_head, ExportOptions(
+            height=config.height, width=config.width, batch=config.batch,
+            precision=config.precision))
+        self.log(f"no --artifacts: exporting {', '.join(needed)} into the cache {directory}")
+        export_artifacts(self.comps, directory, options, self.export_head, progress=self.log)
+        return directory

@@ -79,7 +79,8 @@ def bench(
     cfg = BenchConfig(names, mode_names, batch, height, width, precision, warmup, iters)
     comps, heads = load_for_bench(model, decoder, head, mode_names, precision, device, height,
                                   width)
-    maker = BackendMaker(comps, model, decoder, artifacts, log=lambda m: typer.echo(m, err=True))
+    export_head = next((h for h in heads.values() if h is not None), None)
+    maker = BackendMaker(comps, artifacts, export_head, log=lambda m: typer.echo(m, err=True))
     total = len(names) * len(mode_names) * (warmup + iters)
     with typer.progressbar(length=total, label="bench", file=sys.stderr) as bar:
         result = run_bench(comps, heads, cfg, texts, maker,
