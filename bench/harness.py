@@ -28,10 +28,23 @@ class Timing:
     e2e: list[float] = field(default_factory=list)
     stages: dict[str, list[float]] = field(default_factory=dict)
     peak_memory_mb: float | None = None
+    outputs: list[tuple[list[str], np.ndarray]] = field(default_factory=list)  # for scoring
 
     def add_stages(self, seconds: dict[str, float]) -> None:
         for k, v in seconds.items():
             self.stages.setdefault(k, []).append(v)
+
+
+def mean_score(scorers, outputs: list[tuple[list[str], np.ndarray]]) -> float:
+    """Mean weighted score over every kept image (uint8 NHWC -> float [0, 1] NCHW)."""
+    import torch
+
+    scores = []
+    with torch.no_grad():
+        for prompts, images in outputs:
+            x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255
+            scores.append(scorers.total(x, prompts).float())
+    return float(torch.cat(scores).mean())
 
 
 def percentile_ms(values: Sequence[float], q: float) -> float:
@@ -61,8 +74,10 @@ def backend_runners(backend: Backend, comps, height: int, width: int
 
 def measure(e2e: RunFn, staged: Callable | None, prompts: Sequence[str], batch: int,
             warmup: int, iters: int, fused: bool, make_timer: Callable[[], WallTimer],
-            memory: "MemoryProbe", tick: Callable[[], None] = lambda: None) -> Timing:
-    """Warm up, then time `iters` iterations; prompts cycle, image k of the run uses seed k."""
+            memory: "MemoryProbe", tick: Callable[[], None] = lambda: None,
+            keep_outputs: bool = False) -> Timing:
+    """Warm up, then time `iters` iterations; prompts cycle, image k of the run uses seed k.
+    With `keep_outputs`, the timed iterations' (prompts, images) are kept for scoring."""
     timing = Timing()
 
     def batch_at(i):
@@ -78,17 +93,19 @@ def measure(e2e: RunFn, staged: Callable | None, prompts: Sequence[str], batch: 
             if staged is not None and not fused:
                 timer = make_timer()
                 t0 = time.perf_counter()
-                staged(p, s, timer)
+                images = staged(p, s, timer)
                 timing.e2e.append(time.perf_counter() - t0)
                 timing.add_stages(timer.seconds)
             else:
                 t0 = time.perf_counter()
-                e2e(p, s)
+                images = e2e(p, s)
                 timing.e2e.append(time.perf_counter() - t0)
                 if staged is not None:
                     timer = make_timer()
                     staged(p, s, timer)
                     timing.add_stages(timer.seconds)
+            if keep_outputs:
+                timing.outputs.append((p, images))
             tick()
     timing.peak_memory_mb = memory.peak_mb
     return timing

@@ -54,7 +54,9 @@ def markdown(result: dict) -> str:
              f"`{result['command']}`", "",
              f"Measured peaks: {m['peak_tflops']:.2f} TFLOP/s ({m['peak_precision']} matmul), "
              f"{m['peak_gbps']:.1f} GB/s (copy). Model `{result['model']}`, "
-             f"{result['height']}x{result['width']}.", "",
+             f"{result['height']}x{result['width']}."
+             + (f" Score: mean of `{result['scorer']}` over the timed images."
+                if result.get("scorer") else ""), "",
              "| Method | Backend | Precision | Batch | Time (s) | p50 ms | p90 ms | p99 ms | "
              "images/s | peak MiB | floor ms | x floor | Score |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

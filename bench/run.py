@@ -10,7 +10,7 @@ import torch
 from pahi_rt.runtime.backend import MODES, Backend, RunConfig, WallTimer
 
 from . import floor
-from .harness import CudaEventTimer, MemoryProbe, backend_runners, measure
+from .harness import CudaEventTimer, MemoryProbe, backend_runners, mean_score, measure
 from .report import make_row
 
 REFERENCE = "diffusers"
@@ -30,7 +30,7 @@ class BenchConfig:
 
 def run_bench(comps, heads: dict, config: BenchConfig, prompts: Sequence[str],
               make_backend: Callable, log: Callable[[str], None] = print,
-              tick: Callable[[], None] = lambda: None) -> dict:
+              tick: Callable[[], None] = lambda: None, scorers=None) -> dict:
     """Measure every row; returns the JSON-ready result (rows, machine, work, skipped)."""
     device = comps.device
     peaks = floor.measure_peaks(device, config.precision)
@@ -55,11 +55,13 @@ def run_bench(comps, heads: dict, config: BenchConfig, prompts: Sequence[str],
             try:
                 timing = measure(e2e, staged, prompts, config.batch, config.warmup,
                                  config.iters, fused, timer, MemoryProbe(device.type == "cuda"),
-                                 tick)
+                                 tick, keep_outputs=scorers is not None)
             finally:
                 close()  # free sessions/engines before the next row is built
+            score = mean_score(scorers, timing.outputs) if scorers is not None else None
             rows.append(make_row(mode, backend_name, config.precision, config.batch,
-                                 peaks.device, timing, work, peaks, config.iters, config.warmup))
+                                 peaks.device, timing, work, peaks, config.iters, config.warmup,
+                                 score))
     return {"rows": rows, "skipped": skipped,
             "machine": {"device": peaks.device, "peak_tflops": peaks.flops_per_s / 1e12,
                         "peak_gbps": peaks.bytes_per_s / 1e9,
@@ -68,7 +70,8 @@ def run_bench(comps, heads: dict, config: BenchConfig, prompts: Sequence[str],
                         "threads": torch.get_num_threads()},
             "work": {k: {"flops": w.flops, "bytes": w.bytes, "floor_ms": peaks.floor_ms(w)}
                      for k, w in work.items()},
-            "height": config.height, "width": config.width}
+            "height": config.height, "width": config.width,
+            "scorer": str(scorers) if scorers is not None else None}
 
 
 def _runners(backend_name: str, comps, heads: dict, cfg: RunConfig, make_backend: Callable):

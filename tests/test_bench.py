@@ -23,7 +23,7 @@ def bench_result(tmp_path_factory):
         "--iters", "2", "--backends", "torch,onnxruntime,tensorrt,diffusers",
         "--modes", "pahi-1step,gaussian-1step,gaussian-2step",
         "--json", str(out / "r.json"), "--markdown", str(out / "r.md"),
-        "--plot", str(out / "r.png")])
+        "--plot", str(out / "r.png"), "--scorer", "synthetic_scorers:fixed_colour"])
     mp.undo()
     assert r.exit_code == 0, r.output
     assert list((out / "cache").iterdir()), "the export cache was used"
@@ -83,3 +83,10 @@ def test_bad_lists_are_one_line_errors():
     assert r.exit_code == 2 and "unknown nope" in r.output
     r = runner.invoke(app, ["bench", "--model", "tiny", "--modes", "three-step"])
     assert r.exit_code == 2 and "unknown three-step" in r.output
+
+
+def test_score_column(bench_result):
+    out, result, _ = bench_result
+    assert result["scorer"] == "synthetic_scorers:fixed_colour=1"
+    assert all(isinstance(r["score"], float) for r in result["rows"])
+    assert "Score: mean of" in (out / "r.md").read_text()

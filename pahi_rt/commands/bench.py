@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -60,6 +60,9 @@ def bench(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON."),
     markdown: Optional[Path] = typer.Option(None, help="Write the markdown tables."),
     plot: Optional[Path] = typer.Option(None, help="Write a PNG chart."),
+    scorer: List[str] = typer.Option([], help="Also score the timed images (mean score column, "
+                                     "like the paper's Table 2): NAME[@SOURCE][=WEIGHT], "
+                                     "repeatable; pickscore, imagereward or module:factory."),
 ):
     """Time prompt-to-image latency per backend and mode, per stage, against the device floor."""
     from ..io import read_prompt_lines
@@ -77,6 +80,11 @@ def bench(
         if p is not None and not p.parent.exists():
             p.parent.mkdir(parents=True, exist_ok=True)
     cfg = BenchConfig(names, mode_names, batch, height, width, precision, warmup, iters)
+    scorers = None
+    if scorer:
+        from ..noise.scorers import ScorerSet
+
+        scorers = ScorerSet.load(scorer, device)
     comps, heads = load_for_bench(model, decoder, head, mode_names, precision, device, height,
                                   width)
     export_head = next((h for h in heads.values() if h is not None), None)
@@ -85,7 +93,7 @@ def bench(
     with typer.progressbar(length=total, label="bench", file=sys.stderr) as bar:
         result = run_bench(comps, heads, cfg, texts, maker,
                            log=lambda m: typer.echo(f"\n{m}", err=True),
-                           tick=lambda: bar.update(1))
+                           tick=lambda: bar.update(1), scorers=scorers)
     result["command"] = command_line(ctx)
     result["model"] = model
     write_outputs(result, json_path, markdown, plot)
