@@ -157,10 +157,14 @@ def train(components, scorers, train_prompts: list[str], val_prompts: list[str],
     info = {**(extra_info or {}), "config": asdict(config)}
     per_process = max(1, config.batch_size // accelerator.num_processes)
     rank = accelerator.process_index
+    recent_losses: list[float] = []
 
     def evaluate_and_save() -> None:
         metrics = validate(head, components, scorers, val_prompts, config.batch_size, config,
                            schedule, accelerator.autocast)
+        if recent_losses:  # mean training loss since the previous validation
+            metrics = {"train_loss": sum(recent_losses) / len(recent_losses), **metrics}
+            recent_losses.clear()
         _record(run, metrics, config)
         if accelerator.is_main_process:
             if run.best_step == run.step:
@@ -184,8 +188,8 @@ def train(components, scorers, train_prompts: list[str], val_prompts: list[str],
         prepared_opt.step()
         scheduler.step()
         run.step += 1
-        emit("step", run.step, {"loss": accelerator.gather(loss.detach()[None]).mean().item(),
-                                "lr": scheduler.get_last_lr()[0],
+        recent_losses.append(accelerator.gather(loss.detach()[None]).mean().item())
+        emit("step", run.step, {"loss": recent_losses[-1], "lr": scheduler.get_last_lr()[0],
                                 "seconds": time.perf_counter() - t0})
         if run.step % config.val_every == 0 or run.step == config.steps:
             evaluate_and_save()
