@@ -11,6 +11,7 @@ and eps from a per-step generator, so `--resume` continues exactly and every pro
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -80,9 +81,13 @@ def batch_prompts(prompts: list[str], seed: int, step: int, batch_size: int) -> 
     out, n = [], len(prompts)
     for k in range(step * batch_size, (step + 1) * batch_size):
         epoch, pos = divmod(k, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-        out.append(prompts[perm[pos]])
+        out.append(prompts[_permutation(n, seed, epoch)[pos]])
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(n: int, seed: int, epoch: int) -> list[int]:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch)).tolist()
 
 
 def batch_eps(seed: int, step: int, batch_size: int, shape) -> torch.Tensor:
@@ -155,8 +160,6 @@ def train(components, scorers, train_prompts: list[str], val_prompts: list[str],
         components.unet.enable_gradient_checkpointing()
     model, prepared_opt = accelerator.prepare(head, optimizer)
     info = {**(extra_info or {}), "config": asdict(config)}
-    per_process = max(1, config.batch_size // accelerator.num_processes)
-    rank = accelerator.process_index
     recent_losses: list[float] = []
 
     def evaluate_and_save() -> None:
@@ -176,19 +179,11 @@ def train(components, scorers, train_prompts: list[str], val_prompts: list[str],
         evaluate_and_save()  # step 0: the Gaussian baseline (win rate 0.5) and the first best
     while run.step < config.steps and not run.stopped_early:
         t0 = time.perf_counter()
-        prompts = batch_prompts(train_prompts, config.seed, run.step, config.batch_size)
-        eps = batch_eps(config.seed, run.step, config.batch_size, shape)
-        sl = slice(rank * per_process, (rank + 1) * per_process)
-        emb = text_embeddings(components, prompts[sl])
-        pair = paired_scores(model, components, scorers, prompts[sl], eps[sl].to(components.device),
-                             emb, schedule, accelerator.autocast)
-        loss = pair.loss()
-        prepared_opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        prepared_opt.step()
+        loss = _train_step(model, prepared_opt, accelerator, components, scorers, train_prompts,
+                           config, run.step, schedule)
         scheduler.step()
         run.step += 1
-        recent_losses.append(accelerator.gather(loss.detach()[None]).mean().item())
+        recent_losses.append(loss)
         emit("step", run.step, {"loss": recent_losses[-1], "lr": scheduler.get_last_lr()[0],
                                 "seconds": time.perf_counter() - t0})
         if run.step % config.val_every == 0 or run.step == config.steps:
@@ -197,6 +192,26 @@ def train(components, scorers, train_prompts: list[str], val_prompts: list[str],
     if accelerator.is_main_process:  # the best weights stay; their record gets the whole run
         update_training_info(out, _training_info(run, info, scorers))
     return run
+
+
+def _train_step(model, optimizer, accelerator, components, scorers, train_prompts: list[str],
+                config: TrainConfig, step: int, schedule) -> float:
+    """One optimiser step on this process's slice of the global batch; returns the mean loss
+    over all processes."""
+    shape = components.spec.latent_shape(config.height, config.width)
+    per_process = max(1, config.batch_size // accelerator.num_processes)
+    sl = slice(accelerator.process_index * per_process,
+               (accelerator.process_index + 1) * per_process)
+    prompts = batch_prompts(train_prompts, config.seed, step, config.batch_size)[sl]
+    eps = batch_eps(config.seed, step, config.batch_size, shape)[sl].to(components.device)
+    emb = text_embeddings(components, prompts)
+    pair = paired_scores(model, components, scorers, prompts, eps, emb, schedule,
+                         accelerator.autocast)
+    loss = pair.loss()
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    optimizer.step()
+    return accelerator.gather(loss.detach()[None]).mean().item()
 
 
 def _start(head, optimizer, scheduler, components, prompts, config, out, resume, emit
