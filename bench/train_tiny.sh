@@ -45,12 +45,14 @@ for mode in ("pahi", "hi"):
     meta = json.load(open(f"{work}/{mode}/config.json"))["training"]
     secs = open(f"{work}/{mode}.time").read().strip()
     lines += [f"## {mode.upper()} training curve", "",
-              f"Wall time {secs} (model build, pretraining, {meta['steps']} steps, "
+              f"Wall time {secs} (incl. model build and, for PAHI, pretraining; {meta['steps']} steps, "
               f"{len(meta['history'])} validations); best step {meta['best_step']}.", "",
               "| step | train loss (mean since last eval) | val loss | val win rate (%) |",
               "|---|---|---|---|"]
-    lines += [f"| {h['step']} | {h.get('train_loss', float('nan')):.4f} | {h['val_loss']:.4f} | "
-              f"{100 * h['val_win_rate']:.1f} |" for h in meta["history"]]
+    for h in meta["history"]:
+        train_loss = f"{h['train_loss']:.4f}" if "train_loss" in h else "-"
+        lines.append(f"| {h['step']} | {train_loss} | {h['val_loss']:.4f} | "
+                     f"{100 * h['val_win_rate']:.1f} |")
     table = open(f"{work}/{mode}-eval.md").read().replace("## ", "### ").replace(work, "$WORK")
     lines += ["", table]
 open(dest, "w").write("\n".join(lines))

@@ -255,11 +255,14 @@ class ScorerSet:
         out = []
         for spec, scorer in zip(self.specs, self.scorers):
             s = scorer(images, list(prompts))
-            if not isinstance(s, torch.Tensor) or s.shape != (images.shape[0],):
+            if not isinstance(s, torch.Tensor) or s.numel() != images.shape[0]:
                 raise InputError(f"--scorer {spec.label} returned "
                                  f"{getattr(s, 'shape', type(s).__name__)}, expected "
                                  f"[{images.shape[0]}] scores")
-            out.append(s.float())
+            if images.requires_grad and torch.is_grad_enabled() and not s.requires_grad:
+                raise InputError(f"--scorer {spec.label} is not differentiable: its scores do "
+                                 "not depend on the images through torch operations")
+            out.append(s.reshape(images.shape[0]).float().to(images.device))
         return out
 
     def total(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
