@@ -91,7 +91,8 @@ class ClipImagePreprocess(nn.Module):
         size = size.get("shortest_edge", 224) if isinstance(size, dict) else int(size)
         crop = config.get("crop_size", {"height": 224, "width": 224})
         crop = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop)
-        return cls(size, crop, config.get("image_mean", CLIP_MEAN), config.get("image_std", CLIP_STD))
+        return cls(size, crop, config.get("image_mean", CLIP_MEAN),
+                   config.get("image_std", CLIP_STD))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         h, w = images.shape[-2:]

@@ -28,12 +28,12 @@ from .pretrain import PretrainConfig, pretrain
 from .state import has_train_state, load_train_state, read_train_info, save_train_state
 
 VAL_SEED = 1_000_000_007  # validation eps: Generator(VAL_SEED + i) for val prompt i, every eval
-WARMUP_START_LR = 1e-5
+WARMUP_START_LR = 1e-5  # the paper's warm-up starts here
 # The paper gives only the warm-up start (1e-5). HI's parameters are the noise itself, while one
 # Adam step on PAHI's last layer moves mu through ~hidden units at once: HI gets a 10x larger LR
 # for a comparable speed.
 DEFAULT_LR = {"pahi": 1e-3, "hi": 1e-2}
-FEATURE_STAT_PROMPTS = 1024  # training prompts (first in the file) for the feature statistics  # the paper's warm-up starts here
+FEATURE_STAT_PROMPTS = 1024  # training prompts (first in the file) for the feature statistics
 
 
 @dataclass(frozen=True)
