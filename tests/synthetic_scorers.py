@@ -47,3 +47,9 @@ def colour_prompts() -> tuple[list[str], list[str]]:
     train = [f"a {c} {o}" for o in OBJECTS[:12] for c in COLOURS]
     held_out = [f"a {c} {o}" for o in OBJECTS[12:] for c in COLOURS]
     return train, held_out
+
+
+def not_differentiable():
+    def score(images, prompts):
+        return torch.tensor(images.mean(dim=(1, 2, 3)).tolist())
+    return score

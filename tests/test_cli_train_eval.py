@@ -73,6 +73,7 @@ def test_train_then_eval(prompt_files):
     (["--height", "60"], "--height must be a multiple of 8"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--resume"], "no training state"),
+    (["--scorer", "pickscore"], "not in the local HF cache"),  # offline: fails fast, one line
 ])
 def test_train_bad_input(prompt_files, args, message):
     d = prompt_files

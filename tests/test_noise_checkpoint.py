@@ -54,3 +54,9 @@ def test_generate_with_head_uses_it(tiny_components, tmp_path):
     a = sampling.generate(tiny_components, ["a"], [0], height=64, width=64, noise_source=src)
     b = sampling.generate(tiny_components, ["a"], [0], height=64, width=64)
     assert name == str(tmp_path / "h") and not torch.equal(a, b)
+
+
+def test_paper_size_head_has_about_five_million_parameters():
+    head = build_head(HeadConfig("pahi", (4, 64, 64), 1024))  # 512x512, OpenCLIP-H width
+    n = sum(p.numel() for p in head.parameters())
+    assert 4.5e6 < n < 5.5e6, n

@@ -116,3 +116,15 @@ def test_scorer_set_weighted_sum_and_shape_check():
         bad.total(images, prompts)
     with pytest.raises(InputError, match="at least one"):
         sc.ScorerSet.load([])
+
+
+def test_non_differentiable_scorer_is_refused_in_training_only():
+    spec = sc.parse_scorer("synthetic_scorers:not_differentiable")
+    s = sc.ScorerSet([spec], [sc.load_scorer(spec)])
+    images = torch.rand(2, 3, 8, 8, requires_grad=True)
+    with pytest.raises(InputError, match="not differentiable"):
+        s.total(images, ["a", "b"])
+    with torch.no_grad():
+        assert s.total(images, ["a", "b"]).shape == (2,)
+    column = sc.ScorerSet([spec], [lambda im, p: im.mean(dim=(1, 2, 3))[:, None]])
+    assert column.total(images, ["a", "b"]).shape == (2,)  # [B, 1] is accepted as [B]

@@ -33,7 +33,8 @@ def train(
     max_val_prompts: int = typer.Option(500, help="Use at most this many validation prompts."),
     steps: int = typer.Option(100_000, help="Training steps (early stopping may end sooner)."),
     batch_size: int = typer.Option(72, help="Global batch size (the paper: 72)."),
-    lr: float = typer.Option(1e-3, help="Peak Adam learning rate after the warm-up."),
+    lr: Optional[float] = typer.Option(None, help="Peak Adam learning rate after the warm-up "
+                                       "(default: 1e-3 for pahi, 1e-2 for hi)."),
     warmup: Optional[int] = typer.Option(None, help="Linear warm-up steps from 1e-5 to --lr "
                                          "(default: min(10000, steps / 10); the paper: 10000)."),
     pretrain_steps: int = typer.Option(1000, help="PAHI pretraining steps (Eq. 10); 0 skips. "

@@ -2,12 +2,13 @@
 
   L' = KL(N(mu(c), sigma(c)) || N(0, I)) + MSE(t(c), h_omega(x_T')),   x_T' = mu + sigma * eps
 
-t(c) is the mean-pooled text embedding E(c), standardised with the head's feature statistics and
-held fixed (a target of unit scale, so the reconstruction cannot be met by shrinking it) and h_omega a 2-layer MLP that
-reads the flattened sample. The KL term is averaged per latent element (weight `kl_weight`, 10) so
-its balance with the reconstruction does not depend on the image size. The KL pulls the head to the standard Gaussian; the reconstruction
-keeps mu(c) prompt-dependent, so preference training starts from different noises for different
-prompts instead of from one collapsed point.
+t(c) is the mean-pooled text embedding E(c), standardised with the head's feature statistics
+and held fixed (a target of unit scale, so the reconstruction cannot be met by shrinking it);
+h_omega is a 2-layer MLP that reads the flattened sample. The KL term is averaged per latent
+element (weight `kl_weight`, 10) so its balance with the reconstruction does not depend on the
+image size. The KL pulls the head to the standard Gaussian; the reconstruction keeps mu(c)
+prompt-dependent, so preference training starts from different noises for different prompts
+instead of from one collapsed point.
 
 HI has no text input, and a fresh GlobalPrior is exactly N(0, I): it skips this stage.
 """

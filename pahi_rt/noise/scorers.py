@@ -91,7 +91,8 @@ class ClipImagePreprocess(nn.Module):
         size = size.get("shortest_edge", 224) if isinstance(size, dict) else int(size)
         crop = config.get("crop_size", {"height": 224, "width": 224})
         crop = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop)
-        return cls(size, crop, config.get("image_mean", CLIP_MEAN), config.get("image_std", CLIP_STD))
+        return cls(size, crop, config.get("image_mean", CLIP_MEAN),
+                   config.get("image_std", CLIP_STD))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         h, w = images.shape[-2:]
@@ -255,11 +256,14 @@ class ScorerSet:
         out = []
         for spec, scorer in zip(self.specs, self.scorers):
             s = scorer(images, list(prompts))
-            if not isinstance(s, torch.Tensor) or s.shape != (images.shape[0],):
+            if not isinstance(s, torch.Tensor) or s.numel() != images.shape[0]:
                 raise InputError(f"--scorer {spec.label} returned "
                                  f"{getattr(s, 'shape', type(s).__name__)}, expected "
                                  f"[{images.shape[0]}] scores")
-            out.append(s.float())
+            if images.requires_grad and torch.is_grad_enabled() and not s.requires_grad:
+                raise InputError(f"--scorer {spec.label} is not differentiable: its scores do "
+                                 "not depend on the images through torch operations")
+            out.append(s.reshape(images.shape[0]).float().to(images.device))
         return out
 
     def total(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
