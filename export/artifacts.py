@@ -90,7 +90,7 @@ def _build_options(onnx_entry: dict, options: ExportOptions):
 
 
 def _build_one(name, options, manifest, report, progress):
-    from .engine import build_engine
+    from .engine import RTX, build_engine
 
     out = report.directory
     source_path, source = mf.verified_artifact(out, name, "onnx")
@@ -108,7 +108,8 @@ def _build_one(name, options, manifest, report, progress):
              "sha256": mf.sha256_file(path), "size_bytes": len(data),
              "source": source["path"], "source_sha256": source["sha256"],
              "precision": source["precision"], "io": source["io"], "build_log": log.name,
-             "cuda_graphs": "runtime: WHOLE_GRAPH_CAPTURE (tensorrt-rtx)", **facts}
+             "cuda_graphs": "whole-graph capture at run time" if facts["flavour"] == RTX
+             else "none", **facts}
     mf.put_artifact(manifest, entry)
     mf.atomic_write_json(out / mf.MANIFEST, manifest)
     report.built.append(entry["path"])

@@ -18,14 +18,27 @@ _SCORE_PATH = ("Add", "Mul", "Div", "Where", "Cast", "Sub")  # ops between Q.K^T
 
 def is_large(model) -> bool:
     """True when the graph cannot be one protobuf (> 2 GB) and needs external data."""
-    return model.ByteSize() > TWO_GB
+    from google.protobuf.message import EncodeError
+
+    try:
+        return model.ByteSize() > TWO_GB
+    except EncodeError:  # protobuf refuses to even size messages over 2 GB
+        return True
 
 
 def slim(model):
-    """Constant folding + shape inference + cleanup with onnxslim; returns the new model."""
+    """Constant folding + shape inference + cleanup with onnxslim; returns the new model.
+
+    Graphs over 2 GB keep torch's constant folding only: onnxslim (and ONNX shape inference)
+    work on one serialised protobuf and would need several more copies of the weights."""
+    if is_large(model):
+        return model
     onnxslim = require("onnxslim", "onnx")
-    return onnxslim.slim(model, skip_fusion_patterns=None) if not is_large(model) \
-        else onnxslim.slim(model, no_shape_infer=True)
+    return onnxslim.slim(model)
+
+
+def cleanup_name(model) -> str:
+    return "torch constant folding (> 2 GB: onnxslim skipped)" if is_large(model) else "onnxslim"
 
 
 def attention_score_nodes(model) -> list[str]:
@@ -54,17 +67,19 @@ def to_fp16(model):
     for i, node in enumerate(model.graph.node):  # the block list goes by node name
         if not node.name:
             node.name = f"{node.op_type}_{i}"
+    scores = attention_score_nodes(model)
     model = convert_float_to_float16(
         model, keep_io_types=True, disable_shape_infer=is_large(model),
-        op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FP32_OPS),
-        node_block_list=attention_score_nodes(model))
-    model = drop_round_trip_casts(drop_duplicate_casts(model))
+        op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FP32_OPS), node_block_list=scores)
+    model = drop_round_trip_casts(drop_duplicate_casts(model), set(scores))
     return topological_sort(model)  # the converter appends its input Casts at the end
 
 
-def drop_round_trip_casts(model):
+def drop_round_trip_casts(model, fp32_nodes: set[str]):
     """Bypass fp32 -> fp16 -> fp32 Cast pairs the converter puts between two fp32-kept nodes
-    (e.g. the Q.K^T MatMul and its Softmax): they would overflow exactly where we keep fp32."""
+    (e.g. the Q.K^T MatMul and its Softmax): they would overflow exactly where we keep fp32.
+    Only pairs whose first Cast reads the float output of a kept node (named in `fp32_nodes`,
+    or one of FP32_OPS) are bypassed: other Casts may read fp16 or integer tensors."""
     onnx = require("onnx", "onnx")
     fp16, fp32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
     producer = {out: node for node in model.graph.node for out in node.output}
@@ -76,7 +91,10 @@ def drop_round_trip_casts(model):
     rename, dropped = {}, set()
     for node in model.graph.node:
         first = producer.get(node.input[0]) if node.op_type == "Cast" else None
-        if (first is not None and first.op_type == "Cast" and cast_to(first) == fp16
+        source = producer.get(first.input[0]) if first is not None and first.input else None
+        kept = source is not None and source.op_type != "Cast" and (
+            source.name in fp32_nodes or source.op_type in FP32_OPS)
+        if (kept and first.op_type == "Cast" and cast_to(first) == fp16
                 and cast_to(node) == fp32 and node.output[0] not in outputs):
             rename[node.output[0]] = first.input[0]
             dropped.add(id(node))

@@ -36,7 +36,20 @@ def trace(module: torch.nn.Module, args: tuple, spec: GraphSpec, workdir: Path,
                           do_constant_folding=True, dynamic_axes={
                               n: {0: "batch"} for n in spec.inputs + spec.outputs
                           } if dynamic_batch else None)
-    return onnx.load(str(path))  # also reads external data torch wrote for > 2 GB graphs
+    return load_traced(path)
+
+
+def load_traced(path: Path):
+    """Load a traced graph. Over 2 GB (torch then writes external data beside it), run ONNX
+    shape inference on the files first (`infer_shapes_path`): in-memory inference cannot handle
+    such graphs, and the fp16 converter needs the inferred types to place its Casts."""
+    onnx = require("onnx", "onnx")
+    on_disk = sum(f.stat().st_size for f in path.parent.iterdir() if f.is_file())
+    if on_disk > cleanup.TWO_GB:
+        inferred = path.with_name("inferred.onnx")
+        onnx.shape_inference.infer_shapes_path(str(path), str(inferred))
+        path = inferred
+    return onnx.load(str(path))  # also reads the external data
 
 
 def save(model, path: Path) -> dict:
@@ -70,12 +83,14 @@ def export_graph(module: torch.nn.Module, args: tuple, spec: GraphSpec, path: Pa
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".trace.") as work:
         model = trace(module, args, spec, Path(work), dynamic_batch)
+        how = cleanup.cleanup_name(model)
         cleaned = cleanup.slim(model)
+        del model
         if precision == "fp16":
             cleaned = cleanup.to_fp16(cleaned)
         facts = save(cleaned, path)
     facts.update(seconds=round(time.perf_counter() - t0, 2), opset=OPSET,
-                 exporter=f"torch {torch.__version__} (TorchScript)", cleanup="onnxslim",
+                 exporter=f"torch {torch.__version__} (TorchScript)", cleanup=how,
                  io=io_signature(cleaned))
     return facts
 

@@ -55,4 +55,8 @@ def tiny_artifacts(tmp_path_factory, tiny_components, pahi_head):
 
 @pytest.fixture(scope="session")
 def tiny_artifacts_fp16(tmp_path_factory, tiny_components, pahi_head):
-    return _export(tmp_path_factory, tiny_components, pahi_head, "fp16")
+    """fp16 export; with a TensorRT flavour importable, a strongly typed fp16 engine too."""
+    from helpers import has_module
+
+    engines = ("pahi-1step",) if has_module("tensorrt_rtx") or has_module("tensorrt") else ()
+    return _export(tmp_path_factory, tiny_components, pahi_head, "fp16", engines)

@@ -48,3 +48,31 @@ def test_engine_validity_query(tiny_artifacts):
 def test_bad_target_is_refused():
     with pytest.raises(engine.EngineError, match="--target"):
         engine.check_targets(["sm99"])
+
+
+@needs_trt
+def test_dynamic_batch_graph_and_engine_profile(tmp_path, tiny_components, pahi_head):
+    """--max-batch: a free batch axis in ONNX (runs at other batch sizes) and an engine
+    optimisation profile 1..max_batch."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from pahi_rt.export.artifacts import export_artifacts
+    from pahi_rt.export.build import ExportOptions
+    from pahi_rt.specs import NAMES
+
+    options = ExportOptions(64, 64, batch=2, max_batch=4, graphs=("head",), engines=("head",))
+    report = export_artifacts(tiny_components, tmp_path, options, pahi_head)
+    entry = mf.find_artifact(report.manifest, "head", "engine")
+    assert entry["profile"][NAMES.eps] == [[1, 4, 8, 8], [2, 4, 8, 8], [4, 4, 8, 8]]
+    eps, emb = torch.randn(3, 4, 8, 8), torch.randn(3, 77, 32)
+    session = ort.InferenceSession(str(tmp_path / "head.onnx"), providers=["CPUExecutionProvider"])
+    out = session.run(None, {NAMES.eps: eps.numpy(), NAMES.text_embeddings: emb.numpy()})[0]
+    np.testing.assert_allclose(out, pahi_head(eps, emb).numpy(), atol=1e-5)
+
+
+@needs_trt
+def test_fp16_engine_is_strongly_typed_from_fp16_onnx(tiny_artifacts_fp16):
+    path, entry = mf.verified_artifact(tiny_artifacts_fp16.directory, "pahi-1step", "engine")
+    assert entry["precision"] == "fp16" and path.stat().st_size > 0

@@ -109,3 +109,29 @@ def test_graph_plan_names_and_filter(pahi_head):
 
     with pytest.raises(InputError, match="--graph"):
         graph_plan(None, ("pahi-1step",))
+
+
+def test_large_graph_path_external_data(tmp_path, monkeypatch, tiny_components,
+                                        tiny_artifacts_fp16):
+    """Graphs over 2 GB (the full-size UNet and fused graphs): shape inference on files, weights
+    in NAME.onnx.data with its own sha256; taken here by lowering the threshold."""
+    import onnxruntime as ort
+
+    from pahi_rt.export.artifacts import export_artifacts
+    from pahi_rt.export.build import ExportOptions
+
+    monkeypatch.setattr(cleanup, "TWO_GB", 1000)
+    report = export_artifacts(tiny_components, tmp_path, ExportOptions(
+        64, 64, 2, "fp16", graphs=("unet",)))
+    entry = mf.find_artifact(report.manifest, "unet", "onnx")
+    assert entry["external_data"] == "unet.onnx.data" and entry["external_data_sha256"]
+    onnx.checker.check_model(str(tmp_path / "unet.onnx"))
+    feeds = dict(zip(graphs.graph_spec(graphs.UNET).inputs,
+                     (np.repeat(t.numpy(), 2, axis=0) for t in _unet_inputs())))
+    large = ort.InferenceSession(str(tmp_path / "unet.onnx")).run(None, feeds)[0]
+    small = ort.InferenceSession(str(tiny_artifacts_fp16.directory / "unet.onnx")).run(
+        None, feeds)[0]
+    np.testing.assert_allclose(large, small, atol=2e-2)
+    data = tmp_path / "unet.onnx.data"
+    data.write_bytes(data.read_bytes()[:-10])
+    assert not mf.is_intact(tmp_path, entry)

@@ -84,6 +84,11 @@ def _renderer(backend, comps, source, noise, steps, height, width, dtype, artifa
 
     if backend not in BACKENDS:
         raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+    import torch
+
+    if backend == "tensorrt" and not torch.cuda.is_available():
+        raise InputError("--backend tensorrt needs a CUDA GPU (torch sees none); use "
+                         "--backend onnxruntime on the CPU")
     mode = MODES.get(f"{noise}-{steps}step")
     if mode is None:
         raise InputError(f"--backend {backend} serves the modes {', '.join(MODES)}; "

@@ -75,6 +75,16 @@ class ArtifactBackend(Backend):
         return np.round(x * 255).astype(np.uint8)
 
 
+def check_entry(entry: dict, config: RunConfig) -> dict:
+    """Refuse one artifact whose precision or image size differs from the run's."""
+    want = (config.precision, config.height, config.width)
+    have = (entry.get("precision"), entry.get("height", config.height),
+            entry.get("width", config.width))
+    if have != want:
+        raise ArtifactError(f"{entry['path']} is {have}, this run needs {want}; export again")
+    return entry
+
+
 def check_manifest(directory: Path, config: RunConfig) -> dict:
     """The directory's manifest, checked against the run's shape and precision."""
     manifest = read_manifest(directory)

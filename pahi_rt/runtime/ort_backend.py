@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import require
 from ..export.manifest import verified_artifact
 from ..specs import ModelSpec
-from .artifact_backend import ArtifactBackend
+from .artifact_backend import ArtifactBackend, check_entry
 from .backend import RunConfig
 
 # preferred first; only those the installed onnxruntime offers are used
@@ -37,7 +37,8 @@ class OrtBackend(ArtifactBackend):
     def session(self, graph: str):
         """The InferenceSession of `graph`, created on first use from a sha256-checked file."""
         if graph not in self.sessions:
-            path, _ = verified_artifact(self.directory, graph, "onnx")
+            path, entry = verified_artifact(self.directory, graph, "onnx")
+            check_entry(entry, self.config)
             options = self.ort.SessionOptions()
             options.intra_op_num_threads = self.threads
             options.log_severity_level = 3

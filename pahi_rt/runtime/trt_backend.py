@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..export.engine import RTX, check_engine, trt_module
 from ..export.manifest import verified_artifact
 from ..specs import ModelSpec
-from .artifact_backend import ArtifactBackend
+from .artifact_backend import ArtifactBackend, check_entry
 from .backend import RunConfig
 
 
@@ -44,6 +44,7 @@ class TrtBackend(ArtifactBackend):
         if graph not in self.contexts:
             path, entry = verified_artifact(self.directory, graph, "engine")
             data = path.read_bytes()
+            check_entry(entry, self.config)
             check_engine(data, entry)
             engine = self.runtime.deserialize_cuda_engine(data)
             if self.flavour == RTX:
