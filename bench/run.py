@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from pahi_rt.runtime.backend import MODES, Backend, RunConfig, WallTimer
+from pahi_rt.runtime.backend import MODES, RunConfig, WallTimer
 
 from . import floor
 from .harness import CudaEventTimer, MemoryProbe, backend_runners, mean_score, measure
@@ -85,7 +85,7 @@ def _runners(backend_name: str, comps, heads: dict, cfg: RunConfig, make_backend
         return run, None, True, None, lambda: None
     backend = make_backend(backend_name, cfg, heads.get(cfg.mode.noise))
     e2e, staged = backend_runners(backend, comps, cfg.height, cfg.width)
-    fused = type(backend).run is not Backend.run  # a fused graph/engine serves `run`
+    fused = backend.fused  # a fused graph/engine serves `run`
     on_gpu = comps.device.type == "cuda"
     if on_gpu and backend_name == "torch":
         timer = CudaEventTimer

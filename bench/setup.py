@@ -47,8 +47,8 @@ class BackendMaker:
     the row needs (its component graphs and fused graph) into the content-keyed export cache."""
 
     def __init__(self, comps, artifacts: Path | None, export_head=None,
-                 log: Callable[[str], None] = print):
-        self.comps, self.artifacts, self.log = comps, artifacts, log
+                 log: Callable[[str], None] = print, fused: bool = True):
+        self.comps, self.artifacts, self.log, self.fused = comps, artifacts, log, fused
         self.export_head = export_head  # one head for all rows, so all share one cache dir
 
     def __call__(self, name: str, config: RunConfig, head):
@@ -70,8 +70,9 @@ class BackendMaker:
         from pahi_rt.export.artifacts import export_artifacts
         from pahi_rt.export.build import ExportOptions, cache_dir
 
-        needed = (graphs.TEXT_ENCODER, graphs.UNET, graphs.DECODER, config.mode.name) + (
-            (graphs.HEAD,) if config.mode.noise != "gaussian" else ())
+        needed = (graphs.TEXT_ENCODER, graphs.UNET, graphs.DECODER) + (
+            (graphs.HEAD,) if config.mode.noise != "gaussian" else ()) + (
+            (config.mode.name,) if self.fused else ())
         options = ExportOptions(height=config.height, width=config.width, batch=config.batch,
                                 precision=config.precision, graphs=needed,
                                 engines=(config.mode.name,) if name == "tensorrt" else ())

@@ -90,3 +90,17 @@ def test_score_column(bench_result):
     assert result["scorer"] == "synthetic_scorers:fixed_colour=1"
     assert all(isinstance(r["score"], float) for r in result["rows"])
     assert "Score: mean of" in (out / "r.md").read_text()
+
+
+def test_no_fused_times_component_graphs(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAHI_RT_CACHE", str(tmp_path / "cache"))
+    r = runner.invoke(app, [
+        "bench", "--model", "tiny", "--height", "64", "--width", "64", "--warmup", "0",
+        "--iters", "1", "--backends", "onnxruntime", "--modes", "gaussian-1step", "--no-fused",
+        "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads(next((tmp_path / "cache").glob("*/manifest.json")).read_text())
+    graphs = {a["graph"] for a in manifest["artifacts"]}
+    assert "gaussian-1step" not in graphs and {"text_encoder", "unet", "decoder"} <= graphs
+    row = json.loads((tmp_path / "r.json").read_text())["rows"][0]
+    assert row["backend"] == "onnxruntime" and row["stages"]["unet_step_1"] > 0

@@ -57,6 +57,9 @@ def bench(
     prompts: Optional[Path] = typer.Option(None, help="Prompt file cycled through the runs."),
     artifacts: Optional[Path] = typer.Option(None, help="Exported artifacts dir (onnxruntime / "
                                              "tensorrt); default: export into the cache."),
+    fused: bool = typer.Option(True, help="Export the fused graph per mode for onnxruntime/"
+                               "tensorrt rows; --no-fused times the component graphs in sequence "
+                               "(full-size fp32 fused graphs need more than 24 GiB to export)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON."),
     markdown: Optional[Path] = typer.Option(None, help="Write the markdown tables."),
     plot: Optional[Path] = typer.Option(None, help="Write a PNG chart."),
@@ -88,7 +91,8 @@ def bench(
     comps, heads = load_for_bench(model, decoder, head, mode_names, precision, device, height,
                                   width)
     export_head = next((h for h in heads.values() if h is not None), None)
-    maker = BackendMaker(comps, artifacts, export_head, log=lambda m: typer.echo(m, err=True))
+    maker = BackendMaker(comps, artifacts, export_head, log=lambda m: typer.echo(m, err=True),
+                         fused=fused)
     total = len(names) * len(mode_names) * (warmup + iters)
     with typer.progressbar(length=total, label="bench", file=sys.stderr) as bar:
         result = run_bench(comps, heads, cfg, texts, maker,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..export import graphs
-from ..export.manifest import ArtifactError, read_manifest
+from ..export.manifest import ArtifactError, find_artifact, read_manifest
 from ..sampling import Schedule
 from ..specs import NAMES, ModelSpec
 from .backend import Backend, RunConfig
@@ -60,8 +60,17 @@ class ArtifactBackend(Backend):
         image = self.infer(graphs.DECODER, {NAMES.latents: latents})
         return self.image_to_uint8(image)
 
+    @property
+    def fused(self) -> bool:
+        """Whether the directory holds the fused graph of this mode (else `run` is staged)."""
+        manifest = read_manifest(self.directory)
+        return find_artifact(manifest, self.config.mode.name, self.kind) is not None
+
     def run(self, ids: np.ndarray, eps: np.ndarray) -> np.ndarray:
-        """One call of the fused graph named after the mode (e.g. `pahi-1step`)."""
+        """One call of the fused graph named after the mode (e.g. `pahi-1step`), or the stages
+        in sequence when only the component graphs were exported."""
+        if not self.fused:
+            return super().run(ids, eps)
         image = self.infer(self.config.mode.name, {
             NAMES.input_ids: ids.astype(np.int64),
             NAMES.eps: np.ascontiguousarray(eps, dtype=np.float32)})

@@ -77,6 +77,11 @@ class Backend(ABC):
     def close(self) -> None:
         """Release sessions/engines."""
 
+    @property
+    def fused(self) -> bool:
+        """True when `run` is one fused graph/engine rather than the stages in sequence."""
+        return False
+
     def run(self, ids: np.ndarray, eps: np.ndarray) -> np.ndarray:
         """End to end: token ids and eps on the host -> uint8 images on the host."""
         return self.run_staged(ids, eps, null_timer)
