@@ -76,3 +76,23 @@ def test_dynamic_batch_graph_and_engine_profile(tmp_path, tiny_components, pahi_
 def test_fp16_engine_is_strongly_typed_from_fp16_onnx(tiny_artifacts_fp16):
     path, entry = mf.verified_artifact(tiny_artifacts_fp16.directory, "pahi-1step", "engine")
     assert entry["precision"] == "fp16" and path.stat().st_size > 0
+
+
+@needs_trt
+def test_other_trt_version_or_target_rebuilds_engine(tiny_artifacts, tiny_components, pahi_head,
+                                                     tmp_path, monkeypatch):
+    """The engine's cache key holds the TensorRT flavour/version and targets: a new TensorRT or
+    another --target rebuilds it, the ONNX graphs are reused."""
+    import shutil
+
+    from pahi_rt.export.artifacts import export_artifacts
+    from pahi_rt.export.build import ExportOptions
+
+    out = tmp_path / "a"
+    shutil.copytree(tiny_artifacts.directory, out)
+    options = ExportOptions(64, 64, 2, graphs=("pahi-1step",), engines=("pahi-1step",))
+    assert export_artifacts(tiny_components, out, options, pahi_head).built == []
+    real = engine.flavour_version()
+    monkeypatch.setattr(engine, "flavour_version", lambda: {**real, "version": "9.9.9"})
+    report = export_artifacts(tiny_components, out, options, pahi_head)
+    assert report.built == ["pahi-1step.engine"] and report.reused == ["pahi-1step.onnx"]

@@ -98,3 +98,20 @@ def _null(stage):
     from pahi_rt.runtime.backend import null_timer
 
     return null_timer(stage)
+
+
+def test_hi_head_fused_graph(tmp_path, tiny_components):
+    """A HI head (one global mu, sigma) exports as `hi-1step` and matches torch."""
+    from pahi_rt.export.artifacts import export_artifacts
+    from pahi_rt.export.build import ExportOptions
+
+    from helpers import random_head
+
+    head = random_head("hi", seed=5)
+    export_artifacts(tiny_components, tmp_path, ExportOptions(
+        64, 64, 2, graphs=("head", "hi-1step")), head)
+    cfg = RunConfig(MODES["hi-1step"], batch=2, height=64, width=64)
+    ids, eps = _inputs(tiny_components)
+    ref = TorchBackend(cfg, tiny_components, head).run(ids, eps)
+    out = OrtBackend(cfg, tmp_path, tiny_components.spec).run(ids, eps)
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 2
