@@ -31,7 +31,13 @@ def command_line(ctx: typer.Context) -> str:
         value = ctx.params.get(param.name)
         if value is None or value == param.default or not param.opts:
             continue
-        parts += [param.opts[0], shlex.quote(str(value))]
+        if isinstance(value, bool):
+            parts.append(param.opts[0] if value else param.secondary_opts[0])
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                parts += [param.opts[0], shlex.quote(str(item))]
+        else:
+            parts += [param.opts[0], shlex.quote(str(value))]
     return " ".join(parts)
 
 
