@@ -81,15 +81,16 @@ def stage_work(comps: Components, head, batch: int, height: int, width: int,
     return work
 
 
-def measure_peaks(device: torch.device, precision: str, seconds: float = 1.0) -> Peaks:
+def measure_peaks(device: torch.device, precision: str, seconds: float = 1.5) -> Peaks:
     """Measured matmul FLOP/s (in `precision`) and copy bandwidth of the device."""
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     if device.type == "cpu" and dtype != torch.float32:
         dtype = torch.float32  # CPU half matmuls are emulated; the fp32 rate is the real ceiling
-    n = 8192 if device.type == "cuda" else 2048
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    flops_per_s = 2 * n**3 / _best_time(lambda: a @ b, device, seconds)
+    flops_per_s = 0.0
+    for n in ((4096, 8192) if device.type == "cuda" else (1024, 2048)):  # best size wins
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        flops_per_s = max(flops_per_s, 2 * n**3 / _best_time(lambda: a @ b, device, seconds))
     src = torch.randn((1 << 30 if device.type == "cuda" else 1 << 26) // 4, device=device)
     dst = torch.empty_like(src)
     bytes_per_s = 2 * src.numel() * 4 / _best_time(lambda: dst.copy_(src), device, seconds)

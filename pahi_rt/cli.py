@@ -9,6 +9,7 @@ import warnings
 import typer
 
 from .errors import PahiError
+from .hostmem import keep_freed_memory
 
 app = typer.Typer(name="pahi-rt", rich_markup_mode="rich", no_args_is_help=True,
                   pretty_exceptions_enable=False,
@@ -44,6 +45,7 @@ def command(fn):
     """Wrap a verb: one-line errors with exit code 2 for PahiError, quiet library logs."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        keep_freed_memory()  # CPU: no re-mapping of activation buffers on every call
         _quiet_libraries()
         warnings.showwarning = _show_warning
         warnings.filterwarnings("ignore", category=FutureWarning)
