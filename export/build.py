@@ -19,7 +19,7 @@ import torch
 from ..errors import InputError
 from . import graphs, manifest as mf
 from .engine import BuildOptions
-from .onnx_export import PRECISIONS, export_graph
+from .onnx_export import PRECISIONS
 
 _CODE_FILES = ("sampling.py", "noise/head.py", "export/graphs.py", "export/cleanup.py",
                "export/onnx_export.py")

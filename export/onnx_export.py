@@ -27,7 +27,7 @@ def trace(module: torch.nn.Module, args: tuple, spec: GraphSpec, workdir: Path,
           dynamic_batch: bool = False):
     """torch module -> onnx.ModelProto (weights loaded in memory); axis 0 named "batch" and
     left free when `dynamic_batch`."""
-    onnx = require("onnx", "onnx")
+    require("onnx", "onnx")  # a clear error naming the extra before tracing
     path = workdir / "traced.onnx"
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
