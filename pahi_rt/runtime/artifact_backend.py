@@ -28,7 +28,9 @@ class ArtifactBackend(Backend):
         super().__init__(config)
         self.directory = Path(artifacts)
         self.schedule = Schedule.from_spec(spec.scheduler, config.mode.steps)
-        check_manifest(self.directory, config)
+        manifest = check_manifest(self.directory, config)
+        # read once: `run` is the per-image path and must not touch the disk for this
+        self._fused = find_artifact(manifest, config.mode.name, self.kind) is not None
 
     @abstractmethod
     def infer(self, graph: str, feeds: dict[str, Any]) -> Any:
@@ -63,8 +65,7 @@ class ArtifactBackend(Backend):
     @property
     def fused(self) -> bool:
         """Whether the directory holds the fused graph of this mode (else `run` is staged)."""
-        manifest = read_manifest(self.directory)
-        return find_artifact(manifest, self.config.mode.name, self.kind) is not None
+        return self._fused
 
     def run(self, ids: np.ndarray, eps: np.ndarray) -> np.ndarray:
         """One call of the fused graph named after the mode (e.g. `pahi-1step`), or the stages
