@@ -1,9 +1,10 @@
 """Timing harness: warm-up, then timed iterations, end to end and per stage.
 
 End to end is prompt strings in, uint8 images on the host out, on a monotonic clock (the copy to
-the host completes all device work). Stages come from `Backend.run_staged` with a timer: CUDA
-events for torch on a GPU, else the monotonic clock with the backend's synchronize around each
-stage. A backend with a fused `run` is timed end to end through it, and per stage separately.
+the host completes all device work). Stages come from `Pipeline.run_staged` with a timer: CUDA
+events for eager torch on a GPU, else the monotonic clock with the backend's synchronize around
+each stage. A pipeline with a fused `run` is timed end to end through it, and per stage
+separately.
 """
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from pahi_rt import sampling
-from pahi_rt.runtime.backend import Backend, WallTimer
+from pahi_rt.runtime.backend import WallTimer
 
 RunFn = Callable[[Sequence[str], Sequence[int]], np.ndarray]
 
@@ -28,6 +28,7 @@ class Timing:
     e2e: list[float] = field(default_factory=list)
     stages: dict[str, list[float]] = field(default_factory=dict)
     peak_memory_mb: float | None = None
+    first_call_s: float | None = None  # the first warm-up call (compilation, CUDA-graph capture)
     outputs: list[tuple[list[str], np.ndarray]] = field(default_factory=list)  # for scoring
 
     def add_stages(self, seconds: dict[str, float]) -> None:
@@ -51,27 +52,6 @@ def percentile_ms(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1e3, q)) if values else float("nan")
 
 
-def backend_runners(backend: Backend, comps, height: int, width: int
-                    ) -> tuple[RunFn, Callable | None]:
-    """(end-to-end fn, staged fn) for one of our backends: host tokenize + eps, then the backend."""
-    shape = comps.spec.latent_shape(height, width)
-    np_dtype = np.float16 if backend.config.precision == "fp16" else np.float32
-
-    def prepare(prompts, seeds):
-        ids = sampling.tokenize(comps.tokenizer, prompts, comps.spec.max_tokens).numpy()
-        return ids, sampling.draw_eps(seeds, shape).numpy().astype(np_dtype)
-
-    def e2e(prompts, seeds):
-        return backend.run(*prepare(prompts, seeds))
-
-    def staged(prompts, seeds, timer):
-        with timer("tokenize"):
-            ids, eps = prepare(prompts, seeds)
-        return backend.run_staged(ids, eps, timer)
-
-    return e2e, staged
-
-
 def measure(e2e: RunFn, staged: Callable | None, prompts: Sequence[str], batch: int,
             warmup: int, iters: int, fused: bool, make_timer: Callable[[], WallTimer],
             memory: "MemoryProbe", tick: Callable[[], None] = lambda: None,
@@ -85,7 +65,10 @@ def measure(e2e: RunFn, staged: Callable | None, prompts: Sequence[str], batch: 
         return [prompts[k] for k in idx], [i * batch + j for j in range(batch)]
 
     for i in range(warmup):
+        t0 = time.perf_counter()
         e2e(*batch_at(i))
+        if i == 0:
+            timing.first_call_s = time.perf_counter() - t0
         tick()
     with memory.watch():
         for i in range(iters):

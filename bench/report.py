@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from pahi_rt.io import atomic_write, atomic_write_text
-from pahi_rt.runtime.backend import STAGES
+from pahi_rt.specs import STAGES
 
 from .floor import Peaks, Work
 from .harness import Timing, percentile_ms
@@ -17,7 +17,8 @@ METHOD = {"pahi-1step": "PAHI", "hi-1step": "HI", "gaussian-1step": "one step",
 
 def make_row(mode, backend: str, precision: str, batch: int, device: str, timing: Timing,
              work: dict[str, Work], peaks: Peaks, iters: int, warmup: int,
-             score: float | None = None) -> dict:
+             score: float | None = None, open_s: float | None = None,
+             notes: list[str] | None = None) -> dict:
     """One JSON row: latency percentiles, per-stage p50 and their floors."""
     p50 = percentile_ms(timing.e2e, 50)
     stages = {k: percentile_ms(v, 50) for k, v in timing.stages.items()}
@@ -39,6 +40,7 @@ def make_row(mode, backend: str, precision: str, batch: int, device: str, timing
         "floor_ms": floors, "floor_ratio": {k: stages[k] / v for k, v in floors.items() if v > 0},
         "e2e_floor_ms": e2e_floor, "e2e_floor_ratio": p50 / e2e_floor if e2e_floor else None,
         "iters": iters, "warmup": warmup, "score": score,
+        "open_s": open_s, "first_call_s": timing.first_call_s, "notes": notes or [],
     }
 
 
@@ -58,32 +60,41 @@ def markdown(result: dict) -> str:
              + (f" Score: mean of `{result['scorer']}` over the timed images."
                 if result.get("scorer") else ""), "",
              "| Method | Backend | Precision | Batch | Time (s) | p50 ms | p90 ms | p99 ms | "
-             "images/s | peak MiB | floor ms | x floor | Score |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "images/s | peak MiB | floor ms | x floor | Score | setup s |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        setup = (r.get("open_s") or 0) + (r.get("first_call_s") or 0)
         lines.append(
             f"| {METHOD.get(r['mode'], r['mode'])} | {r['backend']} | {r['precision']} | "
-            f"{r['batch']} | {r['p50_ms'] / 1e3 / r['batch']:.3f} | {_fmt(r['p50_ms'])} | "
-            f"{_fmt(r['p90_ms'])} | {_fmt(r['p99_ms'])} | {_fmt(r['images_per_s'], 2)} | "
+            f"{r['batch']} | {r['p50_ms'] / 1e3 / r['batch']:.4f} | {_fmt(r['p50_ms'], 2)} | "
+            f"{_fmt(r['p90_ms'], 2)} | {_fmt(r['p99_ms'], 2)} | {_fmt(r['images_per_s'], 2)} | "
             f"{_fmt(r['peak_memory_mb'], 0)} | {_fmt(r['e2e_floor_ms'], 2)} | "
-            f"{_fmt(r['e2e_floor_ratio'])} | {_fmt(r.get('score'), 3)} |")
-    lines += ["", "Time (s) is p50 per image, the paper's Table 2 unit. Per stage, p50 ms "
-              "(measured / floor):", "",
-              "| Method | Backend | " + " | ".join(STAGES) + " |",
-              "|---|---|" + "---:|" * len(STAGES)]
+            f"{_fmt(r['e2e_floor_ratio'])} | {_fmt(r.get('score'), 3)} | {_fmt(setup)} |")
+    lines += ["", "Time (s) is p50 per image, the paper's Table 2 unit; setup s = opening the "
+              "pipeline (export/engine/session) + the first call (compile, CUDA-graph capture). "
+              "Per stage, p50 ms (measured / floor):", "",
+              "| Method | Backend | Batch | " + " | ".join(STAGES) + " |",
+              "|---|---|---:|" + "---:|" * len(STAGES)]
     for r in rows:
         cells = []
         for s in STAGES:
             ms, ratio = r["stages"].get(s), r["floor_ratio"].get(s)
             cells.append("-" if ms is None else
-                         f"{ms:,.1f}" + (f" ({ratio:,.1f}x)" if ratio else ""))
-        lines.append(f"| {METHOD.get(r['mode'], r['mode'])} | {r['backend']} | "
+                         f"{ms:,.2f}" + (f" ({ratio:,.1f}x)" if ratio else ""))
+        lines.append(f"| {METHOD.get(r['mode'], r['mode'])} | {r['backend']} | {r['batch']} | "
                      + " | ".join(cells) + " |")
-    lines += ["", "Work per stage (batch " + str(rows[0]["batch"] if rows else 1) + "):", "",
-              "| Stage | GFLOP | MB moved (min) | floor ms |", "|---|---:|---:|---:|"]
-    for stage, w in result["work"].items():
-        lines.append(f"| {stage} | {w['flops'] / 1e9:,.1f} | {w['bytes'] / 1e6:,.1f} | "
-                     f"{_fmt(w['floor_ms'], 3)} |")
+    for batch, work in result["work"].items():
+        lines += ["", f"Work per stage (batch {batch}):", "",
+                  "| Stage | GFLOP | MB moved (min) | floor ms |", "|---|---:|---:|---:|"]
+        for stage, w in work.items():
+            lines.append(f"| {stage} | {w['flops'] / 1e9:,.1f} | {w['bytes'] / 1e6:,.1f} | "
+                         f"{_fmt(w['floor_ms'], 3)} |")
+    notes = [(r, n) for r in rows for n in r.get("notes", [])]
+    if result.get("skipped") or notes:
+        lines += ["", "Skipped rows and notes:", ""]
+        lines += [f"- {s['backend']} {s['mode']} batch {s.get('batch', '-')}: skipped, "
+                  f"{s['reason']}" for s in result.get("skipped", [])]
+        lines += [f"- {r['backend']} {r['mode']} batch {r['batch']}: {n}" for r, n in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -107,8 +118,8 @@ def plot(result: dict, path: Path) -> None:
 
     rows = result["rows"]
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.6))
-    labels = [f"{METHOD.get(r['mode'], r['mode'])} / {r['backend']} {r['precision']}"
-              for r in rows]
+    labels = [f"{METHOD.get(r['mode'], r['mode'])} / {r['backend']} {r['precision']} "
+              f"b{r['batch']}" for r in rows]
     for s in STAGES:
         left = [sum(r["stages"].get(x, 0.0) for x in STAGES[:STAGES.index(s)]) for r in rows]
         ax.barh(labels, [r["stages"].get(s, 0.0) for r in rows], left=left, label=s)

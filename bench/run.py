@@ -1,26 +1,39 @@
-"""Run a whole benchmark: every (backend, mode) row on one model, plus the diffusers reference."""
+"""Run a whole benchmark: every (backend variant, mode, batch) row on one loaded model, plus the
+stock diffusers reference row. Rows open their pipeline through `runtime.pipeline`, the same
+path `generate` and `serve` use."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
 
-from pahi_rt.runtime.backend import MODES, RunConfig, WallTimer
+from pahi_rt.errors import PahiError
+from pahi_rt.runtime.backend import WallTimer
+from pahi_rt.runtime.pipeline import LoadedModel, PipelineConfig, open_pipeline
+from pahi_rt.specs import MODES
 
 from . import floor
-from .harness import CudaEventTimer, MemoryProbe, backend_runners, mean_score, measure
+from .harness import CudaEventTimer, MemoryProbe, mean_score, measure
 from .report import make_row
 
 REFERENCE = "diffusers"
+# Row name -> (backend, PipelineConfig overrides). "-staged": the component graphs one by one.
+VARIANTS = {
+    "torch": ("torch", {}), "torch-compile": ("torch", {"compile": True}),
+    "onnxruntime": ("onnxruntime", {}), "onnxruntime-staged": ("onnxruntime", {"fused": False}),
+    "tensorrt": ("tensorrt", {}), "tensorrt-staged": ("tensorrt", {"fused": False}),
+}
+ROW_NAMES = tuple(VARIANTS) + (REFERENCE,)
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    backends: tuple[str, ...]  # torch, onnxruntime, tensorrt, diffusers
+    backends: tuple[str, ...]  # keys of VARIANTS, or REFERENCE
     modes: tuple[str, ...]  # keys of MODES
-    batch: int = 1
+    batches: tuple[int, ...] = (1,)
     height: int = 512
     width: int = 512
     precision: str = "fp32"
@@ -28,67 +41,87 @@ class BenchConfig:
     iters: int = 10
 
 
-def run_bench(comps, heads: dict, config: BenchConfig, prompts: Sequence[str],
-              make_backend: Callable, log: Callable[[str], None] = print,
-              tick: Callable[[], None] = lambda: None, scorers=None) -> dict:
+def run_bench(model: LoadedModel, config: BenchConfig, prompts: Sequence[str],
+              log: Callable[[str], None] = print, tick: Callable[[], None] = lambda: None,
+              scorers=None, artifacts=None) -> dict:
     """Measure every row; returns the JSON-ready result (rows, machine, work, skipped)."""
-    device = comps.device
+    device = model.device
     peaks = floor.measure_peaks(device, config.precision)
-    first_head = next((h for h in heads.values() if h is not None), None)
-    work = floor.stage_work(comps, first_head, config.batch, config.height, config.width,
-                            config.precision)
+    head = model.export_head
+    works = {b: floor.stage_work(model.base, head, b, config.height, config.width,
+                                 config.precision) for b in config.batches}
     rows, skipped = [], []
-    for backend_name in config.backends:
-        for mode_name in config.modes:
-            mode = MODES[mode_name]
-            run_cfg = RunConfig(mode, config.batch, config.height, config.width, config.precision)
-            try:
-                e2e, staged, fused, timer, close = _runners(backend_name, comps, heads, run_cfg,
-                                                            make_backend)
-            except Exception as e:  # one backend failing must not lose the others' rows
-                skipped.append({"backend": backend_name, "mode": mode_name,
-                                "reason": str(e).splitlines()[0] if str(e) else repr(e)})
-                log(f"skip {backend_name} {mode_name}: {skipped[-1]['reason']}")
-                continue
-            log(f"timing {backend_name} {mode_name} ({config.warmup} warm-up, "
-                f"{config.iters} timed)")
-            try:
-                timing = measure(e2e, staged, prompts, config.batch, config.warmup,
-                                 config.iters, fused, timer, MemoryProbe(device.type == "cuda"),
-                                 tick, keep_outputs=scorers is not None)
-            finally:
-                close()  # free sessions/engines before the next row is built
-            score = mean_score(scorers, timing.outputs) if scorers is not None else None
-            rows.append(make_row(mode, backend_name, config.precision, config.batch,
-                                 peaks.device, timing, work, peaks, config.iters, config.warmup,
-                                 score))
+    for batch in config.batches:
+        for name in config.backends:
+            for mode_name in config.modes:
+                row = _row(model, config, name, MODES[mode_name], batch, prompts, log, tick,
+                           scorers, artifacts, peaks, works[batch])
+                (rows if "p50_ms" in row else skipped).append(row)
     return {"rows": rows, "skipped": skipped,
             "machine": {"device": peaks.device, "peak_tflops": peaks.flops_per_s / 1e12,
                         "peak_gbps": peaks.bytes_per_s / 1e9,
                         "peak_precision": "fp32" if device.type == "cpu" else config.precision,
                         "torch": torch.__version__, "python": sys.version.split()[0],
                         "threads": torch.get_num_threads()},
-            "work": {k: {"flops": w.flops, "bytes": w.bytes, "floor_ms": peaks.floor_ms(w)}
-                     for k, w in work.items()},
+            "work": {str(b): {k: {"flops": w.flops, "bytes": w.bytes,
+                                  "floor_ms": peaks.floor_ms(w)} for k, w in work.items()}
+                     for b, work in works.items()},
             "height": config.height, "width": config.width,
             "scorer": str(scorers) if scorers is not None else None}
 
 
-def _runners(backend_name: str, comps, heads: dict, cfg: RunConfig, make_backend: Callable):
-    """(e2e fn, staged fn, fused?, timer factory) for one row."""
-    if backend_name == REFERENCE:
+def _row(model, config: BenchConfig, name, mode, batch, prompts, log, tick, scorers, artifacts,
+         peaks, work) -> dict:
+    """One measured row, or {"backend", "mode", "batch", "reason"} when it cannot run here."""
+    label = {"backend": name, "mode": mode.name, "batch": batch}
+    t0 = time.perf_counter()
+    try:
+        e2e, staged, fused, make_timer, close = _runners(model, config, name, mode, batch,
+                                                         artifacts, log)
+    except PahiError as e:  # this row cannot run here; bugs still raise
+        log(f"skip {name} {mode.name} batch {batch}: {e}")
+        return {**label, "reason": str(e).splitlines()[0]}
+    open_s = time.perf_counter() - t0
+    log(f"timing {name} {mode.name} batch {batch} ({config.warmup} warm-up, "
+        f"{config.iters} timed)")
+    try:
+        timing = measure(e2e, staged, prompts, batch, config.warmup, config.iters, fused,
+                         make_timer, MemoryProbe(model.device.type == "cuda"), tick,
+                         keep_outputs=scorers is not None)
+    except PahiError as e:
+        log(f"skip {name} {mode.name} batch {batch}: {e}")
+        return {**label, "reason": str(e).splitlines()[0]}
+    finally:
+        notes = close()
+    score = mean_score(scorers, timing.outputs) if scorers is not None else None
+    return make_row(mode, name, config.precision, batch, peaks.device, timing, work, peaks,
+                    config.iters, config.warmup, score, open_s=open_s, notes=notes)
+
+
+def _runners(model, config: BenchConfig, name, mode, batch, artifacts, log):
+    """(e2e fn, staged fn, fused?, timer factory, close) for one row."""
+    if name == REFERENCE:
         from .diffusers_row import diffusers_runner
 
-        if cfg.mode.noise != "gaussian":
-            raise ValueError("the diffusers reference row runs Gaussian noise only")
-        run = diffusers_runner(comps, cfg.mode.steps, cfg.height, cfg.width)
-        return run, None, True, None, lambda: None
-    backend = make_backend(backend_name, cfg, heads.get(cfg.mode.noise))
-    e2e, staged = backend_runners(backend, comps, cfg.height, cfg.width)
-    fused = backend.fused  # a fused graph/engine serves `run`
-    on_gpu = comps.device.type == "cuda"
-    if on_gpu and backend_name == "torch":
+        if mode.noise != "gaussian":
+            raise PahiError("the diffusers reference row runs Gaussian noise only")
+        comps = model.torch_components(config.precision)
+        run = diffusers_runner(comps, mode.steps, config.height, config.width)
+        return run, None, True, None, lambda: []
+    backend, overrides = VARIANTS[name]
+    cfg = replace(PipelineConfig(backend, mode, batch, config.height, config.width,
+                                 config.precision, artifacts), **overrides)
+    pipe = open_pipeline(model, cfg, log)
+    if model.device.type == "cuda" and backend == "torch" and not cfg.compile:
         timer = CudaEventTimer
     else:
-        timer = lambda: WallTimer(sync=backend.synchronize)  # noqa: E731
-    return e2e, staged, fused, timer, backend.close
+        timer = lambda: WallTimer(sync=pipe.backend.synchronize)  # noqa: E731
+
+    def close():
+        notes = list(getattr(pipe.backend, "notes", []))
+        seconds = getattr(pipe.backend, "compile_seconds", None)
+        if seconds is not None:
+            notes.append(f"compile + capture {seconds:.1f} s (first call)")
+        pipe.close()
+        return notes
+    return pipe, pipe.run_staged, pipe.fused, timer, close

@@ -4,8 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..errors import ArtifactError
+from ..sampling import Schedule
+from ..specs import ENGINE, MODES, ONNX
 from . import graphs, manifest as mf
-from .build import ExportOptions, graph_plan, onnx_key, source_hashes
+from .build import ExportOptions, component_graphs, graph_plan, onnx_key, source_hashes
+from .compose import compose_graph
 from .onnx_export import export_graph
 
 
@@ -20,14 +24,15 @@ class ExportReport:
 
 
 def export_artifacts(components, out_dir: str | Path, options: ExportOptions, head=None,
-                     head_source: str | None = None, progress=lambda message: None
-                     ) -> ExportReport:
+                     head_source: str | None = None, progress=lambda message: None,
+                     sources: dict | None = None) -> ExportReport:
     """Export every graph of `graph_plan(head)` into out_dir, then engines for
-    `options.engines`; reuses artifacts whose content key and sha256 still match."""
+    `options.engines`; reuses artifacts whose content key and sha256 still match. `sources`
+    (from `source_hashes(components, head)`) saves hashing the weights again."""
     options.check()
     out = Path(out_dir)
     report = ExportReport(out)
-    sources = source_hashes(components, head)
+    sources = sources or source_hashes(components, head)
     with mf.directory_lock(out):
         manifest = mf.read_manifest(out)
         manifest.update(model=components.model_id, decoder=components.decoder_id,
@@ -46,22 +51,33 @@ def export_artifacts(components, out_dir: str | Path, options: ExportOptions, he
 
 def _export_one(components, head, name, steps, sources, options, manifest, report, progress):
     out = report.directory
-    key = onnx_key(name, steps, sources, options)
-    entry = mf.find_artifact(manifest, name, "onnx")
+    parts = _components_of(name, manifest, out) if name in MODES else {}
+    key = (fused_key(name, parts, sources, options) if parts
+           else onnx_key(name, steps, sources, options))
+    entry = mf.find_artifact(manifest, name, ONNX)
     if entry and entry.get("key") == key and mf.is_intact(out, entry):
         report.reused.append(entry["path"])
         return
-    progress(f"exporting {name}.onnx ({options.precision})")
-    module = graphs.build_module(name, components, head, steps)
-    args = graphs.example_inputs(name, components, options.batch, options.height, options.width)
+    progress(f"{'composing' if parts else 'exporting'} {name}.onnx ({options.precision})")
     path = out / f"{name}.onnx"
-    facts = export_graph(module, args, graphs.graph_spec(name), path, options.precision,
-                         dynamic_batch=options.max_batch > options.batch)
-    entry = {"path": path.name, "kind": "onnx", "graph": name, "key": key, "steps": steps,
+    dynamic = options.max_batch > options.batch
+    depends = []
+    if parts:
+        schedule = Schedule.from_spec(components.spec.scheduler, steps)
+        facts = compose_graph(out, MODES[name], schedule, {g: e["path"] for g, e in parts.items()},
+                              path, dynamic)
+        depends = [f for e in parts.values() for f in mf.artifact_files(e) if f[0] != e["path"]]
+    else:
+        module = graphs.build_module(name, components, head)
+        args = graphs.example_inputs(name, components, options.batch, options.height,
+                                     options.width)
+        facts = export_graph(module, args, graphs.graph_spec(name), path, options.precision,
+                             dynamic_batch=dynamic)
+    entry = {"path": path.name, "kind": ONNX, "graph": name, "key": key, "steps": steps,
              "sha256": mf.sha256_file(path), "size_bytes": path.stat().st_size,
              "precision": options.precision, "batch": options.batch,
              "max_batch": options.max_batch, "height": options.height, "width": options.width,
-             "built_from": {k: v for k, v in sources.items()}, **facts}
+             "built_from": {k: v for k, v in sources.items()}, "depends": depends, **facts}
     if facts["external_data"]:
         data = out / facts["external_data"]
         entry.update(external_data_sha256=mf.sha256_file(data),
@@ -71,11 +87,36 @@ def _export_one(components, head, name, steps, sources, options, manifest, repor
     report.built.append(entry["path"])
 
 
-def engine_key(onnx_entry: dict, options: ExportOptions) -> str:
-    from .engine import flavour_version
+def _components_of(name: str, manifest: dict, out: Path) -> dict[str, dict]:
+    """The manifest entries of the component graphs a fused graph is composed from."""
+    needed = component_graphs(MODES[name])
+    parts = {g: mf.find_artifact(manifest, g, ONNX) for g in needed}
+    missing = [g for g, e in parts.items() if e is None or not mf.is_intact(out, e)]
+    if missing:
+        raise ArtifactError(f"{out}: {name} is composed from {', '.join(needed)}, but "
+                            f"{', '.join(missing)} is missing or corrupt; export them too")
+    return parts
 
-    return mf.sha256_json({"onnx": mf.artifact_files(onnx_entry), **flavour_version(),
-                           "build": _build_options(onnx_entry, options).to_dict()})
+
+def fused_key(name: str, parts: dict[str, dict], sources: dict, options: ExportOptions) -> str:
+    """Key of a composed graph: its components' keys, the glue code and the schedule."""
+    return mf.sha256_json({"graph": name, "parts": {g: e["key"] for g, e in parts.items()},
+                           "code": sources["code"], "tools": sources["tools"],
+                           "spec": sources["model_spec"],
+                           "options": [options.height, options.width, options.batch,
+                                       options.max_batch, options.precision]})
+
+
+def engine_key(onnx_entry: dict, options: ExportOptions) -> str:
+    """Key of an engine: its ONNX files, TensorRT flavour/version, build options, and the GPU
+    when the build is for the local GPU (classic TensorRT, or TensorRT-RTX target `current`)."""
+    from .engine import CLASSIC, flavour_version, local_gpu
+
+    flavour = flavour_version()
+    local = flavour["flavour"] == CLASSIC or "current" in options.build.targets
+    return mf.sha256_json({"onnx": mf.artifact_files(onnx_entry), **flavour,
+                           "build": _build_options(onnx_entry, options).to_dict(),
+                           "gpu": local_gpu() if local else None})
 
 
 def _build_options(onnx_entry: dict, options: ExportOptions):
@@ -93,9 +134,9 @@ def _build_one(name, options, manifest, report, progress):
     from .engine import RTX, build_engine
 
     out = report.directory
-    source_path, source = mf.verified_artifact(out, name, "onnx")
+    source_path, source = mf.verified_artifact(out, name, ONNX)
     key = engine_key(source, options)
-    entry = mf.find_artifact(manifest, name, "engine")
+    entry = mf.find_artifact(manifest, name, ENGINE)
     if entry and entry.get("key") == key and mf.is_intact(out, entry):
         report.reused.append(entry["path"])
         return
@@ -104,7 +145,7 @@ def _build_one(name, options, manifest, report, progress):
     path, log = out / f"{name}.engine", out / f"{name}.engine.log"
     mf.atomic_write_bytes(log, ("\n".join(facts.pop("log")) + "\n").encode())
     mf.atomic_write_bytes(path, data)
-    entry = {"path": path.name, "kind": "engine", "graph": name, "key": key,
+    entry = {"path": path.name, "kind": ENGINE, "graph": name, "key": key,
              "sha256": mf.sha256_file(path), "size_bytes": len(data),
              "source": source["path"], "source_sha256": source["sha256"],
              "precision": source["precision"], "io": source["io"], "build_log": log.name,
@@ -115,14 +156,13 @@ def _build_one(name, options, manifest, report, progress):
     report.built.append(entry["path"])
 
 
-def check_sources(directory: str | Path, components, head=None) -> dict:
+def check_sources(directory: str | Path, sources: dict) -> dict:
     """The manifest of `directory`, refused (ArtifactError) when it was exported from other
-    weights, configs or code than `components`/`head` hold now."""
+    weights, configs or code than `sources` (from `source_hashes`) describe."""
     manifest = mf.read_manifest(directory)
     recorded = manifest.get("sources") or {}
-    current = source_hashes(components, head)
-    changed = sorted(k for k in current if recorded.get(k) != current[k])
+    changed = sorted(k for k in sources if recorded.get(k) != sources[k])
     if changed:
-        raise mf.ArtifactError(f"{directory} was exported from other {', '.join(changed)} than "
+        raise ArtifactError(f"{directory} was exported from other {', '.join(changed)} than "
                                "this model/head; re-run `pahi-rt export` into it")
     return manifest

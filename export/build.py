@@ -9,6 +9,7 @@ exclusive lock on DIR/.lock, and each file and the manifest are replaced atomica
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -16,13 +17,18 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError
+from ..errors import ArtifactError, InputError
+from ..specs import MODES
 from . import graphs, manifest as mf
 from .engine import BuildOptions
 from .onnx_export import PRECISIONS
 
-_CODE_FILES = ("sampling.py", "noise/head.py", "export/graphs.py", "export/cleanup.py",
-               "export/onnx_export.py")
+# Modules whose code shapes an exported graph: their source is part of every ONNX key.
+GRAPH_CODE = ("pahi_rt.specs", "pahi_rt.sampling", "pahi_rt.noise.head", "pahi_rt.export.graphs",
+              "pahi_rt.export.cleanup", "pahi_rt.export.onnx_export", "pahi_rt.export.external",
+              "pahi_rt.export.compose")
+# Packages whose version changes the graphs written (exporter, cleanup, fp16 converter).
+GRAPH_TOOLS = ("torch", "onnx", "onnxslim", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -57,13 +63,35 @@ def weights_hash(module: torch.nn.Module) -> str:
 
 
 def code_version() -> str:
-    root = Path(__file__).resolve().parents[1]
-    package = Path(graphs.__file__).resolve().parents[1]  # pahi_rt/ (export/ is mapped into it)
+    """Hash of pahi-rt's version and the source of every module in GRAPH_CODE, located through
+    the import system (so it works for wheels, editable installs and source checkouts)."""
     h = hashlib.sha256(_version().encode())
-    for rel in _CODE_FILES:
-        path = (root if rel.startswith("export/") else package) / rel
-        h.update(path.read_bytes() if path.is_file() else rel.encode())
+    for name in GRAPH_CODE:
+        h.update(name.encode())
+        h.update(module_source(name))
     return h.hexdigest()
+
+
+def module_source(name: str) -> bytes:
+    """The source bytes of module `name`; refuses loudly when they cannot be read (a cache
+    key that silently skipped a file would reuse stale graphs)."""
+    spec = importlib.util.find_spec(name)
+    origin = Path(spec.origin) if spec is not None and spec.origin else None
+    if origin is None or origin.suffix != ".py" or not origin.is_file():
+        raise ArtifactError(f"cannot read the source of {name} ({origin}) to key the export "
+                            "cache; reinstall pahi-rt")
+    return origin.read_bytes()
+
+
+def tool_versions() -> dict:
+    """Versions of the packages in GRAPH_TOOLS ("-" when not installed)."""
+    out = {}
+    for name in GRAPH_TOOLS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "-"
+    return out
 
 
 def _version() -> str:
@@ -79,24 +107,37 @@ def source_hashes(components, head=None) -> dict:
     out = {"text_encoder": weights_hash(components.text_encoder),
            "unet": weights_hash(components.unet), "decoder": weights_hash(components.decoder),
            "model_spec": mf.sha256_json(asdict(spec)), "code": code_version(),
-           "torch": torch.__version__}
+           "tools": mf.sha256_json(tool_versions())}
     if head is not None:
         out["head"] = weights_hash(head)
         out["head_config"] = mf.sha256_json(head.config.to_dict())
     return out
 
 
+def component_graphs(mode) -> tuple[str, ...]:
+    """The component graphs a mode's fused graph is composed from."""
+    head = (graphs.HEAD,) if mode.noise != "gaussian" else ()
+    return (graphs.TEXT_ENCODER,) + head + (graphs.UNET, graphs.DECODER)
+
+
 def graph_plan(head=None, only: tuple[str, ...] = ()) -> list[tuple[str, int]]:
-    """(graph name, Euler steps) of the graphs exported: components, then fused modes."""
+    """(graph name, Euler steps) of the graphs exported: components, then the fused modes
+    (composed from the components, so asking for a fused graph brings its components)."""
     plan = [(graphs.TEXT_ENCODER, 1), (graphs.UNET, 1), (graphs.DECODER, 1)]
+    fused = [m for m in MODES.values() if m.noise == "gaussian" or
+             (head is not None and m.noise == head.config.mode)]
     if head is not None:
-        plan += [(graphs.HEAD, 1), (f"{head.config.mode}-1step", 1)]
-    plan += [("gaussian-1step", 1), ("gaussian-2step", 2)]
+        plan.append((graphs.HEAD, 1))
+    plan += [(m.name, m.steps) for m in fused]
     unknown = set(only) - {name for name, _ in plan}
     if unknown:
         raise InputError(f"--graph {', '.join(sorted(unknown))}: not one of "
                          f"{', '.join(name for name, _ in plan)}")
-    return [(name, steps) for name, steps in plan if not only or name in only]
+    wanted = set(only)
+    for name in only:
+        if name in MODES:
+            wanted.update(component_graphs(MODES[name]))
+    return [(name, steps) for name, steps in plan if not only or name in wanted]
 
 
 _USES = {graphs.TEXT_ENCODER: ("text_encoder",), graphs.UNET: ("unet",),
@@ -105,19 +146,20 @@ _USES = {graphs.TEXT_ENCODER: ("text_encoder",), graphs.UNET: ("unet",),
 
 def onnx_key(name: str, steps: int, sources: dict, options: ExportOptions) -> str:
     used = _USES.get(name, ("text_encoder", "unet", "decoder", "head", "head_config"))
-    if name.startswith("gaussian"):
+    if name in MODES and MODES[name].noise == "gaussian":
         used = ("text_encoder", "unet", "decoder")
     return mf.sha256_json({"graph": name, "steps": steps, "code": sources["code"],
-                           "torch": sources["torch"], "spec": sources["model_spec"],
+                           "tools": sources["tools"], "spec": sources["model_spec"],
                            "weights": {k: sources.get(k) for k in used},
                            "options": [options.height, options.width, options.batch,
                                        options.max_batch, options.precision]})
 
 
-def cache_dir(components, head, options: ExportOptions) -> Path:
-    """A content-keyed directory under $PAHI_RT_CACHE (default ~/.cache/pahi-rt/artifacts)."""
+def cache_dir(sources: dict, options: ExportOptions) -> Path:
+    """A content-keyed directory under $PAHI_RT_CACHE (default ~/.cache/pahi-rt/artifacts) for
+    the graphs of `sources` (from `source_hashes`) at these shapes and precision."""
     base = Path(os.environ.get("PAHI_RT_CACHE", Path.home() / ".cache" / "pahi-rt" / "artifacts"))
-    key = mf.sha256_json({"sources": source_hashes(components, head),
+    key = mf.sha256_json({"sources": sources,
                           "options": [options.height, options.width, options.batch,
                                       options.max_batch, options.precision]})
     return base / key[:20]

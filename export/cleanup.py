@@ -37,10 +37,6 @@ def slim(model):
     return onnxslim.slim(model)
 
 
-def cleanup_name(model) -> str:
-    return "torch constant folding (> 2 GB: onnxslim skipped)" if is_large(model) else "onnxslim"
-
-
 def attention_score_nodes(model) -> list[str]:
     """Names of the nodes computing attention scores: each Softmax and the chain back to the
     MatMul producing Q.K^T."""
@@ -59,8 +55,10 @@ def attention_score_nodes(model) -> list[str]:
     return names
 
 
-def to_fp16(model):
-    """fp16 weights and compute, fp32 where it would overflow, I/O types unchanged."""
+def to_fp16(model, infer_shapes: bool = True):
+    """fp16 weights and compute, fp32 where it would overflow, I/O types unchanged. With
+    `infer_shapes=False` the graph's value_info must already hold the types (large graphs:
+    shape inference ran on the files, and the weights are placeholders)."""
     require("onnxruntime", "onnx")
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
@@ -69,7 +67,7 @@ def to_fp16(model):
             node.name = f"{node.op_type}_{i}"
     scores = attention_score_nodes(model)
     model = convert_float_to_float16(
-        model, keep_io_types=True, disable_shape_infer=is_large(model),
+        model, keep_io_types=True, disable_shape_infer=not infer_shapes or is_large(model),
         op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FP32_OPS), node_block_list=scores)
     model = drop_round_trip_casts(drop_duplicate_casts(model), set(scores))
     return topological_sort(model)  # the converter appends its input Casts at the end

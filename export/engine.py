@@ -1,7 +1,7 @@
 """TensorRT engines from ONNX graphs: one import seam for `tensorrt` and TensorRT for RTX.
 
 TensorRT for RTX (`tensorrt_rtx`) builds ahead of time without a GPU for chosen compute
-capabilities (sm80/86/89/120); networks are strongly typed, so an fp16 ONNX graph gives an fp16
+capabilities (sm75/86/89/120/121; `current` builds for the GPU in this machine); networks are strongly typed, so an fp16 ONNX graph gives an fp16
 engine with its fp32 islands (attention scores, norms) kept as the graph's Casts say. Classic
 `tensorrt` needs the target GPU at build time and builds for it.
 """
@@ -11,15 +11,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import MissingDependencyError, PahiError
+from ..errors import EngineError, MissingDependencyError
 
 RTX, CLASSIC = "tensorrt-rtx", "tensorrt"
 DEFAULT_TARGETS = ("sm86",)  # RTX 3090-class; add sm80/sm89/sm120 with --target
-TARGETS = ("sm75", "sm80", "sm86", "sm89", "sm120", "sm121")
-
-
-class EngineError(PahiError):
-    """An engine could not be built, or does not fit this GPU / TensorRT version."""
+TARGETS = ("sm75", "sm80", "sm86", "sm89", "sm120", "sm121", "current")
 
 
 def trt_module():
@@ -31,6 +27,17 @@ def trt_module():
             continue
     raise MissingDependencyError("neither 'tensorrt' nor 'tensorrt_rtx' is installed; install "
                                  "TensorRT for RTX with: pip install 'pahi-rt[tensorrt-rtx]'")
+
+
+def local_gpu() -> str:
+    """Name and compute capability of CUDA device 0 ("none" without one): engines built for
+    the local GPU are keyed by it."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "none"
+    major, minor = torch.cuda.get_device_capability(0)
+    return f"{torch.cuda.get_device_name(0)} sm{major}{minor}"
 
 
 def flavour_version() -> dict:

@@ -1,9 +1,9 @@
 """What gets exported: torch modules with graph-shaped signatures, and their tensor names.
 
 Each `GraphSpec` names a graph's inputs/outputs from `specs.NAMES` (one source of truth, read by
-the exporter, the engine builder and the runtimes). Fused graphs reuse the reference sampler's
-functions (`pahi_rt.sampling`), so they compute the same math by construction:
-input ids + eps -> text encoder -> noise source -> Euler steps -> TAESD -> uint8 NHWC image.
+the exporter, the engine builder and the runtimes). The modules call the reference sampler's
+functions (`pahi_rt.sampling`). Fused graphs (input ids + eps -> uint8 NHWC image) are composed
+from these component graphs by `compose.py`.
 """
 from __future__ import annotations
 
@@ -13,20 +13,19 @@ import torch
 from torch import nn
 
 from .. import sampling
-from ..specs import NAMES
+from ..specs import GRAPHS, NAMES
 
-TEXT_ENCODER, HEAD, UNET, DECODER = "text_encoder", "head", "unet", "decoder"
-COMPONENTS = (TEXT_ENCODER, HEAD, UNET, DECODER)
+TEXT_ENCODER, HEAD, UNET, DECODER = (GRAPHS.text_encoder, GRAPHS.head, GRAPHS.unet,
+                                     GRAPHS.decoder)
 
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """A graph's name (= artifact file stem), its inputs and outputs, and whether it is fused."""
+    """A graph's name (= artifact file stem), its inputs and outputs."""
 
     name: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    fused: bool = False
 
 
 GRAPH_IO = {
@@ -42,7 +41,7 @@ def graph_spec(name: str) -> GraphSpec:
     """Spec of a component graph (`unet`, ...) or a fused graph named after its mode."""
     if name in GRAPH_IO:
         return GraphSpec(name, *GRAPH_IO[name])
-    return GraphSpec(name, *FUSED_IO, fused=True)
+    return GraphSpec(name, *FUSED_IO)
 
 
 class TextEncoderGraph(nn.Module):
@@ -89,27 +88,8 @@ class DecoderGraph(nn.Module):
         return sampling.decode(self.decoder, latents, self.latent_scale)
 
 
-class FusedGraph(nn.Module):
-    """Prompt tokens and eps -> uint8 image [B, H, W, 3]: the whole reference sampler."""
-
-    def __init__(self, components, schedule: sampling.Schedule, head: nn.Module | None = None):
-        super().__init__()
-        self.text_encoder, self.unet = components.text_encoder, components.unet
-        self.decoder, self.head = components.decoder, head
-        self.schedule, self.latent_scale = schedule, components.spec.latent_scale
-
-    def forward(self, input_ids, eps):
-        emb = sampling.encode_text(self.text_encoder, input_ids)
-        noise = self.head(eps, emb) if self.head is not None else sampling.gaussian(eps, emb)
-        latents = sampling.denoise(self.unet, noise, emb, self.schedule)
-        image = sampling.decode(self.decoder, latents, self.latent_scale)
-        x = (image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
-        return (x * 255).round().to(torch.uint8)
-
-
-def build_module(name: str, components, head: nn.Module | None = None, steps: int = 1
-                 ) -> nn.Module:
-    """The torch module behind graph `name` (component name, or a fused mode's name)."""
+def build_module(name: str, components, head: nn.Module | None = None) -> nn.Module:
+    """The torch module behind component graph `name` (fused graphs are composed)."""
     if name == TEXT_ENCODER:
         return TextEncoderGraph(components.text_encoder)
     if name == HEAD:
@@ -118,8 +98,7 @@ def build_module(name: str, components, head: nn.Module | None = None, steps: in
         return UNetGraph(components.unet)
     if name == DECODER:
         return DecoderGraph(components.decoder, components.spec.latent_scale)
-    schedule = sampling.Schedule.from_spec(components.spec.scheduler, steps)
-    return FusedGraph(components, schedule, None if name.startswith("gaussian") else head)
+    raise ValueError(f"{name} is not a component graph")
 
 
 def example_inputs(name: str, components, batch: int, height: int, width: int) -> tuple:

@@ -12,48 +12,35 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import PahiError
+from ..errors import ArtifactError
+from ..io import atomic_write_bytes
 
 MANIFEST, LOCK = "manifest.json", ".lock"
 FORMAT = 1
-
-
-class ArtifactError(PahiError):
-    """An artifact is missing, corrupt (sha256 mismatch) or stale (built from other inputs)."""
+_DIGESTS: dict[tuple, str] = {}  # (device, inode, size, mtime_ns) -> sha256, this process only
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of a file, read once per process and file version: artifacts are replaced by
+    rename (a new inode) and any edit changes size or mtime, so the key follows the content.
+    A full-size fp32 UNet is 3.5 GB; re-hashing it at every check cost seconds."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
 
 
 def sha256_json(obj) -> str:
     """Hash of a JSON-able object with sorted keys (stable across runs)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write to a temp file in the same directory, fsync, then os.replace into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def atomic_write_json(path: str | Path, obj) -> Path:
@@ -101,11 +88,12 @@ def put_artifact(manifest: dict, entry: dict) -> None:
 
 
 def artifact_files(entry: dict) -> list[tuple[str, str]]:
-    """(relative path, sha256) of every file an entry consists of (graph + external data)."""
+    """(relative path, sha256) of every file an entry consists of: the graph, its external
+    data, and for a composed graph the component data files it reads its weights from."""
     files = [(entry["path"], entry["sha256"])]
     if entry.get("external_data"):
         files.append((entry["external_data"], entry["external_data_sha256"]))
-    return files
+    return files + [tuple(f) for f in entry.get("depends", [])]
 
 
 def is_intact(directory: str | Path, entry: dict | None) -> bool:

@@ -1,13 +1,18 @@
-"""Trace one graph to ONNX, clean it, convert precision, save (external data over 2 GB), check.
+"""Trace one graph to ONNX, clean it, convert precision, and save it with its weights in
+`NAME.onnx.data` (always external, so fused graphs can refer to the same bytes).
 
 Tracing uses torch's TorchScript exporter (`dynamo=False`): it traces diffusers/transformers
 models on the CPU in seconds at opset 17, and the graph it gives runs in onnxruntime and TensorRT.
-fp16 is made from the fp32 graph (see `cleanup.to_fp16`), so no fp16 kernels are needed in torch.
+Small graphs are cleaned in memory with onnxslim. Graphs whose weights exceed `STREAM_BYTES`
+(the full-size text encoder and UNet) are never loaded with their weights: shape inference runs
+on the files, the structure is rewritten around placeholders, and the weights are streamed into
+the data file (`external.py`), which keeps a full-size export near the size of the torch model
+in memory. fp16 is made from the fp32 graph (see `cleanup.to_fp16`), so no fp16 kernels are
+needed in torch.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 import warnings
@@ -16,17 +21,18 @@ from pathlib import Path
 import torch
 
 from ..errors import require
-from . import cleanup
+from . import cleanup, external
 from .graphs import GraphSpec
 
 OPSET = 17
 PRECISIONS = ("fp32", "fp16")
+STREAM_BYTES = 512 << 20  # above this many bytes of weights, a graph's weights are streamed
 
 
 def trace(module: torch.nn.Module, args: tuple, spec: GraphSpec, workdir: Path,
-          dynamic_batch: bool = False):
-    """torch module -> onnx.ModelProto (weights loaded in memory); axis 0 named "batch" and
-    left free when `dynamic_batch`."""
+          dynamic_batch: bool = False) -> Path:
+    """torch module -> workdir/traced.onnx (torch writes weights beside it when over 2 GB);
+    axis 0 named "batch" and left free when `dynamic_batch`."""
     require("onnx", "onnx")  # a clear error naming the extra before tracing
     path = workdir / "traced.onnx"
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -36,42 +42,53 @@ def trace(module: torch.nn.Module, args: tuple, spec: GraphSpec, workdir: Path,
                           do_constant_folding=True, dynamic_axes={
                               n: {0: "batch"} for n in spec.inputs + spec.outputs
                           } if dynamic_batch else None)
-    return load_traced(path)
+    return path
 
 
-def load_traced(path: Path):
-    """Load a traced graph. Over 2 GB (torch then writes external data beside it), run ONNX
-    shape inference on the files first (`infer_shapes_path`): in-memory inference cannot handle
-    such graphs, and the fp16 converter needs the inferred types to place its Casts."""
+def load_structure(traced: Path) -> tuple[object, dict, str]:
+    """(model, placeholder sources, cleanup description) of a traced graph. Small graphs come
+    back whole and slimmed; large ones as structure + placeholders (`external.py`)."""
     onnx = require("onnx", "onnx")
-    on_disk = sum(f.stat().st_size for f in path.parent.iterdir() if f.is_file())
-    if on_disk > cleanup.TWO_GB:
-        inferred = path.with_name("inferred.onnx")
-        onnx.shape_inference.infer_shapes_path(str(path), str(inferred))
-        path = inferred
-    return onnx.load(str(path))  # also reads the external data
+    work = traced.parent
+    weights = sum(f.stat().st_size for f in work.iterdir() if f.is_file())
+    if weights <= STREAM_BYTES:
+        return cleanup.slim(onnx.load(str(traced))), {}, "onnxslim"
+    if traced.stat().st_size > STREAM_BYTES:  # weights inline (< 2 GB): move them out first
+        model = onnx.load(str(traced))
+        moved = work / "external.onnx"
+        onnx.save_model(model, str(moved), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location="external.data",
+                        size_threshold=1024)
+        del model
+        traced = moved
+    inferred = work / "inferred.onnx"
+    onnx.shape_inference.infer_shapes_path(str(traced), str(inferred))  # weights stay on disk
+    model = onnx.load(str(inferred), load_external_data=False)
+    return model, external.make_placeholders(model, work), "torch constant folding " \
+        "(weights streamed; onnxslim skipped)"
 
 
-def save(model, path: Path) -> dict:
-    """Save atomically into path's directory; graphs over 2 GB keep weights in `NAME.data`.
-
-    Returns {"external_data": relative name or None}. Both files are written in a temp folder
-    and moved into place with os.replace (data first, so the graph never points at nothing)."""
+def save(model, sources: dict, path: Path) -> dict:
+    """Write graph + `NAME.onnx.data` in a temp folder beside `path`, check the graph, and move
+    both into place (data first, so the graph never points at nothing). The temp folder is
+    removed even on failure. Returns {"external_data": the data file's name or None}."""
     onnx = require("onnx", "onnx")
-    large = cleanup.is_large(model)
-    data_name = f"{path.name}.data" if large else None
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    data_name = f"{path.name}.data"
     try:
-        onnx.save_model(model, str(tmp / path.name), save_as_external_data=large,
-                        all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
-        onnx.checker.check_model(str(tmp / path.name), full_check=False)  # path-based: > 2 GB ok
-        if large:
+        external.write_weights(model, sources, tmp / data_name)
+        onnx.save_model(model, str(tmp / path.name))
+        onnx.checker.check_model(str(tmp / path.name), full_check=False)
+        if (tmp / data_name).stat().st_size:
             os.replace(tmp / data_name, path.parent / data_name)
-        elif (path.parent / f"{path.name}.data").exists():
-            os.unlink(path.parent / f"{path.name}.data")
+        else:
+            data_name = None
+            (path.parent / f"{path.name}.data").unlink(missing_ok=True)
         os.replace(tmp / path.name, path)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for f in tmp.iterdir():
+            f.unlink()
+        tmp.rmdir()
     return {"external_data": data_name}
 
 
@@ -81,17 +98,14 @@ def export_graph(module: torch.nn.Module, args: tuple, spec: GraphSpec, path: Pa
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision}")
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".trace.") as work:
-        model = trace(module, args, spec, Path(work), dynamic_batch)
-        how = cleanup.cleanup_name(model)
-        cleaned = cleanup.slim(model)
-        del model
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".trace.{path.name}.") as work:
+        model, sources, how = load_structure(trace(module, args, spec, Path(work), dynamic_batch))
         if precision == "fp16":
-            cleaned = cleanup.to_fp16(cleaned)
-        facts = save(cleaned, path)
+            model = cleanup.to_fp16(model, infer_shapes=not sources)
+        facts = save(model, sources, path)
     facts.update(seconds=round(time.perf_counter() - t0, 2), opset=OPSET,
                  exporter=f"torch {torch.__version__} (TorchScript)", cleanup=how,
-                 io=io_signature(cleaned))
+                 io=io_signature(model))
     return facts
 
 

@@ -50,13 +50,25 @@ def parse_dtype(name: str) -> torch.dtype:
 
 
 def parse_device(name: str) -> torch.device:
+    """cpu or cuda[:N] (a GPU torch can see); everything else is refused in one line."""
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"--device '{name}' is not a device (use cpu or cuda[:N])") from None
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise InputError(f"--device '{name}' is not supported (use auto, cpu or cuda[:N])")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but torch sees no CUDA GPU")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise InputError(f"--device {name}: torch sees {torch.cuda.device_count()} GPU(s)")
     return device
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda when torch sees a GPU, else cpu; anything else as `parse_device`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return parse_device(name)
 
 
 def load_components(model: str = DEFAULT_MODEL, decoder: str | None = None, dtype: str = "fp32",

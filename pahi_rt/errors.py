@@ -6,7 +6,7 @@ class PahiError(Exception):
 
 
 class InputError(PahiError):
-    """A bad argument or input file (size, path, prompt list, preset name)."""
+    """A bad argument or input file (size, path, prompt list, preset name, tensor shape)."""
 
 
 class ModelLoadError(PahiError):
@@ -15,6 +15,18 @@ class ModelLoadError(PahiError):
 
 class MissingDependencyError(PahiError):
     """An optional package is needed; the message names the extra to install."""
+
+
+class ArtifactError(PahiError):
+    """An exported artifact is missing, corrupt (sha256 mismatch) or stale (other inputs)."""
+
+
+class EngineError(PahiError):
+    """A TensorRT engine could not be built, or does not fit this GPU / TensorRT version."""
+
+
+class BackendError(PahiError):
+    """A backend cannot serve the run asked for (no GPU, unsupported precision or mode)."""
 
 
 def require(module: str, extra: str):

@@ -25,27 +25,80 @@ def read_prompt_lines(path: str | Path) -> list[str]:
     return prompts
 
 
-def ensure_writable_dir(path: str | Path) -> Path:
+def ensure_writable_dir(path: str | Path, option: str = "--out") -> Path:
     """Create `path` if needed and check we can write there, before any work is done."""
+    if not str(path).strip():
+        raise InputError(f"{option} is empty; give a directory")
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=p, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise InputError(f"--out {path}: cannot write there ({e.strerror or e})") from None
+        raise InputError(f"{option} {path}: cannot write there ({e.strerror or e})") from None
     return p
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` on a temp file beside `path`, then rename it into place: a reader never
-    sees a half-written file, and a failure leaves the old file (if any) untouched."""
+IMAGE_SUFFIXES = (".png",)
+
+
+def output_paths(out: str | Path, count: int, overwrite: bool = False) -> list[Path]:
+    """Where `count` images go: `out` itself when it names a .png file (one image only), else
+    `out/{i:05d}.png`. Existing images are refused unless `overwrite` (checked before any
+    work; writes claim each name again atomically, see `atomic_write`)."""
+    if not str(out).strip():  # Path("") would silently mean the current directory
+        raise InputError("--out is empty; give a directory or a .png file")
+    out = Path(out)
+    if out.suffix.lower() in IMAGE_SUFFIXES:
+        if count != 1:
+            raise InputError(f"--out {out} names one image file, but {count} prompts were given; "
+                             "give a directory")
+        ensure_writable_dir(out.parent if str(out.parent) else Path("."))
+        paths = [out]
+    else:
+        directory = ensure_writable_dir(out)
+        paths = [directory / f"{i:05d}.png" for i in range(count)]
+    taken = [p for p in paths if p.exists() or p.is_symlink()]
+    if taken and (not overwrite or any(p.is_dir() for p in taken)):
+        what = "is a directory" if taken[0].is_dir() else "exists"
+        raise InputError(f"{taken[0]} {what} ({len(taken)} of {count} output names taken); "
+                         + ("choose another --out" if taken[0].is_dir() else
+                            "pass --overwrite to replace, or choose another --out"))
+    return paths
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None], overwrite: bool = True
+                 ) -> Path:
+    """Call `write(tmp)` on a temp file beside `path`, fsync it, then publish it: a reader never
+    sees a half-written file, and a failure leaves the old file (if any) untouched. The file
+    gets the mode a plain open() would give (0666 & ~umask). With `overwrite=False` the name
+    is claimed atomically (link, which fails if it exists): concurrent writers never clobber."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
-        os.replace(tmp, path)
+        os.chmod(tmp, 0o666 & ~_umask())
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise InputError(f"{path} appeared while writing (another run?); not "
+                                 "replaced (pass --overwrite to replace)") from None
+            os.unlink(tmp)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -54,6 +107,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def png_metadata(prompt: str, seed: int, steps: int, noise: str, model: str, head: str | None,
@@ -68,12 +125,14 @@ def png_metadata(prompt: str, seed: int, steps: int, noise: str, model: str, hea
     return {**fields, "parameters": parameters, "pahi-rt": json.dumps(fields, sort_keys=True)}
 
 
-def save_png(path: str | Path, pixels, metadata: dict[str, str]) -> Path:
-    """Write a uint8 HxWx3 array as PNG with text chunks, atomically."""
+def save_png(path: str | Path, pixels, metadata: dict[str, str], overwrite: bool = False
+             ) -> Path:
+    """Write a uint8 HxWx3 array as PNG with text chunks, atomically; an existing file is
+    replaced only with `overwrite`."""
     from PIL import Image, PngImagePlugin
 
     info = PngImagePlugin.PngInfo()
     for k, v in metadata.items():
         info.add_itxt(k, v) if not v.isascii() else info.add_text(k, v)
     image = Image.fromarray(pixels)
-    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info), overwrite)

@@ -9,12 +9,12 @@ reproduce `diffusers.StableDiffusionPipeline(..., guidance_scale=0.0)` with an A
   noise  = mu(c) + sigma(c) * eps        (gaussian: mu = 0, sigma = 1; the seam for HI/PAHI heads)
   x      = noise * init_sigma            (init_sigma = sigma_max = 14.6146 for trailing spacing)
   per step i (t = 999 | 999, 499; sigma_i from the schedule, sigma_L = 0):
-    x_in = x / sqrt(sigma_i^2 + 1)
+    x_in = x / sqrt(sigma_i^2 + 1)                                  (`model_input`)
     e    = unet(x_in, t_i, c)
     x0   = x - sigma_i * e               (epsilon; v: x / (s^2+1) - s * e / sqrt(s^2+1))
-    x    = x + (x - x0) / sigma_i * (sigma_{i+1} - sigma_i)      (Euler; computed in float32)
+    x    = x + (x - x0) / sigma_i * (sigma_{i+1} - sigma_i)      (`euler_step`, in float32)
   image  = decoder(x / latent_scale)     AutoencoderTiny: tanh(x/3)*3 clamp inside, output in [-1, 1]
-  pixels = round(clamp(image / 2 + 0.5, 0, 1) * 255)  as uint8, NHWC
+  pixels = round(clamp(image / 2 + 0.5, 0, 1) * 255)  as uint8, NHWC              (`to_uint8`)
 
 Functions here keep autograd available (training backpropagates through `denoise` and `decode`);
 `generate` is the no-grad convenience wrapper.
@@ -77,6 +77,24 @@ def gaussian(eps: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
     return eps
 
 
+def model_input(x, sigma: float):
+    """The UNet's input at noise level sigma: x / sqrt(sigma^2 + 1) (the scheduler's scaling)."""
+    return x / ((sigma**2 + 1) ** 0.5)
+
+
+def euler_step(x, model_output, sigma: float, sigma_next: float,
+               prediction_type: str = "epsilon"):
+    """One Euler step from x at sigma to sigma_next, given the UNet's output at model_input(x).
+
+    Call with float32 tensors (torch, or anything with the same operators). With sigma_next = 0
+    the result is x0, the denoised latent."""
+    if prediction_type == "epsilon":
+        x0 = x - sigma * model_output
+    else:  # v_prediction
+        x0 = model_output * (-sigma / (sigma**2 + 1) ** 0.5) + x / (sigma**2 + 1)
+    return x + (x - x0) / sigma * (sigma_next - sigma)
+
+
 def denoise(unet: torch.nn.Module, noise: torch.Tensor, text_embeddings: torch.Tensor,
             schedule: Schedule) -> torch.Tensor:
     """Euler steps from unit-scale noise to x0 latents [B, 4, h, w] (dtype of `noise`)."""
@@ -84,15 +102,9 @@ def denoise(unet: torch.nn.Module, noise: torch.Tensor, text_embeddings: torch.T
     x = noise * schedule.init_sigma
     for i, t in enumerate(schedule.timesteps):
         sigma, sigma_next = schedule.sigmas[i], schedule.sigmas[i + 1]
-        x_in = x / ((sigma**2 + 1) ** 0.5)
         timestep = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
-        e = unet(x_in, timestep, encoder_hidden_states=text_embeddings).sample
-        xf = x.float()
-        if schedule.prediction_type == "epsilon":
-            x0 = xf - sigma * e.float()
-        else:  # v_prediction
-            x0 = e.float() * (-sigma / (sigma**2 + 1) ** 0.5) + xf / (sigma**2 + 1)
-        x = (xf + (xf - x0) / sigma * (sigma_next - sigma)).to(dtype)
+        e = unet(model_input(x, sigma), timestep, encoder_hidden_states=text_embeddings).sample
+        x = euler_step(x.float(), e.float(), sigma, sigma_next, schedule.prediction_type).to(dtype)
     return x
 
 
@@ -103,9 +115,10 @@ def decode(decoder: torch.nn.Module, latents: torch.Tensor, latent_scale: float 
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] NCHW float -> uint8 NHWC on the CPU, rounded as diffusers' image processor does."""
+    """[-1, 1] NCHW float -> uint8 NHWC on the same device, rounded as diffusers' image
+    processor does. The one definition of the pixel conversion (fused graphs trace it too)."""
     x = (image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
-    return (x * 255).round().to(torch.uint8).cpu()
+    return (x * 255).round().to(torch.uint8)
 
 
 @torch.inference_mode()
@@ -120,4 +133,4 @@ def generate(components, prompts: Sequence[str], seeds: Sequence[int], *, steps:
     eps = draw_eps(seeds, shape, components.dtype).to(components.device)
     noise = noise_source(eps, emb)
     latents = denoise(components.unet, noise, emb, Schedule.from_spec(spec.scheduler, steps))
-    return to_uint8(decode(components.decoder, latents, spec.latent_scale))
+    return to_uint8(decode(components.decoder, latents, spec.latent_scale)).cpu()

@@ -33,6 +33,57 @@ NAMES = TensorNames()
 
 
 @dataclass(frozen=True)
+class GraphNames:
+    """Component graph names (= artifact file stems); fused graphs are named after their mode."""
+
+    text_encoder: str = "text_encoder"
+    head: str = "head"
+    unet: str = "unet"
+    decoder: str = "decoder"
+
+
+GRAPHS = GraphNames()
+ONNX, ENGINE = "onnx", "engine"  # artifact kinds in manifest.json
+PRECISIONS = ("fp32", "fp16", "bf16")  # bf16: torch only
+NOISE_KINDS = ("gaussian", "hi", "pahi")
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+# Timed stages of one prompt->image run, in order (the bench's per-stage columns).
+STAGES = ("tokenize", "text_encoder", "head", "unet_step_1", "unet_step_2", "decode", "copy_out")
+
+
+def unet_stage(index: int) -> str:
+    """Stage name of Euler step `index` (0-based)."""
+    return f"unet_step_{index + 1}"
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What the path computes: the noise source and the number of Euler steps."""
+
+    noise: str  # gaussian | hi | pahi
+    steps: int
+
+    @property
+    def name(self) -> str:
+        """`pahi-1step`, `gaussian-2step`, ...: also the name of the mode's fused graph."""
+        return f"{self.noise}-{self.steps}step"
+
+
+# The modes exported as fused prompt->image graphs (any other noise/steps runs staged).
+MODES = MappingProxyType({m.name: m for m in (Mode("pahi", 1), Mode("hi", 1),
+                                              Mode("gaussian", 1), Mode("gaussian", 2))})
+
+
+def parse_mode(noise: str, steps: int) -> Mode:
+    """The mode for `--noise NOISE --steps STEPS`, validated."""
+    if noise not in NOISE_KINDS:
+        raise InputError(f"--noise must be one of {', '.join(NOISE_KINDS)}, got '{noise}'")
+    if steps < 1:
+        raise InputError(f"--steps must be at least 1, got {steps}")
+    return Mode(noise, steps)
+
+
+@dataclass(frozen=True)
 class SchedulerSpec:
     """SD-Turbo's Euler scheduler (diffusers `EulerDiscreteScheduler`), guidance 0.
 

@@ -80,3 +80,22 @@ def save_tiny_clip(root: Path, seed: int = 0, image_size: int = 32, shortest_edg
         "image_mean": [0.48145466, 0.4578275, 0.40821073],
         "image_std": [0.26862954, 0.26130258, 0.27577711]}))
     return root
+
+
+def traced_fused_graph(components, steps: int, head=None):
+    """The whole reference sampler as one torch module, for tracing a fused graph the old way
+    (the composed graphs are checked against it)."""
+    from torch import nn
+
+    from pahi_rt import sampling
+
+    schedule = sampling.Schedule.from_spec(components.spec.scheduler, steps)
+
+    class FusedGraph(nn.Module):
+        def forward(self, input_ids, eps):
+            emb = sampling.encode_text(components.text_encoder, input_ids)
+            noise = head(eps, emb) if head is not None else eps
+            latents = sampling.denoise(components.unet, noise, emb, schedule)
+            return sampling.to_uint8(sampling.decode(components.decoder, latents,
+                                                     components.spec.latent_scale))
+    return FusedGraph()

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from pahi_rt.cli import app
-from pahi_rt.runtime.backend import STAGES
+from pahi_rt.specs import STAGES
 
 runner = CliRunner()
 
@@ -65,7 +65,7 @@ def test_stages_cover_the_path(bench_result, backend):
 
 def test_work_counts_real_flops(bench_result):
     _, result, _ = bench_result
-    work = result["work"]
+    work = result["work"]["1"]
     assert work["unet_step"]["flops"] > 0 and work["decode"]["flops"] > 0
     assert work["text_encoder"]["bytes"] > 0
 
@@ -103,4 +103,4 @@ def test_no_fused_times_component_graphs(tmp_path, monkeypatch):
     graphs = {a["graph"] for a in manifest["artifacts"]}
     assert "gaussian-1step" not in graphs and {"text_encoder", "unet", "decoder"} <= graphs
     row = json.loads((tmp_path / "r.json").read_text())["rows"][0]
-    assert row["backend"] == "onnxruntime" and row["stages"]["unet_step_1"] > 0
+    assert row["backend"] == "onnxruntime-staged" and row["stages"]["unet_step_1"] > 0

@@ -56,10 +56,10 @@ def test_prompt_file_numbers_images_and_seeds(tmp_path):
     (("x", "--model", "no-such-preset-here"), "try --model synthetic"),
     (("x", "--model", "./missing-dir"), "not a diffusers model directory"),
     (("--prompts", "missing.txt"), "no such file"),
-    (("x", "--dtype", "fp8"), "--dtype must be one of"),
+    (("x", "--dtype", "fp8"), "--precision must be one of"),
     (("x", "--noise", "pahi"), "needs --head"),
     (("x", "--noise", "hi", "--head", "nowhere"), "not a head checkpoint"),
-    (("x", "--steps", "0"), "--steps must be between"),
+    (("x", "--steps", "0"), "--steps must be at least 1"),
     ((), "give either a PROMPT or --prompts"),
 ])
 def test_bad_input_is_one_line_error(tmp_path, args, message):
@@ -121,7 +121,7 @@ def test_generate_onnxruntime_exports_into_cache(tmp_path, monkeypatch):
     args = ("generate", "a cat", *SMALL, "--steps", "2", "--backend", "onnxruntime")
     first = run(*args, "--out", str(tmp_path / "a"))
     assert first.exit_code == 0, first.output
-    assert "using the cache" in first.output and "exporting gaussian-2step" in first.output
+    assert "using the cache" in first.output and "composing gaussian-2step" in first.output
     second = run(*args, "--out", str(tmp_path / "b"))
     assert "exporting" not in second.output
     assert (_pixels(tmp_path / "a" / "00000.png") == _pixels(tmp_path / "b" / "00000.png")).all()

@@ -95,4 +95,5 @@ def test_other_trt_version_or_target_rebuilds_engine(tiny_artifacts, tiny_compon
     real = engine.flavour_version()
     monkeypatch.setattr(engine, "flavour_version", lambda: {**real, "version": "9.9.9"})
     report = export_artifacts(tiny_components, out, options, pahi_head)
-    assert report.built == ["pahi-1step.engine"] and report.reused == ["pahi-1step.onnx"]
+    assert report.built == ["pahi-1step.engine"]
+    assert "pahi-1step.onnx" in report.reused and not [b for b in report.built if "onnx" in b]

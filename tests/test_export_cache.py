@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from pahi_rt.errors import ArtifactError
 from pahi_rt.export import manifest as mf
 from pahi_rt.export.artifacts import check_sources, export_artifacts
-from pahi_rt.export.build import ExportOptions
-from pahi_rt.runtime.backend import MODES, RunConfig
+from pahi_rt.export.build import ExportOptions, source_hashes
+from pahi_rt.runtime.backend import RunConfig
+from pahi_rt.specs import MODES
 from pahi_rt.runtime.ort_backend import OrtBackend
 
 from helpers import random_head
@@ -42,10 +44,11 @@ def test_changed_head_rebuilds_only_what_uses_it(tiny_artifacts, tiny_components
     only = ("text_encoder", "head", "pahi-1step", "gaussian-1step")
     report = export_artifacts(tiny_components, out, ExportOptions(64, 64, 2, graphs=only), other)
     assert sorted(report.built) == ["head.onnx", "pahi-1step.onnx"]
-    assert sorted(report.reused) == ["gaussian-1step.onnx", "text_encoder.onnx"]
-    with pytest.raises(mf.ArtifactError, match="head"):
-        check_sources(tiny_artifacts.directory, tiny_components, other)
-    check_sources(out, tiny_components, other)
+    assert sorted(report.reused) == ["decoder.onnx", "gaussian-1step.onnx", "text_encoder.onnx",
+                                     "unet.onnx"]
+    with pytest.raises(ArtifactError, match="head"):
+        check_sources(tiny_artifacts.directory, source_hashes(tiny_components, other))
+    check_sources(out, source_hashes(tiny_components, other))
 
 
 def test_file_existence_is_not_trusted(tiny_artifacts, tiny_components, pahi_head, tmp_path):
@@ -54,19 +57,20 @@ def test_file_existence_is_not_trusted(tiny_artifacts, tiny_components, pahi_hea
     path = out / "gaussian-1step.onnx"
     path.write_bytes(path.read_bytes()[:1000])
     cfg = RunConfig(MODES["gaussian-1step"], batch=2, height=64, width=64)
-    backend = OrtBackend(cfg, out, tiny_components.spec)
-    with pytest.raises(mf.ArtifactError, match="corrupt"):
+    backend = OrtBackend(cfg, out, tiny_components.spec, "cpu")
+    with pytest.raises(ArtifactError, match="corrupt"):
         backend.session("gaussian-1step")
     report = export_artifacts(tiny_components, out, ExportOptions(
         64, 64, 2, graphs=("gaussian-1step", "unet")), pahi_head)
-    assert report.built == ["gaussian-1step.onnx"] and report.reused == ["unet.onnx"]
+    assert report.built == ["gaussian-1step.onnx"]
+    assert sorted(report.reused) == ["decoder.onnx", "text_encoder.onnx", "unet.onnx"]
     assert mf.is_intact(out, mf.find_artifact(mf.read_manifest(out), "gaussian-1step", "onnx"))
 
 
 def test_stale_key_is_refused(tiny_artifacts):
-    with pytest.raises(mf.ArtifactError, match="stale"):
+    with pytest.raises(ArtifactError, match="stale"):
         mf.verified_artifact(tiny_artifacts.directory, "unet", "onnx", key="0" * 64)
-    with pytest.raises(mf.ArtifactError, match="no onnx"):
+    with pytest.raises(ArtifactError, match="no onnx"):
         mf.verified_artifact(tiny_artifacts.directory, "nope", "onnx")
 
 

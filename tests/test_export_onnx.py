@@ -54,7 +54,8 @@ def _export_unet(tmp_path, unet, precision_fn):
     from pahi_rt.export.onnx_export import trace
 
     spec = graphs.graph_spec(graphs.UNET)
-    model = cleanup.slim(trace(graphs.UNetGraph(unet), _unet_inputs(), spec, tmp_path))
+    model = cleanup.slim(onnx.load(str(trace(graphs.UNetGraph(unet), _unet_inputs(), spec,
+                                             tmp_path))))
     return precision_fn(copy.deepcopy(model))
 
 
@@ -104,7 +105,8 @@ def test_fp16_attention_does_not_overflow(tmp_path, tiny_components):
 def test_graph_plan_names_and_filter(pahi_head):
     assert [n for n, _ in graph_plan(None)] == ["text_encoder", "unet", "decoder",
                                                 "gaussian-1step", "gaussian-2step"]
-    assert graph_plan(pahi_head, ("pahi-1step",)) == [("pahi-1step", 1)]
+    assert graph_plan(pahi_head, ("pahi-1step",)) == [  # composed from its components
+        ("text_encoder", 1), ("unet", 1), ("decoder", 1), ("head", 1), ("pahi-1step", 1)]
     from pahi_rt.errors import InputError
 
     with pytest.raises(InputError, match="--graph"):
@@ -120,7 +122,9 @@ def test_large_graph_path_external_data(tmp_path, monkeypatch, tiny_components,
     from pahi_rt.export.artifacts import export_artifacts
     from pahi_rt.export.build import ExportOptions
 
-    monkeypatch.setattr(cleanup, "TWO_GB", 1000)
+    from pahi_rt.export import onnx_export
+
+    monkeypatch.setattr(onnx_export, "STREAM_BYTES", 1000)
     report = export_artifacts(tiny_components, tmp_path, ExportOptions(
         64, 64, 2, "fp16", graphs=("unet",)))
     entry = mf.find_artifact(report.manifest, "unet", "onnx")

@@ -1,4 +1,5 @@
-"""Data flows one way: a lower layer never imports a higher one (STYLE.md rule 2)."""
+"""Data flows one way (STYLE.md rule 2): a lower layer never imports a higher one, modules never
+import each other in a cycle (imports inside functions included), and files stay small."""
 from __future__ import annotations
 
 import ast
@@ -9,8 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     "errors": 0, "hostmem": 0, "specs": 1, "hub": 1, "tokenizer": 1, "random_init": 1, "io": 1,
     "taesd": 2, "components": 2, "sampling": 3, "noise": 4, "export": 5, "runtime": 6,
-    "bench": 7, "commands": 8, "cli": 8,
+    "bench": 7, "commands": 8, "cli": 9,
 }
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 300, 60
 
 
 def layer_of(module: str) -> int | None:
@@ -30,6 +32,8 @@ def source_files():
 
 
 def imports(path: Path, module: str, is_package: bool):
+    """Every module `path` imports, anywhere in the file; `from pahi_rt import X` (and
+    `from . import X`) yields the submodule pahi_rt.X, whose layer is what matters."""
     pkg = module.split(".") if is_package else module.split(".")[:-1]
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -38,8 +42,14 @@ def imports(path: Path, module: str, is_package: bool):
             base = pkg[: len(pkg) - node.level + 1] if node.level else []
             target = ".".join(base + ([node.module] if node.module else []))
             yield target
-            if not node.module:
-                yield from (f"{target}.{a.name}" for a in node.names)
+            yield from (f"{target}.{a.name}" for a in node.names)
+
+
+def graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports (names that are modules of ours)."""
+    files = {module: (path, pkg) for path, module, pkg in source_files()}
+    return {module: {t for t in imports(path, module, pkg) if t in files and t != module}
+            for module, (path, pkg) in files.items()}
 
 
 def test_no_upward_imports():
@@ -56,8 +66,56 @@ def test_no_upward_imports():
     assert not bad, bad
 
 
-def test_checker_sees_a_violation(tmp_path):
-    """The walker itself works: an upward import is reported."""
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """A cycle in the import graph (package __init__ -> own submodule edges excluded)."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if nxt.startswith(node + "."):  # a package importing its own submodule
+                continue
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if not state.get(nxt) and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if not state.get(node) and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycles():
+    assert find_cycle(graph()) is None, " -> ".join(find_cycle(graph()))
+
+
+def test_checkers_see_violations(tmp_path):
+    """The walkers work: an upward import, `from pahi_rt import X` and a cycle are reported."""
     f = tmp_path / "x.py"
-    f.write_text("from ..cli import app\n")
+    f.write_text("def f():\n    from ..cli import app\n")
     assert "pahi_rt.cli" in list(imports(f, "pahi_rt.noise.head", False))
+    f.write_text("from pahi_rt import runtime\n")
+    assert "pahi_rt.runtime" in list(imports(f, "pahi_rt.noise.head", False))
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_files_and_functions_stay_small():
+    long = []
+    for path, module, _ in source_files():
+        text = path.read_text()
+        if text.count("\n") > MAX_FILE_LINES:
+            long.append(f"{module}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                # the body: a CLI verb's signature is its option declarations
+                n = node.end_lineno - node.body[0].lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long.append(f"{module}.{node.name}: {n} lines")
+    assert not long, long

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from pahi_rt.errors import InputError
-from pahi_rt.noise import noise_source
 from pahi_rt.noise.checkpoint import load_head, save_head
 from pahi_rt.noise.head import HeadConfig, build_head
 from pahi_rt.specs import ModelSpec
@@ -43,17 +42,19 @@ def test_text_dim_mismatch_refused(tmp_path):
         load_head(tmp_path / "h", SPEC, 64, 64)
 
 
-def test_generate_with_head_uses_it(tiny_components, tmp_path):
-    from pahi_rt import sampling
+def test_generate_with_head_uses_it(tmp_path):
+    from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
+    from pahi_rt.specs import MODES
 
     head = build_head(HeadConfig("hi", (4, 8, 8), 32))
     with torch.no_grad():
         head.mu.fill_(0.5)
     save_head(head, tmp_path / "h")
-    src, name = noise_source("hi", str(tmp_path / "h"), tiny_components, 64, 64)
-    a = sampling.generate(tiny_components, ["a"], [0], height=64, width=64, noise_source=src)
-    b = sampling.generate(tiny_components, ["a"], [0], height=64, width=64)
-    assert name == str(tmp_path / "h") and not torch.equal(a, b)
+    model = load_model("tiny", device="cpu", head=tmp_path / "h", noise=("hi",), height=64,
+                       width=64)
+    a, b = (open_pipeline(model, PipelineConfig(mode=MODES[m], height=64, width=64))(["a"], [0])
+            for m in ("hi-1step", "gaussian-1step"))
+    assert model.head_path == str(tmp_path / "h") and (a != b).any()
 
 
 def test_paper_size_head_has_about_five_million_parameters():

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from pahi_rt import sampling
-from pahi_rt.runtime.backend import MODES, RunConfig, WallTimer
+from pahi_rt.runtime.backend import RunConfig, WallTimer
+from pahi_rt.specs import MODES
 from pahi_rt.runtime.torch_backend import TorchBackend
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from pahi_rt import sampling
-from pahi_rt.runtime.backend import MODES, RunConfig
+from pahi_rt.runtime.backend import RunConfig
+from pahi_rt.specs import MODES
 
 from helpers import has_module
 

@@ -1,1 +1,2 @@
-"""CLI verbs, one module each; `pahi_rt.cli` registers them on the Typer app."""
+"""CLI verbs, one module each; `pahi_rt.cli` registers them on the Typer app (verbs never
+import it)."""

@@ -8,14 +8,15 @@ from typing import List, Optional
 
 import typer
 
-from ..cli import app, command
 from ..errors import InputError
+from .common import (Artifacts, Decoder, Device, DtypeAlias, Height, Precision, Width, echo_err,
+                     pick_precision)
 
 DEFAULT_BACKENDS = "torch,onnxruntime,tensorrt,diffusers"
 DEFAULT_MODES = "pahi-1step,gaussian-1step,gaussian-2step"
 
 
-def _split(value: str, allowed, label: str) -> tuple[str, ...]:
+def split_list(value: str, allowed, label: str) -> tuple[str, ...]:
     items = tuple(x.strip() for x in value.split(",") if x.strip())
     bad = [x for x in items if x not in allowed]
     if bad or not items:
@@ -24,12 +25,22 @@ def _split(value: str, allowed, label: str) -> tuple[str, ...]:
     return items
 
 
+def parse_batches(value: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        batches = ()
+    if not batches or min(batches) < 1:
+        raise InputError(f"--batch: a comma list of positive integers, got '{value}'")
+    return tuple(dict.fromkeys(batches))
+
+
 def command_line(ctx: typer.Context) -> str:
     """The invocation, rebuilt from the parsed options (non-defaults only), for the results."""
     parts = ["pahi-rt", ctx.info_name or "bench"]
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
-        if value is None or value == param.default or not param.opts:
+        if value is None or value == param.default or not param.opts or param.hidden:
             continue
         if isinstance(value, bool):
             parts.append(param.opts[0] if value else param.secondary_opts[0])
@@ -41,31 +52,29 @@ def command_line(ctx: typer.Context) -> str:
     return " ".join(parts)
 
 
-@app.command()
-@command
 def bench(
     ctx: typer.Context,
     model: str = typer.Option("synthetic", help="Preset, model directory or HF id."),
-    decoder: Optional[str] = typer.Option(None, help="AutoencoderTiny dir / HF id / taesd file."),
+    decoder: Decoder = None,
     head: Optional[Path] = typer.Option(None, help="Head checkpoint; without one, a random head "
                                         "of the right shape (latency does not depend on weights)."),
-    backends: str = typer.Option(DEFAULT_BACKENDS, help="Comma list: torch, onnxruntime, "
-                                 "tensorrt, diffusers (the stock pipeline reference row)."),
+    backends: str = typer.Option(DEFAULT_BACKENDS, help="Comma list of rows: torch, "
+                                 "torch-compile, onnxruntime, onnxruntime-staged, tensorrt, "
+                                 "tensorrt-staged, diffusers (the stock pipeline reference)."),
     modes: str = typer.Option(DEFAULT_MODES, help="Comma list: pahi-1step, hi-1step, "
                               "gaussian-1step, gaussian-2step."),
-    batch: int = typer.Option(1, min=1),
-    height: int = typer.Option(512),
-    width: int = typer.Option(512),
-    precision: str = typer.Option("fp32", help="fp32 | fp16 | bf16 (bf16: torch only)"),
-    device: str = typer.Option("cpu", help="cpu | cuda[:N]"),
+    batch: str = typer.Option("1", help="Batch size, or a comma list (e.g. 1,4): rows for each."),
+    height: Height = 512,
+    width: Width = 512,
+    precision: Precision = "fp32",
+    dtype: DtypeAlias = None,
+    device: Device = "auto",
     warmup: int = typer.Option(2, min=0),
     iters: int = typer.Option(10, min=1),
     prompts: Optional[Path] = typer.Option(None, help="Prompt file cycled through the runs."),
-    artifacts: Optional[Path] = typer.Option(None, help="Exported artifacts dir (onnxruntime / "
-                                             "tensorrt); default: export into the cache."),
-    fused: bool = typer.Option(True, help="Export the fused graph per mode for onnxruntime/"
-                               "tensorrt rows; --no-fused times the component graphs in sequence "
-                               "(full-size fp32 fused graphs need more than 24 GiB to export)."),
+    artifacts: Artifacts = None,
+    fused: bool = typer.Option(True, hidden=True, help="Old switch: --no-fused runs the "
+                               "artifact rows as their -staged variants."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON."),
     markdown: Optional[Path] = typer.Option(None, help="Write the markdown tables."),
     plot: Optional[Path] = typer.Option(None, help="Write a PNG chart."),
@@ -74,36 +83,36 @@ def bench(
                                      "repeatable; pickscore, imagereward or module:factory."),
 ):
     """Time prompt-to-image latency per backend and mode, per stage, against the device floor."""
-    from ..io import read_prompt_lines
-    from ..runtime.backend import MODES
-    from ..specs import check_image_size
     from ..bench.report import markdown as render, write_outputs
-    from ..bench.run import REFERENCE, BenchConfig, run_bench
-    from ..bench.setup import BackendMaker, load_for_bench
+    from ..bench.run import ROW_NAMES, BenchConfig, run_bench
+    from ..io import ensure_writable_dir, read_prompt_lines
+    from ..runtime.pipeline import load_model
+    from ..specs import MODES, check_image_size
 
-    names = _split(backends, ("torch", "onnxruntime", "tensorrt", REFERENCE), "--backends")
-    mode_names = _split(modes, tuple(MODES), "--modes")
+    names = split_list(backends, ROW_NAMES, "--backends")
+    if not fused:
+        names = tuple(dict.fromkeys(n if n in ("torch", "torch-compile", "diffusers") or
+                                    n.endswith("-staged") else f"{n}-staged" for n in names))
+    mode_names = split_list(modes, tuple(MODES), "--modes")
     check_image_size(height, width)
     texts = read_prompt_lines(prompts) if prompts else ["a red fox in the snow, photograph"]
     for p in (json_path, markdown, plot):
-        if p is not None and not p.parent.exists():
-            p.parent.mkdir(parents=True, exist_ok=True)
-    cfg = BenchConfig(names, mode_names, batch, height, width, precision, warmup, iters)
-    scorers = None
+        if p is not None:
+            ensure_writable_dir(p.parent if str(p.parent) else Path("."), f"--{p.suffix[1:]}")
+    cfg = BenchConfig(names, mode_names, parse_batches(batch), height, width,
+                      pick_precision(precision, dtype), warmup, iters)
     if scorer:
-        from ..noise.scorers import ScorerSet
+        from ..noise.scorers import ScorerSet, parse_scorer
 
-        scorers = ScorerSet.load(scorer, device)
-    comps, heads = load_for_bench(model, decoder, head, mode_names, precision, device, height,
-                                  width)
-    export_head = next((h for h in heads.values() if h is not None), None)
-    maker = BackendMaker(comps, artifacts, export_head, log=lambda m: typer.echo(m, err=True),
-                         fused=fused)
-    total = len(names) * len(mode_names) * (warmup + iters)
+        [parse_scorer(s) for s in scorer]  # syntax errors before any loading
+    loaded = load_model(model, decoder, device=device, head=head, height=height, width=width,
+                        noise=tuple(MODES[m].noise for m in mode_names), random_heads=True,
+                        log=echo_err)
+    scorers = ScorerSet.load(scorer, loaded.device) if scorer else None
+    total = len(names) * len(mode_names) * len(cfg.batches) * (warmup + iters)
     with typer.progressbar(length=total, label="bench", file=sys.stderr) as bar:
-        result = run_bench(comps, heads, cfg, texts, maker,
-                           log=lambda m: typer.echo(f"\n{m}", err=True),
-                           tick=lambda: bar.update(1), scorers=scorers)
+        result = run_bench(loaded, cfg, texts, log=lambda m: typer.echo(f"\n{m}", err=True),
+                           tick=lambda: bar.update(1), scorers=scorers, artifacts=artifacts)
     result["command"] = command_line(ctx)
     result["model"] = model
     write_outputs(result, json_path, markdown, plot)

@@ -7,17 +7,14 @@ from typing import List, Optional
 
 import typer
 
-from ..cli import app, command
 from ..specs import DEFAULT_MODEL
-from .train import SCORER_HELP, resolve_device
+from .common import SCORER_HELP, Decoder, Device, DtypeAlias, Model, Precision, pick_precision
 
 
-@app.command("eval")
-@command
 def evaluate(
     head: Path = typer.Option(..., help="Head checkpoint dir (from pahi-rt train)."),
-    model: str = typer.Option(DEFAULT_MODEL, help="Preset, diffusers model dir or HF id."),
-    decoder: Optional[str] = typer.Option(None, help="AutoencoderTiny dir / HF id."),
+    model: Model = DEFAULT_MODEL,
+    decoder: Decoder = None,
     scorer: List[str] = typer.Option(["pickscore"], help=SCORER_HELP + " Each is reported "
                                      "on its own (weights are ignored here)."),
     prompts: str = typer.Option(..., help="Test prompts: .txt, .csv/.tsv, .jsonl or HF dataset."),
@@ -30,8 +27,9 @@ def evaluate(
     width: Optional[int] = typer.Option(None, help="Image width (default: the head's)."),
     two_step: bool = typer.Option(True, "--two-step/--no-two-step",
                                   help="Also score Gaussian 2-step images (Table 2 reference)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
-    dtype: str = typer.Option("fp32", help="fp32 | fp16 | bf16"),
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    dtype: DtypeAlias = None,
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the tables."),
 ):
@@ -52,8 +50,10 @@ def evaluate(
     for path in (json_path, markdown_path):
         if path is not None:
             io.ensure_writable_dir(path.parent if str(path.parent) else Path("."))
-    device = resolve_device(device)
-    comps = load_components(model, decoder, dtype, device)
+    from ..components import resolve_device
+
+    comps = load_components(model, decoder, pick_precision(precision, dtype),
+                            str(resolve_device(device)))
     f = comps.spec.vae_scale_factor
     height = height or config.latent_shape[1] * f
     width = width or config.latent_shape[2] * f

@@ -6,15 +6,13 @@ from typing import List, Optional
 
 import typer
 
-from ..cli import app, command
 from ..specs import DEFAULT_MODEL
+from .common import Decoder, DtypeAlias, Model, Precision, echo_err, pick_precision
 
 
-@app.command("export")
-@command
 def export_cmd(
-    model: str = typer.Option(DEFAULT_MODEL, help="Preset, diffusers model directory or HF id."),
-    decoder: Optional[str] = typer.Option(None, help="AutoencoderTiny dir / HF id / taesd file."),
+    model: Model = DEFAULT_MODEL,
+    decoder: Decoder = None,
     head: Optional[Path] = typer.Option(None, help="HI/PAHI head checkpoint dir: adds the head "
                                         "graph and the fused `<mode>-1step` graph."),
     height: int = typer.Option(512, help="Image height (static shape)."),
@@ -22,12 +20,13 @@ def export_cmd(
     batch: int = typer.Option(1, help="Batch size (static, or the profile's optimum)."),
     max_batch: int = typer.Option(0, help="> --batch: dynamic batch axis and an engine "
                                   "optimisation profile 1..max-batch."),
-    precision: str = typer.Option("fp32", help="fp32 | fp16 (attention scores and norms "
-                                  "stay fp32)."),
+    precision: Precision = "fp32",
+    dtype: DtypeAlias = None,
     out: Path = typer.Option(Path("artifacts"), help="Artifact directory (manifest.json)."),
     graph: List[str] = typer.Option([], help="Export only these graphs (repeatable)."),
     target: List[str] = typer.Option([], help="TensorRT-RTX target GPUs (repeatable): sm75, "
-                                     "sm80, sm86 (default), sm89, sm120, sm121."),
+                                     "sm80, sm86 (default), sm89, sm120, sm121, or current "
+                                     "(the GPU in this machine)."),
     engine_graph: List[str] = typer.Option([], help="Build engines only for these graphs "
                                            "(default: every exported graph)."),
     no_engine: bool = typer.Option(False, "--no-engine", help="ONNX only, no TensorRT engines."),
@@ -53,11 +52,11 @@ def export_cmd(
         except MissingDependencyError as e:
             typer.secho(f"warning: engines skipped: {e}", fg="yellow", err=True)
     options = ExportOptions(height=height, width=width, batch=batch, max_batch=max_batch,
-                            precision=precision, graphs=tuple(graph), engines=engines,
+                            precision=pick_precision(precision, dtype), graphs=tuple(graph), engines=engines,
                             build=BuildOptions(targets=check_targets(target or DEFAULT_TARGETS)))
     report = export_artifacts(comps, out, options.check(), noise_head,
                               str(head) if head else None,
-                              progress=lambda m: typer.echo(m, err=True))
+                              progress=echo_err)
     for entry in report.manifest["artifacts"]:
         state = "built " if entry["path"] in report.built else "cached"
         typer.echo(f"{state}  {entry['kind']:6s}  {out / entry['path']}  "

@@ -7,29 +7,22 @@ from typing import List, Optional
 
 import typer
 
-from ..cli import app, command
-from ..errors import InputError
 from ..specs import DEFAULT_MODEL
-
-SCORER_HELP = ("Preference scorer, repeatable; the objective is the weighted sum. Syntax "
-               "NAME[@SOURCE][=WEIGHT]: pickscore, imagereward or module:factory, e.g. "
-               "--scorer pickscore=1.0 --scorer mymod:make=0.5 or pickscore@/models/PickScore_v1.")
+from .common import (SCORER_HELP, Decoder, Device, DtypeAlias, Model, Precision, PromptColumn,
+                     PromptField, pick_precision)
 
 
-@app.command()
-@command
 def train(
     mode: str = typer.Option("pahi", help="pahi (prompt-adaptive) or hi (one global Gaussian)."),
-    model: str = typer.Option(DEFAULT_MODEL, help="Preset, diffusers model dir or HF id."),
-    decoder: Optional[str] = typer.Option(None, help="AutoencoderTiny dir / HF id."),
+    model: Model = DEFAULT_MODEL,
+    decoder: Decoder = None,
     scorer: List[str] = typer.Option(["pickscore"], help=SCORER_HELP),
     prompts: str = typer.Option(..., help="Training prompts: .txt, .csv/.tsv, .jsonl or an HF "
                                 "dataset id[:split]; val prompts are split off by hash unless "
                                 "--val-prompts is given."),
     val_prompts: Optional[str] = typer.Option(None, help="Validation prompts (same formats)."),
-    prompt_column: Optional[str] = typer.Option(None, help="Column of a .csv/.tsv or dataset "
-                                                "(default: prompt, Prompt, caption or text)."),
-    prompt_field: Optional[str] = typer.Option(None, help="Field of a .jsonl file."),
+    prompt_column: PromptColumn = None,
+    prompt_field: PromptField = None,
     max_val_prompts: int = typer.Option(500, help="Use at most this many validation prompts."),
     steps: int = typer.Option(100_000, help="Training steps (early stopping may end sooner)."),
     batch_size: int = typer.Option(72, help="Global batch size (the paper: 72)."),
@@ -46,9 +39,9 @@ def train(
     height: int = typer.Option(512, help="Image height."),
     width: int = typer.Option(512, help="Image width."),
     seed: int = typer.Option(0, help="Seed of data order, noise and pretraining."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda (auto: cuda when available; "
-                               "under accelerate launch, accelerate decides)."),
-    dtype: str = typer.Option("fp32", help="Weights of the frozen model: fp32 | fp16 | bf16."),
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    dtype: DtypeAlias = None,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast "
                                         "(default: on for CUDA)."),
     grad_checkpointing: Optional[bool] = typer.Option(None, "--grad-checkpointing/"
@@ -66,7 +59,9 @@ def train(
     from ..noise.train import TrainConfig, make_accelerator, train as run_training
     from ..specs import check_image_size
 
-    device = resolve_device(device)
+    from ..components import resolve_device
+
+    device = str(resolve_device(device))
     config = TrainConfig(mode=mode, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
                          val_every=val_every, patience=patience, pretrain_steps=pretrain_steps,
                          hidden=hidden, height=height, width=width, seed=seed,
@@ -85,7 +80,8 @@ def train(
     val_set = val_set[:max_val_prompts]
     io.ensure_writable_dir(out)
     accelerator = make_accelerator(device, bf16)
-    comps = load_components(model, decoder, dtype, str(accelerator.device))
+    comps = load_components(model, decoder, pick_precision(precision, dtype),
+                            str(accelerator.device))
     scorers = ScorerSet.load(scorer, accelerator.device)
     extra = {"model": model, "decoder": comps.decoder_id, "prompts": str(prompts),
              "train_prompts": len(train_set), "val_prompts": len(val_set)}
@@ -100,17 +96,6 @@ def train(
         stop = "early stop" if run.stopped_early else "done"
         typer.echo(f"{out}: {stop} at step {run.step}; best step {run.best_step} val loss "
                    f"{best['val_loss']:.4f} val win rate {100 * best['val_win_rate']:.1f}%")
-
-
-def resolve_device(device: str) -> str:
-    """`auto` -> cuda when torch sees a GPU, else cpu."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not device.startswith("cuda"):
-        raise InputError(f"--device must be auto, cpu or cuda[:N], got '{device}'")
-    return device
 
 
 class _Progress:

@@ -1,21 +1,21 @@
 """Shared logic of backends that run exported artifacts (onnxruntime, TensorRT).
 
-The Euler update between UNet calls is the reference sampler's formula on the host in float32;
-the decoder's [-1, 1] image becomes uint8 NHWC exactly as `sampling.to_uint8` rounds it. A
-subclass only says how to run one graph (`infer`).
+Values between graphs are torch tensors on the backend's device, so the Euler update and the
+[-1, 1] -> uint8 step are `sampling.euler_step` / `sampling.to_uint8` themselves, in float32, as
+in the reference. A subclass only says how to run one graph (`infer`).
 """
 from __future__ import annotations
 
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import torch
 
-from ..export import graphs
-from ..export.manifest import ArtifactError, find_artifact, read_manifest
-from ..sampling import Schedule
-from ..specs import NAMES, ModelSpec
+from .. import sampling
+from ..errors import ArtifactError
+from ..export.manifest import find_artifact, read_manifest
+from ..specs import GRAPHS, NAMES, ModelSpec
 from .backend import Backend, RunConfig
 
 
@@ -24,65 +24,63 @@ class ArtifactBackend(Backend):
 
     kind: str = "onnx"  # manifest kind of the artifacts this backend runs
 
-    def __init__(self, config: RunConfig, artifacts: str | Path, spec: ModelSpec):
-        super().__init__(config)
+    def __init__(self, config: RunConfig, artifacts: str | Path, spec: ModelSpec,
+                 device: torch.device, fused: bool = True):
+        super().__init__(config, spec)
         self.directory = Path(artifacts)
-        self.schedule = Schedule.from_spec(spec.scheduler, config.mode.steps)
+        self.device = torch.device(device)
+        self.schedule = sampling.Schedule.from_spec(spec.scheduler, config.mode.steps)
         manifest = check_manifest(self.directory, config)
         # read once: `run` is the per-image path and must not touch the disk for this
-        self._fused = find_artifact(manifest, config.mode.name, self.kind) is not None
+        self._fused = fused and find_artifact(manifest, config.mode.name, self.kind) is not None
+        self.static_batch = (manifest.get("max_batch") or 0) <= manifest["batch"]
 
     @abstractmethod
-    def infer(self, graph: str, feeds: dict[str, Any]) -> Any:
-        """Run graph `graph` on named inputs; returns its single output."""
+    def infer(self, graph: str, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Run graph `graph` on named device tensors; returns its single output (a device
+        tensor that stays valid until the next call of the same graph)."""
 
-    def encode_text(self, ids: np.ndarray) -> Any:
-        return self.infer(graphs.TEXT_ENCODER, {NAMES.input_ids: ids.astype(np.int64)})
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device)
 
-    def make_noise(self, eps: np.ndarray, text_embeddings: Any) -> Any:
-        eps = np.ascontiguousarray(eps, dtype=np.float32)
+    def encode_text(self, ids: np.ndarray) -> torch.Tensor:
+        return self.infer(GRAPHS.text_encoder, {NAMES.input_ids: self.tensor(ids)})
+
+    def make_noise(self, eps: np.ndarray, text_embeddings: torch.Tensor) -> torch.Tensor:
         if self.config.mode.noise == "gaussian":
-            return self.as_device(eps)
-        return self.infer(graphs.HEAD, {NAMES.eps: eps, NAMES.text_embeddings: text_embeddings})
+            return self.tensor(eps)
+        return self.infer(GRAPHS.head, {NAMES.eps: self.tensor(eps),
+                                        NAMES.text_embeddings: text_embeddings})
 
-    def unet_step(self, index: int, x: Any, text_embeddings: Any) -> Any:
+    def unet_step(self, index: int, x: torch.Tensor, text_embeddings: torch.Tensor
+                  ) -> torch.Tensor:
         s = self.schedule
         sigma, sigma_next = s.sigmas[index], s.sigmas[index + 1]
         x = x * s.init_sigma if index == 0 else x
-        t = self.as_device(np.full((x.shape[0],), s.timesteps[index], dtype=np.float32))
-        e = self.infer(graphs.UNET, {NAMES.sample: x / ((sigma**2 + 1) ** 0.5),
+        t = torch.full((x.shape[0],), s.timesteps[index], dtype=torch.float32, device=x.device)
+        e = self.infer(GRAPHS.unet, {NAMES.sample: sampling.model_input(x, sigma),
                                      NAMES.timestep: t, NAMES.text_embeddings: text_embeddings})
-        if s.prediction_type == "epsilon":
-            x0 = x - sigma * e
-        else:
-            x0 = e * (-sigma / (sigma**2 + 1) ** 0.5) + x / (sigma**2 + 1)
-        return x + (x - x0) / sigma * (sigma_next - sigma)
+        return sampling.euler_step(x, e.float(), sigma, sigma_next, s.prediction_type)
 
-    def decode(self, latents: Any) -> Any:
-        image = self.infer(graphs.DECODER, {NAMES.latents: latents})
-        return self.image_to_uint8(image)
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return sampling.to_uint8(self.infer(GRAPHS.decoder, {NAMES.latents: latents}))
+
+    def to_host(self, image: torch.Tensor) -> np.ndarray:
+        return image.cpu().numpy()
 
     @property
     def fused(self) -> bool:
         """Whether the directory holds the fused graph of this mode (else `run` is staged)."""
         return self._fused
 
-    def run(self, ids: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    def _run(self, ids: np.ndarray, eps: np.ndarray) -> np.ndarray:
         """One call of the fused graph named after the mode (e.g. `pahi-1step`), or the stages
         in sequence when only the component graphs were exported."""
         if not self.fused:
-            return super().run(ids, eps)
-        image = self.infer(self.config.mode.name, {
-            NAMES.input_ids: ids.astype(np.int64),
-            NAMES.eps: np.ascontiguousarray(eps, dtype=np.float32)})
+            return super()._run(ids, eps)
+        image = self.infer(self.config.mode.name, {NAMES.input_ids: self.tensor(ids),
+                                                   NAMES.eps: self.tensor(eps)})
         return self.to_host(image)
-
-    def as_device(self, array: np.ndarray) -> Any:
-        return array
-
-    def image_to_uint8(self, image):
-        x = np.clip(image.astype(np.float32) / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
-        return np.round(x * 255).astype(np.uint8)
 
 
 def check_entry(entry: dict, config: RunConfig) -> dict:

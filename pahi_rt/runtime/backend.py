@@ -1,9 +1,10 @@
-"""The protocol every runtime implements, and the modes it serves.
+"""The protocol every runtime implements.
 
-A backend serves one (model, head, mode, batch, size, precision). Inputs stay on the host:
-token ids [B, 77] int64 and eps [B, 4, h, w] (drawn from seeds exactly as the reference does), so
-every backend renders the same image for the same seed. Stages are separate calls so the bench can
-time each one; a backend with a fused graph/engine also overrides `run` with one call.
+A backend serves one (model, head, mode, batch, size, precision). Inputs come from the host:
+token ids [B, 77] int64 and eps [B, 4, h, w] float32 (drawn from seeds exactly as the reference
+does), so every backend renders the same image for the same seed. The public `run` and
+`run_staged` check those inputs and call the stages; stages are separate calls so the bench can
+time each one, and a backend with a fused graph/engine/CUDA graph overrides `_run` with one call.
 """
 from __future__ import annotations
 
@@ -15,21 +16,8 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
-STAGES = ("tokenize", "text_encoder", "head", "unet_step_1", "unet_step_2", "decode", "copy_out")
-
-
-@dataclass(frozen=True)
-class Mode:
-    """What the path computes: the noise source and the number of Euler steps."""
-
-    name: str
-    noise: str  # gaussian | hi | pahi
-    steps: int
-
-
-MODES = {m.name: m for m in (Mode("pahi-1step", "pahi", 1), Mode("hi-1step", "hi", 1),
-                             Mode("gaussian-1step", "gaussian", 1),
-                             Mode("gaussian-2step", "gaussian", 2))}
+from ..errors import InputError
+from ..specs import Mode, ModelSpec, unet_stage
 
 
 @dataclass(frozen=True)
@@ -37,7 +25,7 @@ class RunConfig:
     """Static shape and precision one backend instance is built for."""
 
     mode: Mode
-    batch: int = 1
+    batch: int = 1  # images per call; static backends pad smaller calls up to it
     height: int = 512
     width: int = 512
     precision: str = "fp32"  # fp32 | fp16 | bf16 (torch only)
@@ -47,9 +35,11 @@ class Backend(ABC):
     """One runtime. Device-side values between stages are whatever the runtime uses."""
 
     name: ClassVar[str]
+    static_batch: ClassVar[bool] = False  # True: every call runs exactly config.batch images
 
-    def __init__(self, config: RunConfig):
+    def __init__(self, config: RunConfig, spec: ModelSpec):
         self.config = config
+        self.spec = spec
 
     @abstractmethod
     def encode_text(self, ids: np.ndarray) -> Any:
@@ -75,29 +65,61 @@ class Backend(ABC):
         """Wait for queued device work (CUDA backends); a no-op on the CPU."""
 
     def close(self) -> None:
-        """Release sessions/engines."""
+        """Release sessions/engines/graphs."""
 
     @property
     def fused(self) -> bool:
-        """True when `run` is one fused graph/engine rather than the stages in sequence."""
+        """True when `run` is one fused graph/engine/CUDA graph rather than the stages."""
         return False
 
     def run(self, ids: np.ndarray, eps: np.ndarray) -> np.ndarray:
-        """End to end: token ids and eps on the host -> uint8 images on the host."""
-        return self.run_staged(ids, eps, null_timer)
+        """End to end: token ids and eps on the host -> uint8 images [B, H, W, 3] on the host."""
+        n, ids, eps = self.check_inputs(ids, eps)
+        return self._run(ids, eps)[:n]
 
     def run_staged(self, ids: np.ndarray, eps: np.ndarray, timer: "Timer") -> np.ndarray:
+        """Like `run`, stage by stage, each stage inside `timer(stage name)`."""
+        n, ids, eps = self.check_inputs(ids, eps)
+        return self._run_staged(ids, eps, timer)[:n]
+
+    def _run(self, ids: np.ndarray, eps: np.ndarray) -> np.ndarray:
+        return self._run_staged(ids, eps, null_timer)
+
+    def _run_staged(self, ids: np.ndarray, eps: np.ndarray, timer: "Timer") -> np.ndarray:
         with timer("text_encoder"):
             emb = self.encode_text(ids)
         with timer("head"):
             x = self.make_noise(eps, emb)
         for i in range(self.config.mode.steps):
-            with timer(f"unet_step_{i + 1}"):
+            with timer(unet_stage(i)):
                 x = self.unet_step(i, x, emb)
         with timer("decode"):
             image = self.decode(x)
         with timer("copy_out"):
             return self.to_host(image)
+
+    def check_inputs(self, ids, eps) -> tuple[int, np.ndarray, np.ndarray]:
+        """(images asked for, ids int64, eps float32), checked against this backend's shapes;
+        a static backend gets both padded to its batch (the padding is cut from the output)."""
+        cfg = self.config
+        latent = self.spec.latent_shape(cfg.height, cfg.width)
+        ids, eps = np.asarray(ids), np.asarray(eps)
+        n = ids.shape[0] if ids.ndim == 2 else -1
+        if ids.shape != (n, self.spec.max_tokens) or not np.issubdtype(ids.dtype, np.integer):
+            raise InputError(f"{self.name}: token ids must be integers [B, {self.spec.max_tokens}]"
+                             f", got {ids.dtype} {list(ids.shape)}")
+        if eps.shape != (n, *latent) or not np.issubdtype(eps.dtype, np.floating):
+            raise InputError(f"{self.name}: eps must be float [{n}, {', '.join(map(str, latent))}]"
+                             f", got {eps.dtype} {list(eps.shape)}")
+        if not 1 <= n <= cfg.batch:
+            raise InputError(f"{self.name}: batch {n} outside 1..{cfg.batch} (this backend was "
+                             f"opened for batch {cfg.batch})")
+        ids, eps = ids.astype(np.int64, copy=False), eps.astype(np.float32, copy=False)
+        if self.static_batch and n < cfg.batch:
+            pad = cfg.batch - n
+            ids = np.concatenate([ids, np.repeat(ids[-1:], pad, 0)])
+            eps = np.concatenate([eps, np.repeat(eps[-1:], pad, 0)])
+        return n, ids, eps
 
 
 Timer = Callable[[str], Any]  # timer(stage_name) -> context manager recording that stage

@@ -14,7 +14,7 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, config: RunConfig, components, noise_source=sampling.gaussian):
-        super().__init__(config)
+        super().__init__(config, components.spec)
         self.comps = components
         self.noise_source = noise_source
         self.schedule = sampling.Schedule.from_spec(components.spec.scheduler, config.mode.steps)
@@ -38,9 +38,8 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def decode(self, latents: Any) -> Any:
-        image = sampling.decode(self.comps.decoder, latents, self.comps.spec.latent_scale)
-        x = (image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
-        return (x * 255).round().to(torch.uint8)
+        return sampling.to_uint8(sampling.decode(self.comps.decoder, latents,
+                                                 self.comps.spec.latent_scale))
 
     def to_host(self, image: Any) -> np.ndarray:
         return image.cpu().numpy()

@@ -2,51 +2,53 @@
 tensorrt_rtx, whichever `export.engine.trt_module` finds). Device buffers are torch CUDA tensors.
 
 Each engine is sha256-checked against the manifest and asked whether it fits this GPU and
-TensorRT version (`export.engine.check_engine`) before it is deserialised. With TensorRT for RTX,
-contexts capture the whole graph as a CUDA graph (`CudaGraphStrategy.WHOLE_GRAPH_CAPTURE`).
+TensorRT version (`export.engine.check_engine`) before it is deserialised. Input and output
+buffers are allocated once per (graph, input shapes) and bound once, so a call only copies its
+inputs in and enqueues the engine; with TensorRT for RTX, contexts capture the whole graph as a
+CUDA graph (`CudaGraphStrategy.WHOLE_GRAPH_CAPTURE`), which relies on those fixed addresses.
+Outputs keep the engine's dtypes (the uint8 step reads them as they are).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 
-from ..errors import InputError
+from ..errors import BackendError, EngineError
 from ..export.engine import RTX, check_engine, trt_module
 from ..export.manifest import verified_artifact
-from ..specs import ModelSpec
+from ..specs import ENGINE, ModelSpec
 from .artifact_backend import ArtifactBackend, check_entry
 from .backend import RunConfig
 
 
 class TrtBackend(ArtifactBackend):
     name = "tensorrt"
-    kind = "engine"
+    kind = ENGINE
 
     def __init__(self, config: RunConfig, artifacts: str | Path, spec: ModelSpec,
-                 device: int = 0):
-        import torch
-
+                 device: str | torch.device = "cuda", fused: bool = True):
         if not torch.cuda.is_available():
-            raise InputError("--backend tensorrt needs a CUDA GPU (torch sees none); use "
-                             "--backend onnxruntime on the CPU")
-        super().__init__(config, artifacts, spec)
-        self.torch = torch
+            raise BackendError("--backend tensorrt needs a CUDA GPU (torch sees none); use "
+                               "--backend onnxruntime on the CPU")
+        super().__init__(config, artifacts, spec, torch.device(device), fused)
         self.trt, self.flavour = trt_module()
-        self.device = torch.device("cuda", device)
         self.stream = torch.cuda.Stream(self.device)
         self.runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))
         self.contexts: dict[str, tuple[Any, Any]] = {}
+        self.buffers: dict[str, tuple[tuple, dict, torch.Tensor]] = {}
 
     def context(self, graph: str):
         """(engine, execution context) of `graph`, loaded once after the checks."""
         if graph not in self.contexts:
-            path, entry = verified_artifact(self.directory, graph, "engine")
+            path, entry = verified_artifact(self.directory, graph, ENGINE)
             data = path.read_bytes()
             check_entry(entry, self.config)
             check_engine(data, entry)
             engine = self.runtime.deserialize_cuda_engine(data)
+            if engine is None:
+                raise EngineError(f"{path}: TensorRT could not deserialise the engine")
             if self.flavour == RTX:
                 runtime_config = engine.create_runtime_config()
                 runtime_config.cuda_graph_strategy = self.trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
@@ -57,44 +59,48 @@ class TrtBackend(ArtifactBackend):
         return self.contexts[graph]
 
     def _torch_dtype(self, trt_dtype):
-        t, d = self.torch, self.trt.DataType
-        return {d.FLOAT: t.float32, d.HALF: t.float16, d.INT64: t.int64, d.INT32: t.int32,
-                d.UINT8: t.uint8, d.BOOL: t.bool}[trt_dtype]
+        d = self.trt.DataType
+        return {d.FLOAT: torch.float32, d.HALF: torch.float16, d.INT64: torch.int64,
+                d.INT32: torch.int32, d.UINT8: torch.uint8, d.BOOL: torch.bool}[trt_dtype]
 
-    def infer(self, graph: str, feeds: dict[str, Any]) -> Any:
+    def _bind(self, graph: str, feeds: dict[str, torch.Tensor]):
+        """Input buffers, output buffer and bound addresses for these input shapes."""
+        shapes = tuple((k, tuple(v.shape)) for k, v in sorted(feeds.items()))
+        cached = self.buffers.get(graph)
+        if cached is not None and cached[0] == shapes:
+            return cached
         engine, ctx = self.context(graph)
-        keep, outputs = [], []
+        inputs, output = {}, None
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             dtype = self._torch_dtype(engine.get_tensor_dtype(name))
             if engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT:
-                value = self.as_device(feeds[name]).to(dtype).contiguous()
-                ctx.set_input_shape(name, tuple(value.shape))
-                keep.append(value)
+                buf = torch.empty(tuple(feeds[name].shape), dtype=dtype, device=self.device)
+                ctx.set_input_shape(name, tuple(buf.shape))
+                inputs[name] = buf
             else:
-                value = self.torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=dtype,
-                                         device=self.device)
-                outputs.append(value)
-            ctx.set_tensor_address(name, value.data_ptr())
-        if not ctx.execute_async_v3(self.stream.cuda_stream):
-            raise RuntimeError(f"TensorRT failed to run {graph}")
-        self.stream.synchronize()
-        return outputs[0].float() if outputs[0].is_floating_point() else outputs[0]
+                buf = torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=dtype,
+                                  device=self.device)
+                output = buf
+            ctx.set_tensor_address(name, buf.data_ptr())
+        self.buffers[graph] = (shapes, inputs, output)
+        return self.buffers[graph]
 
-    def as_device(self, array: Any) -> Any:
-        if isinstance(array, np.ndarray):
-            return self.torch.from_numpy(array).to(self.device)
-        return array
-
-    def image_to_uint8(self, image):
-        x = (image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
-        return (x * 255).round().to(self.torch.uint8)
-
-    def to_host(self, image: Any) -> np.ndarray:
-        return image.cpu().numpy()
+    def infer(self, graph: str, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        _, ctx = self.context(graph)
+        _, inputs, output = self._bind(graph, feeds)
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # producers of feeds
+        with torch.cuda.stream(self.stream):
+            for name, buf in inputs.items():
+                buf.copy_(feeds[name])
+            if not ctx.execute_async_v3(self.stream.cuda_stream):
+                raise EngineError(f"TensorRT failed to run {graph}")
+        torch.cuda.current_stream(self.device).wait_stream(self.stream)  # consumers of output
+        return output
 
     def synchronize(self) -> None:
-        self.stream.synchronize()
+        torch.cuda.synchronize(self.device)
 
     def close(self) -> None:
+        self.buffers.clear()
         self.contexts.clear()

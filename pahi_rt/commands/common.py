@@ -1,0 +1,97 @@
+"""What every verb shares: the error boundary (`command`) and option definitions, so one concept
+has one flag, one default and one help text across verbs. `pahi_rt.cli` registers the verbs;
+verbs never import it."""
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from ..errors import InputError, PahiError
+from ..hostmem import keep_freed_memory
+from ..specs import DEFAULT_MODEL, PRECISIONS
+
+
+def fail(message: str, code: int = 2):
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def echo_err(message: str) -> None:
+    """Progress and status lines: stderr, so stdout stays the verb's result."""
+    typer.echo(message, err=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    typer.secho(f"warning: {message}", fg="yellow", err=True)
+
+
+def _quiet_libraries():
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    for name in ("huggingface_hub", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def command(fn):
+    """Wrap a verb: one-line errors with exit code 2 for PahiError, quiet library logs."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        keep_freed_memory()  # CPU: no re-mapping of activation buffers on every call
+        _quiet_libraries()
+        warnings.showwarning = _show_warning
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        try:
+            return fn(*args, **kwargs)
+        except PahiError as e:
+            fail(str(e))
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+    return wrapper
+
+
+def pick_precision(precision: str, dtype_alias: str | None) -> str:
+    """--precision, or the older --dtype spelling when given; validated."""
+    value = dtype_alias or precision
+    if value not in PRECISIONS:
+        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{value}'")
+    return value
+
+
+SCORER_HELP = ("Preference scorer, repeatable; the objective is the weighted sum. Syntax "
+               "NAME[@SOURCE][=WEIGHT]: pickscore, imagereward or module:factory, e.g. "
+               "--scorer pickscore=1.0 --scorer mymod:make=0.5 or pickscore@/models/PickScore_v1.")
+
+# Shared options (Typer reads the help and flag names from here; defaults stay at the verb).
+Model = Annotated[str, typer.Option(help="Preset (sd-turbo, synthetic, tiny), diffusers model "
+                                         "directory or HF id.")]
+Decoder = Annotated[Optional[str], typer.Option(
+    help="AutoencoderTiny dir / HF id, or a taesd_decoder.safetensors file.")]
+Height = Annotated[int, typer.Option(help="Image height, a multiple of 8.")]
+Width = Annotated[int, typer.Option(help="Image width, a multiple of 8.")]
+Precision = Annotated[str, typer.Option(help="fp32 | fp16 | bf16 (bf16: torch only).")]
+DtypeAlias = Annotated[Optional[str], typer.Option("--dtype", hidden=True,
+                                                   help="Old name of --precision.")]
+Device = Annotated[str, typer.Option(help="auto | cpu | cuda[:N] (auto: cuda when torch "
+                                          "sees a GPU).")]
+Noise = Annotated[str, typer.Option(help="gaussian | hi | pahi")]
+Steps = Annotated[int, typer.Option(help="Euler steps (SD-Turbo: 1 or 2).")]
+Backend = Annotated[str, typer.Option(help="torch | onnxruntime | tensorrt (same pixels for "
+                                           "the same seed).")]
+Artifacts = Annotated[Optional[Path], typer.Option(
+    help="Artifact dir from `pahi-rt export` (onnxruntime/tensorrt); default: a content-keyed "
+         "cache dir ($PAHI_RT_CACHE), exported on first use.")]
+Compile = Annotated[bool, typer.Option("--compile/--no-compile", help="torch: torch.compile "
+                                       "the path (and replay it as one CUDA graph on a GPU).")]
+PromptColumn = Annotated[Optional[str], typer.Option(
+    help="Column of a .csv/.tsv or dataset (default: prompt, Prompt, caption or text).")]
+PromptField = Annotated[Optional[str], typer.Option(help="Field of a .jsonl file.")]
+Scorers = Annotated[List[str], typer.Option("--scorer", help=SCORER_HELP)]

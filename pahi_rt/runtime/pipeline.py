@@ -1,0 +1,260 @@
+"""The one place a prompt->image pipeline is opened; generate, bench and serve call it.
+
+    model = load_model("synthetic", device="cuda", head="runs/pahi")     # once
+    pipe = open_pipeline(model, PipelineConfig("onnxruntime", MODES["pahi-1step"], batch=4))
+    images = pipe(prompts, seeds)                                       # uint8 [B, H, W, 3]
+
+`load_model` keeps the fp32 CPU weights that exports are traced from and hashes them once;
+`open_pipeline` checks the backend/device/precision/mode combination, exports into the
+content-keyed cache on first use when no artifact directory is given, and builds the backend.
+`Pipeline.inputs` is the one definition of the host inputs (token ids and fp32 eps drawn from
+the seeds), so every backend and every caller renders the same image for a seed.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .. import sampling
+from ..errors import BackendError, InputError
+from ..specs import BACKENDS, GRAPHS, MODES, PRECISIONS, Mode
+from .backend import Backend, RunConfig, Timer
+
+Log = Callable[[str], None]
+SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes without wrapping
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What to run: backend, mode, shapes, precision, and where artifacts come from."""
+
+    backend: str = "torch"  # torch | onnxruntime | tensorrt
+    mode: Mode = MODES["gaussian-1step"]
+    batch: int = 1
+    height: int = 512
+    width: int = 512
+    precision: str = "fp32"  # fp32 | fp16 | bf16 (torch only)
+    artifacts: Path | None = None  # exported dir; None: export into the cache on first use
+    fused: bool = True  # artifact backends: one fused graph/engine per call when the mode has one
+    compile: bool = False  # torch: torch.compile, and CUDA-graph replay on a GPU
+
+    def run_config(self) -> RunConfig:
+        return RunConfig(self.mode, self.batch, self.height, self.width, self.precision)
+
+
+class LoadedModel:
+    """A model loaded once: fp32 CPU components (what exports trace), the heads it serves, the
+    device it runs on, and its content hashes (computed once)."""
+
+    def __init__(self, components, heads: dict, device: torch.device, head_path: str | None,
+                 keep_fp32: bool = True):
+        self.base, self.heads, self.device = components, heads, torch.device(device)
+        self.head_path = head_path  # metadata: the --head the heads came from
+        self.keep_fp32 = keep_fp32  # False: the torch path may convert `base` in place
+        self._torch: dict = {}
+        self._sources: dict | None = None
+
+    @property
+    def spec(self):
+        return self.base.spec
+
+    def head(self, kind: str):
+        """The head for noise `kind` (None for gaussian); InputError when none was loaded."""
+        if kind == "gaussian":
+            return None
+        if kind not in self.heads:
+            raise InputError(f"--noise {kind} needs --head DIR (a head trained by `pahi-rt train`)")
+        return self.heads[kind]
+
+    @property
+    def export_head(self):
+        """The head exported beside the components (all modes share one artifact directory)."""
+        return next(iter(self.heads.values()), None)
+
+    def sources(self) -> dict:
+        """Content hashes of the weights/configs/code the graphs are built from (once)."""
+        from ..export.build import source_hashes
+
+        if self._sources is None:
+            self._sources = source_hashes(self.base, self.export_head)
+        return self._sources
+
+    def torch_components(self, precision: str):
+        """The components on the run device in `precision` (the fp32 CPU ones when they match;
+        a converted copy while exports may still need fp32, else converted in place)."""
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        if self.device.type == "cpu" and dtype == torch.float32:
+            return self.base
+        if dtype not in self._torch:
+            comps = copy.deepcopy(self.base) if self.keep_fp32 else self.base
+            for m in (comps.text_encoder, comps.unet, comps.decoder):
+                m.to(device=self.device, dtype=dtype)
+            self._torch[dtype] = comps
+        return self._torch[dtype]
+
+
+def load_model(model: str, decoder: str | None = None, *, device: str = "auto",
+               head: str | Path | None = None, noise: Sequence[str] = (), height: int = 512,
+               width: int = 512, random_heads: bool = False, keep_fp32: bool = True,
+               log: Log = lambda m: None) -> LoadedModel:
+    """Load `model` once. Heads: the checkpoint `head` for each kind in `noise` that needs one
+    (its own kind), or with `random_heads` a random head of the right shape (latency work)."""
+    from ..components import load_components, resolve_device
+    from ..noise.checkpoint import load_head
+
+    run_device = resolve_device(device)
+    log(f"loading {model}" + (" (building 1.2B random parameters)" if model == "synthetic"
+                              else ""))
+    comps = load_components(model, decoder)
+    heads = {}
+    for kind in dict.fromkeys(k for k in noise if k != "gaussian"):
+        if head is not None:
+            heads[kind] = load_head(head, comps.spec, height, width, expect_mode=kind)
+        elif random_heads:
+            heads[kind] = random_head(kind, comps.spec, height, width)
+    return LoadedModel(comps, heads, run_device, str(head) if head else None, keep_fp32)
+
+
+@torch.no_grad()
+def random_head(kind: str, spec, height: int, width: int, seed: int = 0):
+    """A head of the right shape with small random weights (not the zero-init identity)."""
+    from ..noise.head import HeadConfig, build_head
+
+    h = build_head(HeadConfig(kind, spec.latent_shape(height, width), spec.text_dim,
+                              base_model=spec.name))
+    gen = torch.Generator().manual_seed(seed)
+    for p in h.parameters():
+        p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    return h.eval().requires_grad_(False)
+
+
+class Pipeline:
+    """An opened backend plus the host side: prompts and seeds in, uint8 images out."""
+
+    def __init__(self, model: LoadedModel, backend: Backend, config: PipelineConfig):
+        self.model, self.backend, self.config = model, backend, config
+        self.latent_shape = model.spec.latent_shape(config.height, config.width)
+
+    @property
+    def fused(self) -> bool:
+        return self.backend.fused
+
+    def inputs(self, prompts: Sequence[str], seeds: Sequence[int]
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids [B, 77] int64 and eps [B, 4, h, w] float32: image i from seeds[i]."""
+        if len(prompts) != len(seeds):
+            raise InputError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        check_seeds(seeds)
+        ids = sampling.tokenize(self.model.base.tokenizer, prompts, self.model.spec.max_tokens)
+        return ids.numpy(), sampling.draw_eps(seeds, self.latent_shape).numpy()
+
+    def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        """uint8 images [len(prompts), H, W, 3], in chunks of the pipeline's batch."""
+        b = self.config.batch
+        out = [self.backend.run(*self.inputs(prompts[i:i + b], seeds[i:i + b]))
+               for i in range(0, len(prompts), b)]
+        return np.concatenate(out) if len(out) != 1 else out[0]
+
+    def run_staged(self, prompts: Sequence[str], seeds: Sequence[int], timer: Timer
+                   ) -> np.ndarray:
+        """One batch stage by stage, each stage (tokenize included) timed by `timer`."""
+        with timer("tokenize"):
+            ids, eps = self.inputs(prompts, seeds)
+        return self.backend.run_staged(ids, eps, timer)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def check_seeds(seeds: Sequence[int]) -> None:
+    lo, hi = SEED_RANGE
+    bad = [s for s in seeds if not (isinstance(s, (int, np.integer)) and lo <= s <= hi)]
+    if bad:
+        raise InputError(f"seed {bad[0]} is outside {lo}..2**64-1 (image i of a run uses seed+i)")
+
+
+def open_pipeline(model: LoadedModel, config: PipelineConfig, log: Log = lambda m: None
+                  ) -> Pipeline:
+    """Check the combination, export on first use if needed, and open the backend."""
+    check_config(model, config)
+    head = model.head(config.mode.noise)
+    if config.backend == "torch":
+        return Pipeline(model, _torch_backend(model, config, head), config)
+    directory = ensure_artifacts(model, config, log)
+    run = config.run_config()
+    if config.backend == "onnxruntime":
+        from .ort_backend import OrtBackend
+
+        backend = OrtBackend(run, directory, model.spec, model.device, fused=config.fused)
+    else:
+        from .trt_backend import TrtBackend
+
+        backend = TrtBackend(run, directory, model.spec, model.device, fused=config.fused)
+    return Pipeline(model, backend, config)
+
+
+def check_config(model: LoadedModel, config: PipelineConfig) -> None:
+    """Refuse what no backend can do, in one place (one-line errors)."""
+    name, precision = config.backend, config.precision
+    if name not in BACKENDS:
+        raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, got '{name}'")
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if config.batch < 1:
+        raise InputError(f"--batch must be at least 1, got {config.batch}")
+    model.spec.latent_shape(config.height, config.width)  # validates the size
+    sampling.Schedule.from_spec(model.spec.scheduler, config.mode.steps)  # validates --steps
+    if name != "torch" and precision not in ("fp32", "fp16"):
+        raise BackendError(f"--backend {name} runs fp32 or fp16 graphs, not {precision}")
+    if name == "tensorrt" and model.device.type != "cuda":
+        raise BackendError("--backend tensorrt needs a CUDA GPU (use --device cuda, or "
+                           "--backend onnxruntime on the CPU)")
+    if config.compile and name != "torch":
+        raise InputError("--compile applies to --backend torch only")
+    if name == "torch" and config.artifacts is not None:
+        raise InputError("--artifacts is only used with --backend onnxruntime|tensorrt")
+
+
+def _torch_backend(model: LoadedModel, config: PipelineConfig, head) -> Backend:
+    comps = model.torch_components(config.precision)
+    # a copy: the fp32 CPU head is what exports trace
+    source = sampling.gaussian if head is None else copy.deepcopy(head).to(comps.device,
+                                                                          comps.dtype)
+    if config.compile:
+        from .compiled import CompiledTorchBackend
+
+        return CompiledTorchBackend(config.run_config(), comps, source)
+    from .torch_backend import TorchBackend
+
+    return TorchBackend(config.run_config(), comps, source)
+
+
+def ensure_artifacts(model: LoadedModel, config: PipelineConfig, log: Log) -> Path:
+    """The artifact directory for this run: the given one (checked against the model), or the
+    cache directory, exporting what the run needs into it (and reusing what is there)."""
+    from ..export.artifacts import check_sources, export_artifacts
+    from ..export.build import ExportOptions, cache_dir
+
+    sources = model.sources()
+    if config.artifacts is not None:
+        check_sources(config.artifacts, sources)
+        return Path(config.artifacts)
+    mode = config.mode
+    components = (GRAPHS.text_encoder, GRAPHS.unet, GRAPHS.decoder) + (
+        (GRAPHS.head,) if mode.noise != "gaussian" else ())
+    fused = (mode.name,) if config.fused and mode.name in MODES else ()
+    engines = (fused or components) if config.backend == "tensorrt" else ()
+    options = ExportOptions(height=config.height, width=config.width, batch=config.batch,
+                            precision=config.precision)
+    directory = cache_dir(sources, options)
+    log(f"artifacts: no --artifacts, using the cache {directory} ({', '.join(components + fused)};"
+        " what is missing is exported)")
+    export_artifacts(model.base, directory, replace(options, graphs=components + fused,
+                                                    engines=engines),
+                     model.export_head, model.head_path, progress=log, sources=sources)
+    return directory
