@@ -1,1 +1,2 @@
-"""Benchmark harness, tables and plots (installed as pahi_rt.bench); results/ holds committed runs."""
+"""Benchmark harness, tables and plots (installed as pahi_rt.bench); results/ holds committed
+runs."""

@@ -7,6 +7,7 @@ a large matrix product (compute) and a large copy (bandwidth, bytes read + writt
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass
 
@@ -90,7 +91,8 @@ def measure_peaks(device: torch.device, precision: str, seconds: float = 1.5) ->
     for n in ((4096, 8192) if device.type == "cuda" else (1024, 2048)):  # best size wins
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
-        flops_per_s = max(flops_per_s, 2 * n**3 / _best_time(lambda: a @ b, device, seconds))
+        product = functools.partial(torch.matmul, a, b)
+        flops_per_s = max(flops_per_s, 2 * n**3 / _best_time(product, device, seconds))
     src = torch.randn((1 << 30 if device.type == "cuda" else 1 << 26) // 4, device=device)
     dst = torch.empty_like(src)
     bytes_per_s = 2 * src.numel() * 4 / _best_time(lambda: dst.copy_(src), device, seconds)

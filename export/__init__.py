@@ -1,1 +1,2 @@
-"""ONNX export, graph cleanup, TensorRT engines, manifest and cache (installed as pahi_rt.export)."""
+"""ONNX export, graph cleanup, TensorRT engines, manifest and cache (installed as
+pahi_rt.export)."""

@@ -1,9 +1,10 @@
 """TensorRT engines from ONNX graphs: one import seam for `tensorrt` and TensorRT for RTX.
 
 TensorRT for RTX (`tensorrt_rtx`) builds ahead of time without a GPU for chosen compute
-capabilities (sm75/86/89/120/121; `current` builds for the GPU in this machine); networks are strongly typed, so an fp16 ONNX graph gives an fp16
-engine with its fp32 islands (attention scores, norms) kept as the graph's Casts say. Classic
-`tensorrt` needs the target GPU at build time and builds for it.
+capabilities (sm75/80/86/89/120/121; `current` builds for the GPU in this machine); networks are
+strongly typed, so an fp16 ONNX graph gives an fp16 engine with its fp32 islands (attention
+scores, norms) kept as the graph's Casts say. Classic `tensorrt` needs the target GPU at build
+time and builds for it.
 """
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ class BuildOptions:
     """How an engine is built; part of the engine's cache key."""
 
     targets: tuple[str, ...] = DEFAULT_TARGETS  # RTX only; classic builds for the local GPU
-    profile: dict[str, tuple[tuple, tuple, tuple]] = field(default_factory=dict)  # name->min/opt/max
+    # input name -> (min, opt, max) shapes
+    profile: dict[str, tuple[tuple, tuple, tuple]] = field(default_factory=dict)
     workspace_mb: int = 0  # 0: TensorRT's default (all device memory)
 
     def to_dict(self) -> dict:

@@ -1,4 +1,5 @@
-"""Load or build the diffusion model's parts: tokenizer, text encoder, UNet, scheduler spec, decoder.
+"""Load or build the diffusion model's parts: tokenizer, text encoder, UNet, scheduler spec,
+decoder.
 
 Sources: a preset name (`sd-turbo` from the HF cache/hub, `synthetic` and `tiny` built from
 `specs.py` with random weights), or a diffusers-layout directory / HF id. Weights load from

@@ -13,7 +13,7 @@ reproduce `diffusers.StableDiffusionPipeline(..., guidance_scale=0.0)` with an A
     e    = unet(x_in, t_i, c)
     x0   = x - sigma_i * e               (epsilon; v: x / (s^2+1) - s * e / sqrt(s^2+1))
     x    = x + (x - x0) / sigma_i * (sigma_{i+1} - sigma_i)      (`euler_step`, in float32)
-  image  = decoder(x / latent_scale)     AutoencoderTiny: tanh(x/3)*3 clamp inside, output in [-1, 1]
+  image  = decoder(x / latent_scale)    AutoencoderTiny: tanh(x/3)*3 clamp inside, out in [-1, 1]
   pixels = round(clamp(image / 2 + 0.5, 0, 1) * 255)  as uint8, NHWC              (`to_uint8`)
 
 Functions here keep autograd available (training backpropagates through `denoise` and `decode`);
@@ -48,7 +48,8 @@ class Schedule:
 
 
 def tokenize(tokenizer, prompts: Sequence[str], max_tokens: int = 77) -> torch.Tensor:
-    """Token ids [B, max_tokens] (int64), padded and truncated like diffusers; warns on truncation."""
+    """Token ids [B, max_tokens] (int64), padded and truncated like diffusers; warns on
+    truncation."""
     ids = tokenizer(list(prompts), padding="max_length", max_length=max_tokens, truncation=True,
                     return_tensors="pt").input_ids
     full = tokenizer(list(prompts), padding="longest", truncation=False).input_ids

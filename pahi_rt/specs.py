@@ -158,7 +158,8 @@ class ModelSpec:
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(C, h, w) of the latent for an image size; validates the size."""
         check_image_size(height, width, self.vae_scale_factor)
-        return (self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        f = self.vae_scale_factor
+        return (self.latent_channels, height // f, width // f)
 
 
 def check_image_size(height: int, width: int, multiple: int = 8) -> None:

@@ -97,7 +97,8 @@ def _load_taesd_file(path: Path):
     try:
         state = {k: v.float() for k, v in taesd_to_diffusers(encoder, decoder).items()}
     except ValueError:  # keys that are not taesd.py's numbered layers
-        raise InputError(f"--decoder {path}: not taesd.py weights (unexpected key layout)") from None
+        raise InputError(f"--decoder {path}: not taesd.py weights (unexpected key layout)"
+                         ) from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     wanted = [k for k in missing if (k.startswith("decoder.") and decoder is not None)
               or (k.startswith("encoder.") and encoder is not None)]

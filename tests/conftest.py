@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 # two spinning OpenMP threads slow training steps down by 10x or more when a core is busy.
 torch.set_num_threads(1)
 
-from helpers import save_tiny_checkpoint
+from helpers import save_tiny_checkpoint  # noqa: E402 - after the thread/env settings
 
 
 @pytest.fixture(scope="session")

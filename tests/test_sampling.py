@@ -30,7 +30,8 @@ def diffusers_pixels(comps, model_dir, prompts, seeds, steps, height, width):
 # Checkpoints the sampler was not written around: other seeds, block layouts, schedule settings.
 VARIANTS = [
     dict(seed=1, unet={}, sched={}),
-    dict(seed=2, unet=dict(attention_head_dim=(4, 8), layers_per_block=2), sched=dict(steps_offset=1)),
+    dict(seed=2, unet=dict(attention_head_dim=(4, 8), layers_per_block=2),
+         sched=dict(steps_offset=1)),
     dict(seed=3, unet={}, sched=dict(timestep_spacing="linspace")),
     dict(seed=4, unet={}, sched=dict(timestep_spacing="leading", steps_offset=1)),
 ]

@@ -13,7 +13,7 @@ import typer
 
 from ..errors import InputError, PahiError
 from ..hostmem import keep_freed_memory
-from ..specs import DEFAULT_MODEL, PRECISIONS
+from ..specs import PRECISIONS
 
 
 def fail(message: str, code: int = 2):

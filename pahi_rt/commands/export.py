@@ -52,7 +52,8 @@ def export_cmd(
         except MissingDependencyError as e:
             typer.secho(f"warning: engines skipped: {e}", fg="yellow", err=True)
     options = ExportOptions(height=height, width=width, batch=batch, max_batch=max_batch,
-                            precision=pick_precision(precision, dtype), graphs=tuple(graph), engines=engines,
+                            precision=pick_precision(precision, dtype), graphs=tuple(graph),
+                            engines=engines,
                             build=BuildOptions(targets=check_targets(target or DEFAULT_TARGETS)))
     report = export_artifacts(comps, out, options.check(), noise_head,
                               str(head) if head else None,

@@ -95,7 +95,8 @@ def train(
         best = next(h for h in run.history if h["step"] == run.best_step)
         stop = "early stop" if run.stopped_early else "done"
         typer.echo(f"{out}: {stop} at step {run.step}; best step {run.best_step} val loss "
-                   f"{best['val_loss']:.4f} val win rate {100 * best['val_win_rate']:.1f}%")
+                   f"{best['val_loss']:.4f} val win rate {100 * best['val_win_rate']:.1f}%"
+                   f"{bar.cost()}")
 
 
 class _Progress:
@@ -109,6 +110,7 @@ class _Progress:
         self.pre = tqdm(total=config.pretrain_steps, desc="pretrain", leave=False,
                         disable=not enabled or config.mode != "pahi" or not config.pretrain_steps)
         self.post: dict = {}
+        self.step_seconds: list[float] = []
 
     def update(self, kind: str, step: int, metrics: dict) -> None:
         if kind == "pretrain":
@@ -120,8 +122,21 @@ class _Progress:
                              val_win=f"{100 * metrics['val_win_rate']:.1f}%")
         else:
             self.post["loss"] = f"{metrics['loss']:.4f}"
+            self.step_seconds.append(metrics["seconds"])
             self.bar.n = step
         self.bar.set_postfix(self.post, refresh=True)
+
+    def cost(self) -> str:
+        """'; median step X s; peak GPU memory Y GiB' (steps after the first: warm-up)."""
+        import statistics
+
+        import torch
+
+        timed = self.step_seconds[1:] or self.step_seconds
+        text = f"; median step {statistics.median(timed):.3f} s" if timed else ""
+        if torch.cuda.is_available() and torch.cuda.max_memory_allocated():
+            text += f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+        return text
 
     def close(self) -> None:
         self.pre.close()

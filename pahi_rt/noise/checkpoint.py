@@ -83,7 +83,8 @@ def write_dir_atomically(directory: str | Path, write: Callable[[Path], None]) -
 def read_head_config(directory: str | Path) -> tuple[HeadConfig, dict]:
     directory = Path(directory)
     if not (directory / CONFIG).is_file() or not (directory / WEIGHTS).is_file():
-        raise InputError(f"--head {directory}: not a head checkpoint (needs {CONFIG} and {WEIGHTS})")
+        raise InputError(f"--head {directory}: not a head checkpoint (needs {CONFIG} and "
+                         f"{WEIGHTS})")
     try:
         meta = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
         training = meta.pop("training", {})

@@ -1,1 +1,2 @@
-"""Interchangeable runtimes (torch, onnxruntime, tensorrt) behind one protocol (`backend.Backend`)."""
+"""Interchangeable runtimes (torch, onnxruntime, tensorrt) behind one protocol
+(`backend.Backend`), and the pipeline layer that opens them (`pipeline.py`)."""

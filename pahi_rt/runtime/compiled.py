@@ -34,29 +34,30 @@ class CompiledTorchBackend(TorchBackend):
     name = "torch"
     static_batch = True  # one compiled graph (and one CUDA graph) per shape
 
-    def __init__(self, config, components, noise_source=sampling.gaussian):
+    def __init__(self, config, components, noise_source=sampling.gaussian,
+                 compiled: dict | None = None):
         super().__init__(config, components, noise_source)
         cache_dir()
-        comps, scale = components, components.spec.latent_scale
-        compile_ = torch.compile  # default inductor mode; CUDA graphs are ours (whole path)
-        self._encode = compile_(lambda ids: sampling.encode_text(comps.text_encoder, ids))
-        self._noise = noise_source if noise_source is sampling.gaussian else compile_(noise_source)
-        self._steps = [compile_(self._step_fn(i)) for i in range(config.mode.steps)]
-        self._decode = compile_(lambda x: sampling.to_uint8(sampling.decode(comps.decoder, x,
-                                                                            scale)))
+        # The modules are compiled, not the step functions: the timestep is a tensor input, so
+        # one UNet compilation serves every step and mode. `compiled` (kept by the loaded model)
+        # shares them between backends of the same components.
+        compiled = {} if compiled is None else compiled
+        self.unet = _compiled(compiled, components.unet)
+        self.text_encoder = _compiled(compiled, components.text_encoder)
+        self._noise = noise_source if noise_source is sampling.gaussian else _compiled(
+            compiled, noise_source)
+        scale, decoder = components.spec.latent_scale, components.decoder
+        key = ("decode", id(decoder))
+        if key not in compiled:
+            compiled[key] = torch.compile(
+                lambda x: sampling.to_uint8(sampling.decode(decoder, x, scale)), dynamic=False)
+        self._decode = compiled[key]
         self.graph: torch.cuda.CUDAGraph | None = None
         self.compile_seconds: float | None = None
 
-    def _step_fn(self, index: int):
-        s = self.schedule
-        one = sampling.Schedule(s.timesteps[index:index + 1], s.sigmas[index:index + 2],
-                                s.init_sigma if index == 0 else 1.0, s.prediction_type)
-        unet = self.comps.unet
-        return lambda x, emb: sampling.denoise(unet, x, emb, one)
-
     @torch.inference_mode()
     def encode_text(self, ids):
-        return self._encode(torch.from_numpy(ids).to(self.device))
+        return sampling.encode_text(self.text_encoder, torch.from_numpy(ids).to(self.device))
 
     @torch.inference_mode()
     def make_noise(self, eps, text_embeddings):
@@ -65,29 +66,32 @@ class CompiledTorchBackend(TorchBackend):
 
     @torch.inference_mode()
     def unet_step(self, index, x, text_embeddings):
-        return self._steps[index](x, text_embeddings)
+        return sampling.denoise(self.unet, x, text_embeddings, self._one_step(index))
 
     @torch.inference_mode()
     def decode(self, latents):
         return self._decode(latents)
 
+    def _one_step(self, index: int) -> sampling.Schedule:
+        s = self.schedule
+        return sampling.Schedule(s.timesteps[index:index + 1], s.sigmas[index:index + 2],
+                                 s.init_sigma if index == 0 else 1.0, s.prediction_type)
+
     def _path(self, ids: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Device ids [B, 77] and eps [B, 4, h, w] -> device uint8 image: the whole path."""
-        emb = self._encode(ids)
+        emb = sampling.encode_text(self.text_encoder, ids)
         x = self._noise(eps.to(self.comps.dtype), emb)
-        for step in self._steps:
-            x = step(x, emb)
+        x = sampling.denoise(self.unet, x, emb, self.schedule)
         return self._decode(x)
 
     @torch.inference_mode()
     def _run(self, ids: np.ndarray, eps: np.ndarray) -> np.ndarray:
         if self.device.type != "cuda":
+            t0 = time.perf_counter()
+            out = self._path(torch.from_numpy(ids), torch.from_numpy(eps)).numpy()
             if self.compile_seconds is None:
-                t0 = time.perf_counter()
-                out = self._path(torch.from_numpy(ids), torch.from_numpy(eps)).numpy()
                 self.compile_seconds = time.perf_counter() - t0
-                return out
-            return self._path(torch.from_numpy(ids), torch.from_numpy(eps)).numpy()
+            return out
         if self.graph is None:
             self._capture(ids, eps)
         self.static_ids.copy_(torch.from_numpy(ids))
@@ -121,3 +125,11 @@ class CompiledTorchBackend(TorchBackend):
 
     def close(self) -> None:
         self.graph = None
+
+
+def _compiled(cache: dict, module: torch.nn.Module):
+    """torch.compile(module) once per module (static shapes: the batch is padded)."""
+    key = ("module", id(module))
+    if key not in cache:
+        cache[key] = torch.compile(module, dynamic=False)
+    return cache[key]

@@ -39,6 +39,8 @@ def cuda_providers(cuda_graph: bool, device_id: int = 0) -> list:
 
         raise BackendError("onnxruntime has no CUDAExecutionProvider here; install the GPU build "
                            "with: pip install 'pahi-rt[gpu]' (and no CPU-only onnxruntime)")
+    if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels torch installed
+        ort.preload_dlls()
     options = {"device_id": str(device_id), "enable_cuda_graph": "1" if cuda_graph else "0"}
     return [(CUDA_EP, options), CPU_EP]
 
@@ -66,7 +68,7 @@ class OrtBackend(ArtifactBackend):
 
     def __init__(self, config: RunConfig, artifacts: str | Path, spec: ModelSpec,
                  device: str | torch.device = "cpu", threads: int = 0, cuda_graph: bool = True,
-                 fused: bool = True):
+                 fused: bool = True, sessions: dict | None = None):
         super().__init__(config, artifacts, spec, torch.device(device), fused)
         self.ort = require("onnxruntime", "onnx")
         self.threads = threads
@@ -74,14 +76,22 @@ class OrtBackend(ArtifactBackend):
         # CUDA graphs need static shapes: a free batch axis would change addresses and sizes
         self.cuda_graph = cuda_graph and self.cuda and self.static_batch
         self.providers = cuda_providers(False, self.device.index or 0) if self.cuda else [CPU_EP]
-        self.sessions: dict[str, Any] = {}
-        self.bindings: dict[str, _Binding] = {}
+        # Sessions and CUDA bindings by (graph file, options): shared with other backends over
+        # the same artifacts when `sessions` is given (a CUDA-graph session replays its captured
+        # addresses, so it lives and dies with its one binding).
+        self.shared = {} if sessions is None else sessions
+        self._owns_sessions = sessions is None
+        self._sessions: dict[tuple[str, bool], Any] = {}  # this backend's, resolved once
         self.notes: list[str] = []  # e.g. why a graph runs without CUDA graphs
 
     def session(self, graph: str, cuda_graph: bool = False):
-        """The InferenceSession of `graph`, created on first use from a sha256-checked file."""
-        if graph not in self.sessions:
-            path, entry = verified_artifact(self.directory, graph, "onnx")
+        """The InferenceSession of `graph`, created on first use from a sha256-checked file
+        (checked once per backend: `run` is the per-image path)."""
+        if (graph, cuda_graph) in self._sessions:
+            return self._sessions[graph, cuda_graph]
+        path, entry = verified_artifact(self.directory, graph, "onnx")
+        key = ("session", str(path.resolve()), entry["sha256"], self.cuda, cuda_graph)
+        if key not in self.shared:
             check_entry(entry, self.config)
             options = self.ort.SessionOptions()
             options.intra_op_num_threads = self.threads
@@ -91,35 +101,36 @@ class OrtBackend(ArtifactBackend):
                 providers = cuda_providers(cuda_graph, self.device.index or 0)
                 if add_rtx_plugin(self.ort, options):
                     providers = None  # the plugin EP was added to the options, CUDA after it
-            self.sessions[graph] = self.ort.InferenceSession(str(path), options,
-                                                             providers=providers)
-        return self.sessions[graph]
+            self.shared[key] = self.ort.InferenceSession(str(path), options, providers=providers)
+        self._sessions[graph, cuda_graph] = self.shared[key]
+        return self.shared[key]
 
     def infer(self, graph: str, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
         if not self.cuda:
             arrays = {k: np.ascontiguousarray(v.numpy()) for k, v in feeds.items()}
             return torch.from_numpy(self.session(graph).run(None, arrays)[0])
-        binding = self.bindings.get(graph)
-        if binding is None or not binding.fits(feeds):
-            binding = self._bind(graph, feeds, self.cuda_graph)
-        try:
+        shapes = tuple(sorted((k, tuple(v.shape)) for k, v in feeds.items()))
+        key = ("binding", graph, str(self.directory.resolve()), shapes)
+        binding = self.shared.get(key)
+        if binding is not None:
+            return binding.run(feeds)
+        try:  # the first run of a CUDA-graph session captures it
+            binding = self.shared[key] = self._bind(graph, feeds, self.cuda_graph)
             return binding.run(feeds)
         except Exception as e:  # noqa: BLE001 - ORT raises plain errors when capture fails
-            if not binding.cuda_graph:
+            if not self.cuda_graph:
                 raise
             self.notes.append(f"{graph}: no CUDA graph ({str(e).splitlines()[0][:200]})")
-            self.sessions.pop(graph, None)
-            return self._bind(graph, feeds, False).run(feeds)
+            binding = self.shared[key] = self._bind(graph, feeds, False)
+            return binding.run(feeds)
 
     def _bind(self, graph: str, feeds: dict[str, torch.Tensor], cuda_graph: bool) -> "_Binding":
-        self.sessions.pop(graph, None)
-        binding = _Binding(self.session(graph, cuda_graph), feeds, self.device, cuda_graph)
-        self.bindings[graph] = binding
-        return binding
+        return _Binding(self.session(graph, cuda_graph), feeds, self.device, cuda_graph)
 
     def close(self) -> None:
-        self.bindings.clear()
-        self.sessions.clear()
+        self._sessions.clear()
+        if self._owns_sessions:
+            self.shared.clear()
 
 
 class _Binding:

@@ -56,6 +56,8 @@ class LoadedModel:
         self.base, self.heads, self.device = components, heads, torch.device(device)
         self.head_path = head_path  # metadata: the --head the heads came from
         self.keep_fp32 = keep_fp32  # False: the torch path may convert `base` in place
+        self.cache: dict = {}  # runtime objects shared by pipelines of this model (compiled
+        # modules, onnxruntime sessions): a bench opens many rows over the same weights
         self._torch: dict = {}
         self._sources: dict | None = None
 
@@ -190,7 +192,8 @@ def open_pipeline(model: LoadedModel, config: PipelineConfig, log: Log = lambda 
     if config.backend == "onnxruntime":
         from .ort_backend import OrtBackend
 
-        backend = OrtBackend(run, directory, model.spec, model.device, fused=config.fused)
+        backend = OrtBackend(run, directory, model.spec, model.device, fused=config.fused,
+                             sessions=model.cache.setdefault("onnxruntime", {}))
     else:
         from .trt_backend import TrtBackend
 
@@ -228,7 +231,8 @@ def _torch_backend(model: LoadedModel, config: PipelineConfig, head) -> Backend:
     if config.compile:
         from .compiled import CompiledTorchBackend
 
-        return CompiledTorchBackend(config.run_config(), comps, source)
+        return CompiledTorchBackend(config.run_config(), comps, source,
+                                    model.cache.setdefault("compiled", {}))
     from .torch_backend import TorchBackend
 
     return TorchBackend(config.run_config(), comps, source)
@@ -239,6 +243,7 @@ def ensure_artifacts(model: LoadedModel, config: PipelineConfig, log: Log) -> Pa
     cache directory, exporting what the run needs into it (and reusing what is there)."""
     from ..export.artifacts import check_sources, export_artifacts
     from ..export.build import ExportOptions, cache_dir
+    from ..export.engine import BuildOptions
 
     sources = model.sources()
     if config.artifacts is not None:
@@ -251,10 +256,12 @@ def ensure_artifacts(model: LoadedModel, config: PipelineConfig, log: Log) -> Pa
     engines = (fused or components) if config.backend == "tensorrt" else ()
     options = ExportOptions(height=config.height, width=config.width, batch=config.batch,
                             precision=config.precision)
+    # engines built on first use run here: TensorRT-RTX builds for this GPU
+    build = BuildOptions(targets=("current",))
     directory = cache_dir(sources, options)
     log(f"artifacts: no --artifacts, using the cache {directory} ({', '.join(components + fused)};"
         " what is missing is exported)")
     export_artifacts(model.base, directory, replace(options, graphs=components + fused,
-                                                    engines=engines),
+                                                    engines=engines, build=build),
                      model.export_head, model.head_path, progress=log, sources=sources)
     return directory
