@@ -43,21 +43,41 @@ class BenchConfig:
 
 def run_bench(model: LoadedModel, config: BenchConfig, prompts: Sequence[str],
               log: Callable[[str], None] = print, tick: Callable[[], None] = lambda: None,
-              scorers=None, artifacts=None) -> dict:
-    """Measure every row; returns the JSON-ready result (rows, machine, work, skipped)."""
-    device = model.device
-    peaks = floor.measure_peaks(device, config.precision)
+              scorers=None, artifacts=None, on_row: Callable[[dict], None] = lambda r: None
+              ) -> dict:
+    """Measure every row; returns the JSON-ready result (rows, machine, work, skipped).
+    `on_row(result so far)` is called after each row (the CLI writes partial results)."""
+    peaks = floor.measure_peaks(model.device, config.precision)
     head = model.export_head
     works = {b: floor.stage_work(model.base, head, b, config.height, config.width,
                                  config.precision) for b in config.batches}
     rows, skipped = [], []
+    result = {"rows": rows, "skipped": skipped}
     for batch in config.batches:
         for name in config.backends:
             for mode_name in config.modes:
                 row = _row(model, config, name, MODES[mode_name], batch, prompts, log, tick,
                            scorers, artifacts, peaks, works[batch])
                 (rows if "p50_ms" in row else skipped).append(row)
-    return {"rows": rows, "skipped": skipped,
+                on_row(_result(result, model, config, peaks, works, scorers))
+            release(model)  # sessions/compiled graphs of this backend: not needed by the next
+    return _result(result, model, config, peaks, works, scorers)
+
+
+def release(model: LoadedModel) -> None:
+    """Drop the runtime objects the model's pipelines shared and give cached GPU memory back,
+    so the next backend's sessions find room (ORT's cuDNN handles failed without it)."""
+    import gc
+
+    model.cache.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _result(result: dict, model, config: BenchConfig, peaks, works, scorers) -> dict:
+    device = model.device
+    return {**result,
             "machine": {"device": peaks.device, "peak_tflops": peaks.flops_per_s / 1e12,
                         "peak_gbps": peaks.bytes_per_s / 1e9,
                         "peak_precision": "fp32" if device.type == "cpu" else config.precision,

@@ -111,9 +111,12 @@ def bench(
     scorers = ScorerSet.load(scorer, loaded.device) if scorer else None
     total = len(names) * len(mode_names) * len(cfg.batches) * (warmup + iters)
     with typer.progressbar(length=total, label="bench", file=sys.stderr) as bar:
+        def save(partial: dict, plot_path=None) -> dict:  # after every row: nothing is lost
+            partial = {**partial, "command": command_line(ctx), "model": model}
+            write_outputs(partial, json_path, markdown, plot_path)
+            return partial
         result = run_bench(loaded, cfg, texts, log=lambda m: typer.echo(f"\n{m}", err=True),
-                           tick=lambda: bar.update(1), scorers=scorers, artifacts=artifacts)
-    result["command"] = command_line(ctx)
-    result["model"] = model
-    write_outputs(result, json_path, markdown, plot)
+                           tick=lambda: bar.update(1), scorers=scorers, artifacts=artifacts,
+                           on_row=save)
+    result = save(result, plot)
     typer.echo(render(result))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import require
+from ..errors import BackendError, require
 from ..export.manifest import verified_artifact
 from ..specs import ModelSpec
 from .artifact_backend import ArtifactBackend, check_entry
@@ -35,8 +35,6 @@ def cuda_providers(cuda_graph: bool, device_id: int = 0) -> list:
     """CUDA then CPU providers of the installed onnxruntime (MissingDependencyError: none)."""
     ort = require("onnxruntime", "gpu")
     if CUDA_EP not in ort.get_available_providers():
-        from ..errors import BackendError
-
         raise BackendError("onnxruntime has no CUDAExecutionProvider here; install the GPU build "
                            "with: pip install 'pahi-rt[gpu]' (and no CPU-only onnxruntime)")
     if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels torch installed
@@ -101,7 +99,12 @@ class OrtBackend(ArtifactBackend):
                 providers = cuda_providers(cuda_graph, self.device.index or 0)
                 if add_rtx_plugin(self.ort, options):
                     providers = None  # the plugin EP was added to the options, CUDA after it
-            self.shared[key] = self.ort.InferenceSession(str(path), options, providers=providers)
+            try:
+                self.shared[key] = self.ort.InferenceSession(str(path), options,
+                                                             providers=providers)
+            except Exception as e:  # noqa: BLE001 - ORT raises its own Fail/RuntimeException
+                raise BackendError(f"onnxruntime could not open {path.name} on {self.device}: "
+                                   f"{' '.join(str(e).split())[:300]}") from None
         self._sessions[graph, cuda_graph] = self.shared[key]
         return self.shared[key]
 

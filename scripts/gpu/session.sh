@@ -11,7 +11,7 @@ set -uo pipefail
 phase=${1:?phase}; repo=$(pwd); G=/tmp/gpu; L=$G/logs; R=$G/results
 mkdir -p $L $R /tmp/dw
 export PYTHONPATH=/tmp/site:$repo/tests PYTHONUNBUFFERED=1 PAHI_RT_CACHE=$G/cache HF_HUB_OFFLINE=1
-py=python3; cli="python3 -m pahi_rt.cli"
+py=python3; cli="python3 -P -m pahi_rt.cli"  # -P: the installed package, not the source tree
 # a local dry run: DRY=1 MODEL=tiny SIZE=64 DEVICE=cpu BACKENDS=torch,onnxruntime,diffusers
 MODEL=${MODEL:-synthetic} SIZE=${SIZE:-512} DEVICE=${DEVICE:-cuda}
 BACKENDS=${BACKENDS:-torch,torch-compile,onnxruntime,onnxruntime-staged,tensorrt,diffusers}
@@ -41,19 +41,39 @@ start)
   bg export "$py scripts/gpu/prepare.py --batch 1 && $py scripts/gpu/prepare.py --batch 4"
   bg train "bash scripts/gpu/train_probe.sh $R"
   sleep 20; show 3 ;;
+start2)  # a second, shorter lease: torch rows at once, both exports in parallel
+  install .dw/load1/*.whl .dw/load1/*.sha256
+  bg export "$py scripts/gpu/prepare.py --batch 1"
+  bg export4 "$py scripts/gpu/prepare.py --batch 4"
+  bg benchtorch "$cli bench --model $MODEL --height $SIZE --width $SIZE --device $DEVICE --precision fp16 --batch 1,4 --backends torch,torch-compile,diffusers --modes pahi-1step,gaussian-1step,gaussian-2step --warmup 3 --iters 20 --json $R/bench_torch.json --markdown $R/bench_torch.md --plot $R/bench_torch.png"
+  sleep 15; show 2 ;;
+ort2)  # the last wheels; the onnxruntime rows once the exports are done
+  install .dw/load*/*
+  wait_for export $((SECONDS + 400)); wait_for export4 $((SECONDS + 100)); wait_for benchtorch $((SECONDS + 200))
+  bg bench "$cli bench --model $MODEL --height $SIZE --width $SIZE --device $DEVICE --precision fp16 --batch 1,4 --backends onnxruntime,onnxruntime-staged --modes pahi-1step,gaussian-1step,gaussian-2step --warmup 3 --iters 20 --json $R/bench_ort.json --markdown $R/bench_ort.md --plot $R/bench_ort.png"
+  wait_for bench $((SECONDS + ${2:-280})); show 3; collect ;;
 status)
   cp .dw/load*/* /tmp/dw/ 2>/dev/null; ls /tmp/dw | wc -l; show 3 ;;
 main)
   install .dw/load*/*
   $py -c 'import onnxruntime as o; print(o.__version__, o.get_available_providers())' 2>&1 | tail -1
   wait_for export $((SECONDS + 90)); wait_for train $((SECONDS + 30)); show 6
-  timeout 240 $py -m pytest -m gpu -q -rs -s tests/test_gpu.py tests/test_runtime_trt.py tests/test_sampling.py 2>&1 | tee $L/pytest_gpu.log | tail -25
+  timeout 240 $py -P -m pytest -m gpu -q -rs -s tests/test_gpu.py tests/test_runtime_trt.py tests/test_sampling.py 2>&1 | tee $L/pytest_gpu.log | tail -25
   timeout 90 $py scripts/gpu/parity.py $R/parity.json 2>&1 | tee $L/parity.log | tail -4
   if ! timeout 60 $py scripts/gpu/trt_probe.py > $L/trt_probe.log 2>&1; then
     BACKENDS=${BACKENDS//,tensorrt/}; echo "TensorRT rows dropped:"; fi; tail -3 $L/trt_probe.log
   # the bench starts once the export and the training probe are done (no contention)
   bg bench "while kill -0 \$(cat $L/export.pid) 2>/dev/null || kill -0 \$(cat $L/train.pid) 2>/dev/null; do sleep 2; done; $cli bench --model $MODEL --height $SIZE --width $SIZE --device $DEVICE --precision fp16 --batch 1,4 --backends $BACKENDS --modes pahi-1step,gaussian-1step,gaussian-2step --warmup 3 --iters 20 --json $R/bench.json --markdown $R/bench.md --plot $R/bench.png"
   sleep 5; show 4; collect ;;
+retest)  # the GPU tests again (python -P: the installed package, not the source tree)
+  if running bench && ! pgrep -f "pahi_rt.cli bench" >/dev/null; then kill $(cat $L/bench.pid); fi
+  $py -c "import torch, onnxruntime as o; p=[('CUDAExecutionProvider', {}), 'CPUExecutionProvider']; s=o.InferenceSession('$(ls $G/cache/*/decoder.onnx | head -1)', providers=p); print('ORT providers in use:', s.get_providers())" 2>&1 | tail -2
+  timeout 200 $py -P -m pytest -m gpu -q -rs -s tests/test_gpu.py tests/test_runtime_trt.py tests/test_sampling.py 2>&1 | tee $L/pytest_gpu.log | tail -30
+  running bench || bg bench "while kill -0 \$(cat $L/export.pid) 2>/dev/null; do sleep 2; done; $cli bench --model $MODEL --height $SIZE --width $SIZE --device $DEVICE --precision fp16 --batch 1,4 --backends ${BACKENDS//,tensorrt/} --modes pahi-1step,gaussian-1step,gaussian-2step --warmup 3 --iters 20 --json $R/bench.json --markdown $R/bench.md --plot $R/bench.png"
+  sleep 3; show 3; collect ;;
+bench)  # (re)start the bench now and wait for it
+  running bench || bg bench "$cli bench --model $MODEL --height $SIZE --width $SIZE --device $DEVICE --precision fp16 --batch 1,4 --backends ${BACKENDS//,tensorrt/} --modes pahi-1step,gaussian-1step,gaussian-2step --warmup 3 --iters 20 --json $R/bench.json --markdown $R/bench.md --plot $R/bench.png"
+  wait_for bench $((SECONDS + ${2:-500})); tail -c 3000 $L/bench.log; collect ;;
 finish)
   wait_for bench $((SECONDS + ${2:-500})); show 30; collect ;;
 esac
