@@ -96,6 +96,7 @@ def _row(model, config: BenchConfig, name, mode, batch, prompts, log, tick, scor
     label = {"backend": name, "mode": mode.name, "batch": batch}
     t0 = time.perf_counter()
     try:
+        _fits(model, config, name, batch, artifacts)
         e2e, staged, fused, make_timer, close = _runners(model, config, name, mode, batch,
                                                          artifacts, log)
     except PahiError as e:  # this row cannot run here; bugs still raise
@@ -116,6 +117,17 @@ def _row(model, config: BenchConfig, name, mode, batch, prompts, log, tick, scor
     score = mean_score(scorers, timing.outputs) if scorers is not None else None
     return make_row(mode, name, config.precision, batch, peaks.device, timing, work, peaks,
                     config.iters, config.warmup, score, open_s=open_s, notes=notes)
+
+
+def _fits(model: LoadedModel, config: BenchConfig, name: str, batch: int, artifacts) -> None:
+    """Skip (PahiError) a row whose export + run would not fit in memory."""
+    from pahi_rt import memory
+
+    backend = VARIANTS.get(name, ("torch", {}))[0]
+    memory.check(memory.model_params(model.base.model_id), f"this row ({name}, batch {batch})",
+                 {}, height=config.height, width=config.width, batch=batch,
+                 precision=config.precision, backend=backend, device=model.device.type,
+                 export=backend != "torch" and artifacts is None)
 
 
 def _runners(model, config: BenchConfig, name, mode, batch, artifacts, log):

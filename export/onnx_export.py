@@ -53,13 +53,9 @@ def load_structure(traced: Path) -> tuple[object, dict, str]:
     weights = sum(f.stat().st_size for f in work.iterdir() if f.is_file())
     if weights <= STREAM_BYTES:
         return cleanup.slim(onnx.load(str(traced))), {}, "onnxslim"
-    if traced.stat().st_size > STREAM_BYTES:  # weights inline (< 2 GB): move them out first
-        model = onnx.load(str(traced))
+    if traced.stat().st_size > STREAM_BYTES:  # weights inline (< 2 GB): refer to them in place
         moved = work / "external.onnx"
-        onnx.save_model(model, str(moved), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location="external.data",
-                        size_threshold=1024)
-        del model
+        onnx.save_model(external.split_inline(traced), str(moved))
         traced = moved
     inferred = work / "inferred.onnx"
     onnx.shape_inference.infer_shapes_path(str(traced), str(inferred))  # weights stay on disk

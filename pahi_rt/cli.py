@@ -23,7 +23,7 @@ def _root():
 for name, fn in (("generate", generate.generate), ("train", train.train),
                  ("eval", evaluate.evaluate), ("export", export.export_cmd),
                  ("bench", bench.bench)):
-    app.command(name)(command(fn))
+    app.command(name)(command(fn, keep_memory=name != "export"))
 
 
 def main():

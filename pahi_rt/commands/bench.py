@@ -10,7 +10,7 @@ import typer
 
 from ..errors import InputError
 from .common import (Artifacts, Decoder, Device, DtypeAlias, Height, Precision, Width, echo_err,
-                     pick_precision)
+                     fits, pick_precision)
 
 DEFAULT_BACKENDS = "torch,onnxruntime,tensorrt,diffusers"
 DEFAULT_MODES = "pahi-1step,gaussian-1step,gaussian-2step"
@@ -105,6 +105,9 @@ def bench(
         from ..noise.scorers import ScorerSet, parse_scorer
 
         [parse_scorer(s) for s in scorer]  # syntax errors before any loading
+    from ..runtime.pipeline import PipelineConfig
+
+    fits(model, PipelineConfig(height=height, width=width), device, run=False)
     loaded = load_model(model, decoder, device=device, head=head, height=height, width=width,
                         noise=tuple(MODES[m].noise for m in mode_names), random_heads=True,
                         log=echo_err)

@@ -40,11 +40,14 @@ def _quiet_libraries():
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def command(fn):
-    """Wrap a verb: one-line errors with exit code 2 for PahiError, quiet library logs."""
+def command(fn, keep_memory: bool = True):
+    """Wrap a verb: one-line errors with exit code 2 for PahiError, quiet library logs.
+    `keep_memory`: keep freed buffers in the process (inference speed; `export` does not want
+    freed transients to add up in its peak)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        keep_freed_memory()  # CPU: no re-mapping of activation buffers on every call
+        if keep_memory:
+            keep_freed_memory()  # CPU: no re-mapping of activation buffers on every call
         _quiet_libraries()
         warnings.showwarning = _show_warning
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -64,6 +67,20 @@ def pick_precision(precision: str, dtype_alias: str | None) -> str:
     if value not in PRECISIONS:
         raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{value}'")
     return value
+
+
+def fits(model: str, config, device: str, export: bool = False, run: bool = True) -> None:
+    """Refuse (one line naming what would fit) a step the machine's memory cannot hold."""
+    from .. import memory
+    from ..components import resolve_device
+
+    alternatives = memory.smaller_shapes(config.height, config.width, config.batch)
+    if config.precision == "fp32" and (config.backend != "torch" or not run):
+        alternatives = {"--precision fp16": {"precision": "fp16"}, **alternatives}
+    memory.check(memory.model_params(model), f"{model} at {config.width}x{config.height}",
+                 alternatives, height=config.height, width=config.width, batch=config.batch,
+                 precision=config.precision, backend=config.backend,
+                 device=resolve_device(device).type, export=export, run=run)
 
 
 SCORER_HELP = ("Preference scorer, repeatable; the objective is the weighted sum. Syntax "

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from ..specs import DEFAULT_MODEL
-from .common import Decoder, DtypeAlias, Model, Precision, echo_err, pick_precision
+from .common import Decoder, DtypeAlias, Model, Precision, echo_err, fits, pick_precision
 
 
 def export_cmd(
@@ -40,7 +40,12 @@ def export_cmd(
     from ..noise.checkpoint import load_head
     from ..specs import check_image_size
 
+    from ..runtime.pipeline import PipelineConfig
+
     check_image_size(height, width)
+    fits(model, PipelineConfig("onnxruntime", batch=max(batch, max_batch), height=height,
+                               width=width, precision=pick_precision(precision, dtype)),
+         "cpu", export=True, run=False)
     comps = load_components(model, decoder)
     noise_head = load_head(head, comps.spec, height, width) if head else None
     names = tuple(n for n, _ in graph_plan(noise_head, tuple(graph)))

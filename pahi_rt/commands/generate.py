@@ -10,7 +10,7 @@ import typer
 from ..errors import InputError
 from ..specs import DEFAULT_MODEL
 from .common import (Artifacts, Backend, Compile, Decoder, Device, DtypeAlias, Height, Model,
-                     Noise, Precision, Steps, Width, echo_err, pick_precision)
+                     Noise, Precision, Steps, Width, echo_err, fits, pick_precision)
 
 
 def generate(
@@ -37,19 +37,21 @@ def generate(
     """Generate images (torch reference sampler or exported graphs) and write PNGs."""
     from .. import io
     from ..runtime.pipeline import PipelineConfig, check_seeds, load_model, open_pipeline
-    from ..specs import parse_mode
+    from ..specs import check_image_size, parse_mode
 
     if (prompt is None) == (prompts is None):
         raise InputError("give either a PROMPT or --prompts FILE")
     if noise == "gaussian" and head is not None:
         raise InputError("--head is only used with --noise hi or --noise pahi")
     mode = parse_mode(noise, steps)
+    check_image_size(height, width)
     precision = pick_precision(precision, dtype)
     texts = io.read_prompt_lines(prompts) if prompts else [prompt]
     check_seeds([seed, seed + len(texts) - 1])  # the whole run's seeds, before any work
-    paths = io.output_paths(out, len(texts), overwrite)
     config = PipelineConfig(backend, mode, 1, height, width, precision, artifacts,
                             compile=compile)
+    fits(model, config, device, export=backend != "torch" and artifacts is None)
+    paths = io.output_paths(out, len(texts), overwrite)
     loaded = load_model(model, decoder, device=device, head=head, noise=(noise,), height=height,
                         width=width, keep_fp32=backend != "torch", log=echo_err)
     pipe = open_pipeline(loaded, config, log=echo_err)

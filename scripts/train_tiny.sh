@@ -21,8 +21,8 @@ PY
 COMMON="--model tiny --height 64 --width 64 --device cpu --prompts $WORK/train.txt --val-prompts $WORK/val.txt --steps 200 --batch-size 8 --val-every 20 --patience 5 --hidden 144"
 for MODE in pahi hi; do
   SCORER=synthetic_scorers:$([ $MODE = pahi ] && echo colour_by_word || echo fixed_colour)
-  /usr/bin/time -f "%e s" -o "$WORK/$MODE.time" $PAHI_RT train --mode $MODE --scorer $SCORER $COMMON --pretrain-steps 50 --out "$WORK/$MODE" 2>/dev/null
-  $PAHI_RT eval --head "$WORK/$MODE" --model tiny --device cpu --scorer $SCORER --prompts "$WORK/test.txt" --seeds 5 --batch-size 16 --json "$WORK/$MODE-eval.json" --markdown "$WORK/$MODE-eval.md" >/dev/null 2>&1
+  /usr/bin/time -f "%e s" -o "$WORK/$MODE.time" $PAHI_RT train --mode $MODE --scorer $SCORER $COMMON --pretrain-steps 50 --out "$WORK/$MODE" >/dev/null
+  $PAHI_RT eval --head "$WORK/$MODE" --model tiny --device cpu --scorer $SCORER --prompts "$WORK/test.txt" --seeds 5 --batch-size 16 --json "$WORK/$MODE-eval.json" --markdown "$WORK/$MODE-eval.md" >/dev/null
 done
 python - "$WORK" "$OUT/train_tiny.md" "$COMMON" <<'PY'
 import json, platform, sys
@@ -34,7 +34,7 @@ lines = ["# Training on `tiny` (CPU, 2 cores, OMP_NUM_THREADS=1)", "",
          "(`colour_by_word`); HI a fixed colour for every prompt (`fixed_colour`). Validation "
          "and test prompts use objects never seen in training. Random-weight `tiny` model, "
          "64x64, one Euler step. `$WORK` holds the prompt files the script writes (48 training "
-         "prompts, 8 validation, 16 test). Produced by `bench/train_tiny.sh`, which runs:", "",
+         "prompts, 8 validation, 16 test). Produced by `scripts/train_tiny.sh`, which runs:", "",
          "```bash",
          f"pahi-rt train --mode pahi --scorer synthetic_scorers:colour_by_word {common} --pretrain-steps 50 --out $WORK/pahi",
          "pahi-rt eval --head $WORK/pahi --model tiny --device cpu --scorer synthetic_scorers:colour_by_word --prompts $WORK/test.txt --seeds 5 --batch-size 16 --json ... --markdown ...",

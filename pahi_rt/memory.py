@@ -1,0 +1,187 @@
+"""Will it fit? Host-memory estimates for loading, exporting and running a model, checked against
+what the machine has before any of it starts (a step killed by the kernel says nothing).
+
+Estimates come from parameter counts (a preset is built on the `meta` device in a second; a
+directory's safetensors headers are read without the data) and factors measured on the project's
+2-core machine (bench/results/cpu-2core/export.md, bench/NOTES.md):
+
+    process   torch + diffusers + transformers imported, tokenizer           BASE
+    load      the fp32 model, kept for exports                               4 B / parameter
+    torch     + a copy in the run precision when it is not fp32 (CPU)        2 B / parameter
+              + activations: ACT x UNet weight bytes x batch x (H x W / 512^2)
+    export    + the largest graph's weights once more (trace, then streamed)  EXPORT x bytes
+    session   + weights of the graphs an onnxruntime session opens (fused and components)
+              + activations as for torch
+
+Available = min(cgroup memory limit - usage, MemAvailable); PAHI_RT_MEMORY_AVAILABLE (bytes, or
+with a K/M/G suffix) replaces it (tests; machines whose limits are not visible).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+GiB = 2**30
+BASE = int(0.8 * GiB)  # measured: an imported CLI process before the model (RSS)
+ACT = 0.35  # activations of one 512x512 UNet call in fp32, per byte of UNet weights (measured)
+EXPORT = 1.0  # export peak above the loaded model, per byte of the largest graph's weights
+ENV = "PAHI_RT_MEMORY_AVAILABLE"
+
+
+@dataclass(frozen=True)
+class Params:
+    """Parameter counts of a model's parts."""
+
+    text_encoder: int
+    unet: int
+    decoder: int
+
+    @property
+    def total(self) -> int:
+        return self.text_encoder + self.unet + self.decoder
+
+
+def available_bytes() -> int:
+    """Host memory this process may still use (see the module docstring)."""
+    if os.environ.get(ENV):
+        return parse_size(os.environ[ENV])
+    candidates = [_meminfo_available()]
+    limit = _cgroup_free()
+    if limit is not None:
+        candidates.append(limit)
+    return min(c for c in candidates if c is not None)
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        return int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units else int(text)
+    except (ValueError, IndexError):
+        raise InputError(f"{ENV}={text!r}: give bytes or a size like 12G") from None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _cgroup_free() -> int | None:
+    """cgroup v2 (memory.max - memory.current) or v1 (limit - usage); None when unlimited."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or int(limit) >= 2**60:
+            return None
+        return int(limit) - usage
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def model_params(model: str) -> Params | None:
+    """Parameter counts of a preset (built on `meta`) or a diffusers directory (safetensors
+    headers); None when they cannot be known without downloading (an uncached HF id)."""
+    from .specs import PRESETS
+
+    preset = PRESETS.get(model)
+    if preset is not None and preset.unet is not None:
+        return _preset_params(preset)
+    path = Path(model)
+    if not path.is_dir():
+        return None
+    counts = {part: _safetensors_params(path / part) for part in ("text_encoder", "unet")}
+    if None in counts.values():
+        return None
+    return Params(counts["text_encoder"], counts["unet"], 1_300_000)  # TAESD: 1.2M
+
+
+def _preset_params(preset) -> Params:
+    import torch
+    from diffusers import AutoencoderTiny, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**preset.unet)
+        text = CLIPTextModel(CLIPTextConfig(**preset.text_encoder))
+        dec = AutoencoderTiny(**dict(preset.decoder))
+    return Params(*(sum(p.numel() for p in m.parameters()) for m in (text, unet, dec.decoder)))
+
+
+def _safetensors_params(folder: Path) -> int | None:
+    import json
+    import struct
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
+        for name, info in header.items():
+            if name != "__metadata__":
+                n = 1
+                for d in info["shape"]:
+                    n *= d
+                total += n
+    return total
+
+
+def need_bytes(params: Params, *, height: int, width: int, batch: int = 1,
+               precision: str = "fp32", backend: str = "torch", device: str = "cpu",
+               export: bool = False, run: bool = True) -> int:
+    """Estimated peak host memory of loading + (exporting) + (running) at this shape."""
+    need = BASE + 4 * params.total
+    act = int(ACT * 4 * params.unet * batch * height * width / 512**2)
+    on_cpu = device == "cpu"
+    if export:
+        need += int(EXPORT * 4 * max(params.unet, params.text_encoder))
+    if not run:
+        return need
+    if backend == "torch":
+        need += (2 * params.total if precision != "fp32" and on_cpu else 0) + (act if on_cpu
+                                                                              else 0)
+    else:
+        weights = (2 if precision == "fp16" else 4) * params.total
+        need += 2 * weights + (act if on_cpu else 0)  # a fused and the component sessions
+    return need
+
+
+def check(params: Params | None, what: str, alternatives: dict[str, dict], **shape) -> None:
+    """Raise InputError naming what would fit when `what` (at `shape`) would not."""
+    if params is None:
+        return
+    have, need = available_bytes(), need_bytes(params, **shape)
+    if need <= have:
+        return
+    fits = [hint for hint, change in alternatives.items()
+            if need_bytes(params, **{**shape, **change}) <= have]
+    raise InputError(f"{what} needs about {need / GiB:.1f} GiB of memory, {have / GiB:.1f} GiB "
+                     "are available" + (f"; would fit: {' or '.join(fits)}" if fits else
+                                        "; nothing smaller fits either"))
+
+
+def smaller_shapes(height: int, width: int, batch: int) -> dict[str, dict]:
+    """Alternatives to suggest: half the batch, then half/quarter the image size."""
+    out = {}
+    if batch > 1:
+        out[f"--batch {batch // 2}"] = {"batch": batch // 2}
+    for f in (2, 4, 8):
+        h, w = max(64, height // f // 8 * 8), max(64, width // f // 8 * 8)
+        if (h, w) != (height, width):
+            out.setdefault(f"--height {h} --width {w}", {"height": h, "width": w})
+    return out

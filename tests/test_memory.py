@@ -1,0 +1,85 @@
+"""The memory pre-check: estimates, the available figure, and refusals that name what would
+fit, before any loading (a smaller "available" figure is injected through the environment)."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from pahi_rt import memory
+from pahi_rt.cli import app
+from pahi_rt.errors import InputError
+
+runner = CliRunner()
+TINY = ("--model", "tiny", "--height", "64", "--width", "64")
+
+
+def test_sizes_and_available(monkeypatch):
+    assert memory.parse_size("12G") == 12 * 2**30 and memory.parse_size("512M") == 2**29
+    assert memory.parse_size("1000") == 1000
+    with pytest.raises(InputError, match="PAHI_RT_MEMORY_AVAILABLE"):
+        memory.parse_size("lots")
+    monkeypatch.delenv(memory.ENV, raising=False)
+    assert 0 < memory.available_bytes() < 2**50
+    monkeypatch.setenv(memory.ENV, "3G")
+    assert memory.available_bytes() == 3 * 2**30
+
+
+def test_estimates_grow_with_what_is_asked():
+    p = memory.model_params("synthetic")
+    assert 1.1e9 < p.total < 1.3e9 and p.unet > 8e8  # the SD 2.1 UNet + OpenCLIP-H text
+    base = dict(height=512, width=512)
+    small = memory.need_bytes(p, **base)
+    assert memory.need_bytes(p, height=1024, width=1024) > small
+    assert memory.need_bytes(p, **base, batch=4) > small
+    assert memory.need_bytes(p, **base, export=True, backend="onnxruntime") > small
+    assert memory.need_bytes(p, **base, run=False) < small
+    fp16 = memory.need_bytes(p, **base, backend="onnxruntime", precision="fp16")
+    assert fp16 < memory.need_bytes(p, **base, backend="onnxruntime")
+
+
+def test_generate_refuses_and_names_what_fits(tmp_path, monkeypatch):
+    p = memory.model_params("tiny")
+    fits_64 = memory.need_bytes(p, height=64, width=64)
+    monkeypatch.setenv(memory.ENV, str(fits_64 + 2**20))
+    t0 = time.perf_counter()
+    r = runner.invoke(app, ["generate", "a cat", "--model", "tiny", "--height", "2048",
+                            "--width", "2048", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "needs about" in r.output and "would fit" in r.output, r.output
+    assert "--height 256 --width 256" in r.output or "--height 512" in r.output
+    assert time.perf_counter() - t0 < 20 and not (tmp_path / "o").exists()
+    r = runner.invoke(app, ["generate", "a cat", *TINY, "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output  # what fits still runs
+
+
+def test_absurd_size_is_refused_at_once(tmp_path, monkeypatch):
+    monkeypatch.delenv(memory.ENV, raising=False)
+    t0 = time.perf_counter()
+    r = runner.invoke(app, ["generate", "a cat", "--model", "tiny", "--height", "100000",
+                            "--width", "100000", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "needs about" in r.output, r.output
+    assert time.perf_counter() - t0 < 20
+
+
+def test_export_refuses_before_loading(tmp_path, monkeypatch):
+    monkeypatch.setenv(memory.ENV, "100M")
+    r = runner.invoke(app, ["export", *TINY, "--no-engine", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 2 and "needs about" in r.output, r.output
+
+
+def test_bench_skips_rows_that_do_not_fit(tmp_path, monkeypatch):
+    p = memory.model_params("tiny")
+    loading = memory.need_bytes(p, height=64, width=64, run=False)
+    torch_row = memory.need_bytes(p, height=64, width=64)
+    monkeypatch.setenv(memory.ENV, str(max(loading, torch_row) + 2**20))  # no room for ORT
+    monkeypatch.setenv("PAHI_RT_CACHE", str(tmp_path / "cache"))
+    r = runner.invoke(app, ["bench", *TINY, "--backends", "torch,onnxruntime", "--modes",
+                            "gaussian-1step", "--warmup", "0", "--iters", "1",
+                            "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert [row["backend"] for row in result["rows"]] == ["torch"]
+    assert "needs about" in result["skipped"][0]["reason"]
+    assert "skipped" in (r.output + (tmp_path / "r.json").read_text())
