@@ -1,6 +1,7 @@
 """`export_artifacts`: the cached, locked, atomic export of ONNX graphs and TensorRT engines."""
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from . import graphs, manifest as mf
 from .build import ExportOptions, component_graphs, graph_plan, onnx_key, source_hashes
 from .compose import compose_graph
 from .onnx_export import export_graph
+
+
+_MODULES = {graphs.TEXT_ENCODER: "text_encoder", graphs.UNET: "unet",
+            graphs.DECODER: "decoder"}  # graph -> the Components field it is traced from
 
 
 @dataclass
@@ -25,10 +30,12 @@ class ExportReport:
 
 def export_artifacts(components, out_dir: str | Path, options: ExportOptions, head=None,
                      head_source: str | None = None, progress=lambda message: None,
-                     sources: dict | None = None) -> ExportReport:
+                     sources: dict | None = None, consume: bool = False) -> ExportReport:
     """Export every graph of `graph_plan(head)` into out_dir, then engines for
     `options.engines`; reuses artifacts whose content key and sha256 still match. `sources`
-    (from `source_hashes(components, head)`) saves hashing the weights again."""
+    (from `source_hashes(components, head)`) saves hashing the weights again. `consume`: the
+    caller hands the components over; each torch module is dropped once its graph is written
+    (the UNet goes first, so the other traces run without its 3.5 GB beside them)."""
     options.check()
     out = Path(out_dir)
     report = ExportReport(out)
@@ -42,6 +49,9 @@ def export_artifacts(components, out_dir: str | Path, options: ExportOptions, he
         for name, steps in graph_plan(head, options.graphs):
             _export_one(components, head, name, steps, sources, options, manifest, report,
                         progress)
+            if consume and name in _MODULES:
+                setattr(components, _MODULES[name], None)
+                gc.collect()
         for name in options.engines:
             _build_one(name, options, manifest, report, progress)
         mf.atomic_write_json(out / mf.MANIFEST, manifest)

@@ -123,7 +123,8 @@ def component_graphs(mode) -> tuple[str, ...]:
 def graph_plan(head=None, only: tuple[str, ...] = ()) -> list[tuple[str, int]]:
     """(graph name, Euler steps) of the graphs exported: components, then the fused modes
     (composed from the components, so asking for a fused graph brings its components)."""
-    plan = [(graphs.TEXT_ENCODER, 1), (graphs.UNET, 1), (graphs.DECODER, 1)]
+    # the largest first: an export that consumes its components frees each after its graph
+    plan = [(graphs.UNET, 1), (graphs.TEXT_ENCODER, 1), (graphs.DECODER, 1)]
     fused = [m for m in MODES.values() if m.noise == "gaussian" or
              (head is not None and m.noise == head.config.mode)]
     if head is not None:

@@ -103,10 +103,10 @@ def test_fp16_attention_does_not_overflow(tmp_path, tiny_components):
 
 
 def test_graph_plan_names_and_filter(pahi_head):
-    assert [n for n, _ in graph_plan(None)] == ["text_encoder", "unet", "decoder",
+    assert [n for n, _ in graph_plan(None)] == ["unet", "text_encoder", "decoder",
                                                 "gaussian-1step", "gaussian-2step"]
     assert graph_plan(pahi_head, ("pahi-1step",)) == [  # composed from its components
-        ("text_encoder", 1), ("unet", 1), ("decoder", 1), ("head", 1), ("pahi-1step", 1)]
+        ("unet", 1), ("text_encoder", 1), ("decoder", 1), ("head", 1), ("pahi-1step", 1)]
     from pahi_rt.errors import InputError
 
     with pytest.raises(InputError, match="--graph"):

@@ -61,8 +61,8 @@ def export_cmd(
                             engines=engines,
                             build=BuildOptions(targets=check_targets(target or DEFAULT_TARGETS)))
     report = export_artifacts(comps, out, options.check(), noise_head,
-                              str(head) if head else None,
-                              progress=echo_err)
+                              str(head) if head else None, progress=echo_err,
+                              consume=True)  # this verb owns the model: free what is traced
     for entry in report.manifest["artifacts"]:
         state = "built " if entry["path"] in report.built else "cached"
         typer.echo(f"{state}  {entry['kind']:6s}  {out / entry['path']}  "
