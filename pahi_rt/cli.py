@@ -64,7 +64,7 @@ def main():
 
 
 # Verbs register themselves on `app`; imported last because they import `app` from here.
-from .commands import bench, evaluate, export, generate, train  # noqa: E402,F401
+from .commands import bench, evaluate, export, feedback, generate, train  # noqa: E402,F401
 
 if __name__ == "__main__":  # `python -m pahi_rt.cli` / `accelerate launch -m pahi_rt.cli`
     from pahi_rt.cli import main as _main  # the registered app lives in the package module
