@@ -21,7 +21,10 @@ def _label(objective: str, n) -> str:
 
 def write_report(out: Path, rows: list[dict], commands: list[str], pool_size: int,
                  pool_seconds: float, machine: str) -> None:
+    import os
+
     out.parent.mkdir(parents=True, exist_ok=True)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())  # the machine is shared: say how busy
     keys = list(dict.fromkeys((r["objective"], r["n"]) for r in rows))
     by = {(r["mode"], r["objective"], r["n"]): r for r in rows}
     lines = [
@@ -35,8 +38,10 @@ def write_report(out: Path, rows: list[dict], commands: list[str], pool_size: in
         "labelled, mean (std) over 5 seed rounds. Train s: wall time of pretraining, steps and "
         "validations as the run records it (`train_seconds`; loading and Python start-up "
         "excluded, see the JSON for whole-command times). Random-weight `tiny` model, 64x64.",
-        "", f"{machine}. Scoring the {pool_size:,} Gaussian images of the record pool in "
-        f"process (batches of 256) took {pool_seconds:.0f} s.", "",
+        "", f"{machine}; load average (1, 5, 15 min) when the report was written: {load} "
+        "(other users' jobs share the machine, which inflates every time here). Scoring the "
+        f"{pool_size:,} Gaussian images of the record pool in process (batches of 256) took "
+        f"{pool_seconds:.0f} s.", "",
         "| method | HI win rate (%) | HI train s | PAHI win rate (%) | PAHI train s |",
         "|---|---:|---:|---:|---:|"]
     for objective, n in keys:
@@ -47,7 +52,8 @@ def write_report(out: Path, rows: list[dict], commands: list[str], pool_size: in
               "preference accuracy at the best step (kto: same-prompt good/bad pairs ranked "
               "right by the implicit reward; dpo: pairs; scorer runs report none), whole "
               "command wall time.", "",
-              "| run | steps | best step | val accuracy (%) | command s |", "|---|---:|---:|---:|---:|"]
+              "| run | steps | best step | val accuracy (%) | command s |",
+              "|---|---:|---:|---:|---:|"]
     for r in rows:
         acc = "-" if r.get("val_accuracy") is None else f"{100 * r['val_accuracy']:.1f}"
         lines.append(f"| {r['name']} | {r['steps']} | {r['best_step']} | {acc} | "
@@ -58,5 +64,5 @@ def write_report(out: Path, rows: list[dict], commands: list[str], pool_size: in
               "# which runs, with OMP_NUM_THREADS=1 PYTHONPATH=tests:", *commands, "```", ""]
     out.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps(
-        {"machine": machine, "pool_size": pool_size, "pool_seconds": pool_seconds,
-         "rows": rows, "commands": commands}, indent=1), encoding="utf-8")
+        {"machine": machine, "load_average": os.getloadavg(), "pool_size": pool_size,
+         "pool_seconds": pool_seconds, "rows": rows, "commands": commands}, indent=1), encoding="utf-8")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from PIL import Image
@@ -208,3 +207,10 @@ def test_head_made_images_and_init(pngs, tmp_path, monkeypatch):
     assert_one_line_error(r, "changed since the feedback was recorded")
     r = invoke("feedback", "add", imgs / "00000.png", "--bad", "--to", tmp_path / "new.jsonl")
     assert r.exit_code == 0  # the head loads: a new record gets the new key (cannot tell)
+
+
+def test_unwritable_feedback_file(pngs, tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    r = invoke("feedback", "add", pngs / "imgs/00000.png", "--good", "--to",
+               tmp_path / "file" / "fb.jsonl")
+    assert_one_line_error(r, "cannot write there")

@@ -81,9 +81,13 @@ def append_records(path: str | Path, new: list[Record]) -> list[Record]:
     import fcntl
 
     path = Path(path)
-    io.ensure_writable_dir(path.parent if str(path.parent) else Path("."))
     lock_path = path.with_name(f".{path.name}.lock")
-    with open(lock_path, "a") as lock:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(lock_path, "a")
+    except OSError as e:
+        raise InputError(f"--to {path}: cannot write there ({e.strerror or e})") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         old_text = path.read_text(encoding="utf-8") if path.is_file() and path.stat().st_size \
             else ""

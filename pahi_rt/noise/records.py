@@ -26,7 +26,7 @@ from pathlib import Path
 from ..errors import InputError
 from . import NOISE_KINDS
 
-LABELS = {"good": True, "bad": False, True: True, False: False, 1: True, 0: False}
+LABELS = {"good": True, "bad": False, True: True, False: False}  # 1 and 0 hash as True, False
 SOURCE_FIELDS = ("model", "decoder", "model_key", "size", "steps", "noise", "head", "head_key")
 MAX_SEED = 2**63  # torch.Generator.manual_seed takes seeds below this
 
