@@ -122,8 +122,8 @@ def test_init_head_is_start_and_reference(text_components, tmp_path):
     assert run.history[0]["val_loss"] == pytest.approx(math.log(2))  # policy == reference
     ref = load_file(tmp_path / "o" / "train_state" / "reference.safetensors")
     assert all(torch.equal(ref[k], v) for k, v in init.state_dict().items())
-    trained = load_file(tmp_path / "o" / "head.safetensors")
-    assert not torch.equal(trained["mu"], init.mu)
+    last = load_file(tmp_path / "o" / "train_state" / "head.safetensors")  # the last step
+    assert not torch.equal(last["mu"], init.mu)
     import json
 
     meta = json.loads((tmp_path / "o" / "config.json").read_text())["training"]
