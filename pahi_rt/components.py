@@ -30,18 +30,18 @@ class Components:
     spec: ModelSpec
     tokenizer: object  # transformers CLIPTokenizer
     text_encoder: torch.nn.Module  # transformers CLIPTextModel
-    unet: torch.nn.Module  # diffusers UNet2DConditionModel
-    decoder: torch.nn.Module  # diffusers AutoencoderTiny
+    unet: torch.nn.Module | None  # diffusers UNet2DConditionModel (None: text parts only)
+    decoder: torch.nn.Module | None  # diffusers AutoencoderTiny (None: text parts only)
     model_id: str  # what --model named
     decoder_id: str  # what --decoder named (or the preset's default)
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.unet.dtype
+        return (self.unet if self.unet is not None else self.text_encoder).dtype
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        return (self.unet if self.unet is not None else self.text_encoder).device
 
 
 def parse_dtype(name: str) -> torch.dtype:
@@ -84,7 +84,7 @@ def load_components(model: str = DEFAULT_MODEL, decoder: str | None = None, dtyp
     decoder_id = decoder or (preset.decoder_id if preset else None) or model
     if decoder is None and preset is not None and preset.hub_id is None:
         dec = taesd.build(preset.decoder, seed=preset.seed + 2)
-        decoder_id = f"{model} (random TAESD)"
+        decoder_id = random_decoder_label(model)
     elif decoder is None and preset is None:
         raise InputError(f"--model {model} needs --decoder (an AutoencoderTiny directory or HF id, "
                          "e.g. madebyollin/taesd)")
@@ -96,26 +96,29 @@ def load_components(model: str = DEFAULT_MODEL, decoder: str | None = None, dtyp
     return comps
 
 
-def _build_preset(preset: Preset) -> dict:
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+def load_text_components(model: str = DEFAULT_MODEL, dtype: str = "fp32", device: str = "cpu"
+                         ) -> Components:
+    """Spec, tokenizer and text encoder of `model` only (unet and decoder None): all that
+    training a head from feedback needs. The UNet's weights are never read (its config is)."""
+    torch_dtype, torch_device = parse_dtype(dtype), parse_device(device)
+    preset = PRESETS.get(model)
+    if preset is not None and preset.hub_id is None:
+        parts = _build_preset(preset, text_only=True)
+    else:
+        parts = _load_pretrained(preset.hub_id if preset else model, is_preset=preset is not None,
+                                 text_only=True)
+    comps = Components(model_id=model, decoder_id="", decoder=None, **parts)
+    comps.text_encoder.requires_grad_(False).eval().to(device=torch_device, dtype=torch_dtype)
+    return comps
 
-    from .tokenizer import clip_tokenizer
 
-    with torch.device("meta"):
-        unet = UNet2DConditionModel(**preset.unet)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**preset.text_encoder))
-    unet = fast_random_init(unet, preset.seed)
-    text_encoder = fast_random_init(text_encoder, preset.seed + 1)
-    return dict(spec=preset.spec(), tokenizer=clip_tokenizer(), text_encoder=text_encoder,
-                unet=unet)
+def random_decoder_label(model: str) -> str:
+    """What a random-weight preset's built-in TAESD is called (`decoder_id`, PNG metadata)."""
+    return f"{model} (random TAESD)"
 
 
-def _load_pretrained(source: str, is_preset: bool) -> dict:
-    """Tokenizer, text encoder, UNet and scheduler spec from a diffusers-layout dir or HF id."""
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
+def resolve_model_dir(source: str, is_preset: bool) -> Path:
+    """The local diffusers-layout directory of a model dir or HF id (the cache, else the hub)."""
     path = Path(source)
     if is_preset or not (path.exists() or source.startswith((".", "/", "~"))):
         path = Path(local_snapshot(source, hint="; try --model synthetic (random weights)"))
@@ -123,23 +126,50 @@ def _load_pretrained(source: str, is_preset: bool) -> dict:
     if missing:
         raise InputError(f"--model {source}: not a diffusers model directory "
                          f"(missing {', '.join(missing)}/)")
-    source_dir = str(path)
+    return path
+
+
+def _build_preset(preset: Preset, text_only: bool = False) -> dict:
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .tokenizer import clip_tokenizer
+
+    with torch.device("meta"):
+        unet = None if text_only else UNet2DConditionModel(**preset.unet)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**preset.text_encoder))
+    unet = None if text_only else fast_random_init(unet, preset.seed)
+    text_encoder = fast_random_init(text_encoder, preset.seed + 1)  # own generator: same weights
+    return dict(spec=preset.spec(), tokenizer=clip_tokenizer(), text_encoder=text_encoder,
+                unet=unet)
+
+
+def _load_pretrained(source: str, is_preset: bool, text_only: bool = False) -> dict:
+    """Tokenizer, text encoder, UNet (None with text_only) and scheduler spec from a
+    diffusers-layout dir or HF id."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    source_dir = str(resolve_model_dir(source, is_preset))
     try:
         tokenizer = CLIPTokenizer.from_pretrained(source_dir, subfolder="tokenizer")
         text_encoder = CLIPTextModel.from_pretrained(source_dir, subfolder="text_encoder",
                                                      use_safetensors=True)
-        unet = UNet2DConditionModel.from_pretrained(source_dir, subfolder="unet",
-                                                    use_safetensors=True)
+        unet = None if text_only else UNet2DConditionModel.from_pretrained(
+            source_dir, subfolder="unet", use_safetensors=True)
+        unet_config = (UNet2DConditionModel.load_config(source_dir, subfolder="unet")
+                       if text_only else unet.config)
         scheduler = scheduler_spec(_read_scheduler_config(source_dir))
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"could not load model '{source}': "
                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     text_dim = text_encoder.config.hidden_size
-    if unet.config.cross_attention_dim != text_dim:
+    if unet_config["cross_attention_dim"] != text_dim:
         raise ModelLoadError(f"model '{source}': UNet cross-attention dim "
-                             f"{unet.config.cross_attention_dim} != text encoder width {text_dim}")
+                             f"{unet_config['cross_attention_dim']} != text encoder width "
+                             f"{text_dim}")
     spec = ModelSpec(name=source, text_dim=text_dim, max_tokens=tokenizer.model_max_length,
-                     latent_channels=unet.config.in_channels, scheduler=scheduler)
+                     latent_channels=unet_config["in_channels"], scheduler=scheduler)
     return dict(spec=spec, tokenizer=tokenizer, text_encoder=text_encoder, unet=unet)
 
 

@@ -125,6 +125,25 @@ def png_metadata(prompt: str, seed: int, steps: int, noise: str, model: str, hea
     return {**fields, "parameters": parameters, "pahi-rt": json.dumps(fields, sort_keys=True)}
 
 
+def read_png_metadata(path: str | Path) -> dict[str, str] | None:
+    """The `pahi-rt` fields `png_metadata` wrote into a PNG (all strings), or None when the
+    image has none. Raises InputError when the file is missing or not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            text = dict(getattr(image, "text", {}) or {})
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(f"{path}: not an image ({e})") from None
+    try:
+        fields = json.loads(text["pahi-rt"])
+    except (KeyError, ValueError):
+        return None
+    return fields if isinstance(fields, dict) else None
+
+
 def save_png(path: str | Path, pixels, metadata: dict[str, str], overwrite: bool = False
              ) -> Path:
     """Write a uint8 HxWx3 array as PNG with text chunks, atomically; an existing file is

@@ -7,37 +7,60 @@ from typing import List, Optional
 
 import typer
 
+from ..errors import InputError
 from ..specs import DEFAULT_MODEL
-from .common import (SCORER_HELP, Decoder, Device, DtypeAlias, Model, Precision, PromptColumn,
+from .common import (SCORER_HELP, Decoder, Device, DtypeAlias, Precision, PromptColumn,
                      PromptField, pick_precision)
+from .train_progress import Progress, report
 
 
 def train(
     mode: str = typer.Option("pahi", help="pahi (prompt-adaptive) or hi (one global Gaussian)."),
-    model: Model = DEFAULT_MODEL,
+    objective: str = typer.Option("scorer", help="scorer: through the frozen sampler into "
+                                  "--scorer (paper Eq. 4); kto: good/bad labels, dpo: pairs, "
+                                  "from --feedback records (no scorer, no UNet)."),
+    feedback: Optional[Path] = typer.Option(None, help="Feedback records (JSONL, from `pahi-rt "
+                                            "feedback add|pair`) for --objective kto|dpo."),
+    init: Optional[Path] = typer.Option(None, help="kto/dpo: start from this head; it is also "
+                                        "the reference (default: N(0, I))."),
+    beta: Optional[float] = typer.Option(None, help="kto/dpo: sigmoid sharpness on "
+                                         "implicit-reward differences (default 10)."),
+    good_weight: Optional[float] = typer.Option(None, help="kto: weight of good records "
+                                                "(default: balance the class counts)."),
+    bad_weight: Optional[float] = typer.Option(None, help="kto: weight of bad records "
+                                               "(default: balance the class counts)."),
+    model: Optional[str] = typer.Option(None, help="Preset, diffusers model dir or HF id "
+                                        f"(default {DEFAULT_MODEL}; kto/dpo: the records')."),
     decoder: Decoder = None,
     scorer: List[str] = typer.Option(["pickscore"], help=SCORER_HELP),
-    prompts: str = typer.Option(..., help="Training prompts: .txt, .csv/.tsv, .jsonl or an HF "
-                                "dataset id[:split]; val prompts are split off by hash unless "
-                                "--val-prompts is given."),
+    prompts: Optional[str] = typer.Option(None, help="Training prompts (scorer objective): "
+                                          ".txt, .csv/.tsv, .jsonl or an HF dataset id[:split];"
+                                          " val prompts are split off by hash unless "
+                                          "--val-prompts is given."),
     val_prompts: Optional[str] = typer.Option(None, help="Validation prompts (same formats)."),
     prompt_column: PromptColumn = None,
     prompt_field: PromptField = None,
     max_val_prompts: int = typer.Option(500, help="Use at most this many validation prompts."),
     steps: int = typer.Option(100_000, help="Training steps (early stopping may end sooner)."),
-    batch_size: int = typer.Option(72, help="Global batch size (the paper: 72)."),
+    batch_size: int = typer.Option(72, help="Global batch size (the paper: 72); kto/dpo: "
+                                   "records or pairs per step."),
     lr: Optional[float] = typer.Option(None, help="Peak Adam learning rate after the warm-up "
-                                       "(default: 1e-3 for pahi, 1e-2 for hi)."),
+                                       "(default: 1e-3 for pahi, 1e-2 for hi; kto/dpo: 10x "
+                                       "less)."),
     warmup: Optional[int] = typer.Option(None, help="Linear warm-up steps from 1e-5 to --lr "
                                          "(default: min(10000, steps / 10); the paper: 10000)."),
-    pretrain_steps: int = typer.Option(1000, help="PAHI pretraining steps (Eq. 10); 0 skips. "
-                                       "HI needs none."),
+    pretrain_steps: Optional[int] = typer.Option(None, help="PAHI pretraining steps (Eq. 10); "
+                                                 "0 skips (default 1000; kto/dpo: 0). HI needs "
+                                                 "none."),
     val_every: int = typer.Option(1000, help="Validate (and save) every N steps."),
     patience: int = typer.Option(5, help="Stop after N validations without a lower val loss "
                                  "(0: never)."),
-    hidden: int = typer.Option(144, help="Head MLP width (144: ~5M parameters at 512x512)."),
-    height: int = typer.Option(512, help="Image height."),
-    width: int = typer.Option(512, help="Image width."),
+    hidden: Optional[int] = typer.Option(None, help="Head MLP width (default 144: ~5M "
+                                         "parameters at 512x512; with --init: the head's)."),
+    height: Optional[int] = typer.Option(None, help="Image height (default 512; kto/dpo: the "
+                                         "records')."),
+    width: Optional[int] = typer.Option(None, help="Image width (default 512; kto/dpo: the "
+                                        "records')."),
     seed: int = typer.Option(0, help="Seed of data order, noise and pretraining."),
     device: Device = "auto",
     precision: Precision = "fp32",
@@ -51,25 +74,55 @@ def train(
     out: Path = typer.Option(..., help="Output dir: the best head + train_state/ for --resume."),
     resume: bool = typer.Option(False, help="Continue the run saved in --out exactly."),
 ):
-    """Train a noise head on a preference scorer (paper Eq. 4, with Eq. 10 pretraining)."""
+    """Train a noise head: on a preference scorer (paper Eq. 4, with Eq. 10 pretraining), or
+    from users' feedback records (KTO / DPO on the head's density)."""
+    from ..components import resolve_device
+    from ..noise.train import TrainConfig
+
+    device = str(resolve_device(device))  # under accelerate launch, accelerate decides
+    dtype = pick_precision(precision, dtype)
+    feedback_run = objective in ("kto", "dpo")
+    settings = dict(mode=mode, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+                    val_every=val_every, patience=patience, seed=seed, objective=objective,
+                    pretrain_steps=pretrain_steps if pretrain_steps is not None
+                    else 0 if feedback_run else 1000,
+                    grad_checkpointing=bool(grad_checkpointing if grad_checkpointing is not None
+                                            else device.startswith("cuda") and not feedback_run))
+    TrainConfig(**settings).check()
+    if feedback_run:
+        from .train_feedback import run_feedback_training
+
+        if prompts or val_prompts:
+            raise InputError(f"--prompts/--val-prompts are not used by --objective {objective} "
+                             "(the prompts come from the --feedback records)")
+        return run_feedback_training(settings, feedback, init, beta, good_weight, bad_weight,
+                                     model, decoder, hidden, height, width, device, dtype, out,
+                                     resume)
+    unused = [name for name, v in (("--feedback", feedback), ("--init", init), ("--beta", beta),
+                                   ("--good-weight", good_weight),
+                                   ("--bad-weight", bad_weight)) if v is not None]
+    if unused:
+        raise InputError(f"{', '.join(unused)}: only used with --objective kto|dpo")
+    if prompts is None:
+        raise InputError("--objective scorer needs --prompts")
+    config = TrainConfig(**settings, hidden=hidden or 144, height=height or 512,
+                         width=width or 512)
+    _scorer_training(config, model or DEFAULT_MODEL, decoder, scorer, prompts, val_prompts,
+                     prompt_column, prompt_field, max_val_prompts, device, dtype, bf16, out,
+                     resume)
+
+
+def _scorer_training(config, model, decoder, scorer, prompts, val_prompts, prompt_column,
+                     prompt_field, max_val_prompts, device, dtype, bf16, out, resume) -> None:
     from .. import io
     from ..components import load_components
     from ..noise import data
     from ..noise.scorers import ScorerSet, parse_scorer
-    from ..noise.train import TrainConfig, make_accelerator, train as run_training
+    from ..noise.train import make_accelerator, train as run_training
     from ..specs import check_image_size
 
-    from ..components import resolve_device
-
-    device = str(resolve_device(device))
-    config = TrainConfig(mode=mode, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
-                         val_every=val_every, patience=patience, pretrain_steps=pretrain_steps,
-                         hidden=hidden, height=height, width=width, seed=seed,
-                         grad_checkpointing=bool(grad_checkpointing if grad_checkpointing
-                                                 is not None else device.startswith("cuda")))
-    config.check()
     [parse_scorer(s) for s in scorer]  # syntax errors before any loading
-    check_image_size(height, width)
+    check_image_size(config.height, config.width)
     train_set = data.load_prompts(prompts, prompt_column, prompt_field)
     if val_prompts:
         val_set = data.load_prompts(val_prompts, prompt_column, prompt_field, "--val-prompts")
@@ -80,64 +133,15 @@ def train(
     val_set = val_set[:max_val_prompts]
     io.ensure_writable_dir(out)
     accelerator = make_accelerator(device, bf16)
-    comps = load_components(model, decoder, pick_precision(precision, dtype),
-                            str(accelerator.device))
+    comps = load_components(model, decoder, dtype, str(accelerator.device))
     scorers = ScorerSet.load(scorer, accelerator.device)
     extra = {"model": model, "decoder": comps.decoder_id, "prompts": str(prompts),
              "train_prompts": len(train_set), "val_prompts": len(val_set)}
-    bar = _Progress(config, accelerator.is_main_process)
+    bar = Progress(config, accelerator.is_main_process)
     try:
         run = run_training(comps, scorers, train_set, val_set, config, out, accelerator,
                            resume=resume, on_event=bar.update, extra_info=extra)
     finally:
         bar.close()
     if accelerator.is_main_process:
-        best = next(h for h in run.history if h["step"] == run.best_step)
-        stop = "early stop" if run.stopped_early else "done"
-        typer.echo(f"{out}: {stop} at step {run.step}; best step {run.best_step} val loss "
-                   f"{best['val_loss']:.4f} val win rate {100 * best['val_win_rate']:.1f}%"
-                   f"{bar.cost()}")
-
-
-class _Progress:
-    """tqdm bar over steps with loss, val loss and val win rate (main process only)."""
-
-    def __init__(self, config, enabled: bool):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=config.steps, desc=f"train {config.mode}", disable=not enabled,
-                        dynamic_ncols=True)
-        self.pre = tqdm(total=config.pretrain_steps, desc="pretrain", leave=False,
-                        disable=not enabled or config.mode != "pahi" or not config.pretrain_steps)
-        self.post: dict = {}
-        self.step_seconds: list[float] = []
-
-    def update(self, kind: str, step: int, metrics: dict) -> None:
-        if kind == "pretrain":
-            self.pre.update(1)
-            self.pre.set_postfix(kl=f"{metrics['kl']:.4f}", recon=f"{metrics['recon']:.3f}")
-            return
-        if kind == "val":
-            self.post.update(val_loss=f"{metrics['val_loss']:.4f}",
-                             val_win=f"{100 * metrics['val_win_rate']:.1f}%")
-        else:
-            self.post["loss"] = f"{metrics['loss']:.4f}"
-            self.step_seconds.append(metrics["seconds"])
-            self.bar.n = step
-        self.bar.set_postfix(self.post, refresh=True)
-
-    def cost(self) -> str:
-        """'; median step X s; peak GPU memory Y GiB' (steps after the first: warm-up)."""
-        import statistics
-
-        import torch
-
-        timed = self.step_seconds[1:] or self.step_seconds
-        text = f"; median step {statistics.median(timed):.3f} s" if timed else ""
-        if torch.cuda.is_available() and torch.cuda.max_memory_allocated():
-            text += f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
-        return text
-
-    def close(self) -> None:
-        self.pre.close()
-        self.bar.close()
+        report(out, run, bar)

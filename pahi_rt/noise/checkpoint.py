@@ -94,6 +94,17 @@ def read_head_config(directory: str | Path) -> tuple[HeadConfig, dict]:
         raise ModelLoadError(f"--head {directory}: bad {CONFIG} ({e})") from None
 
 
+def head_key(directory: str | Path) -> str:
+    """Content key of a head checkpoint: sha256 of its weights file and HeadConfig (first 16
+    hex digits). Feedback records carry it, so a head retrained in place is noticed."""
+    import hashlib
+
+    config, _ = read_head_config(directory)
+    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    h.update((Path(directory) / WEIGHTS).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def load_head(directory: str | Path, model_spec, height: int | None = None,
               width: int | None = None, expect_mode: str | None = None):
     """Load a head and check it fits the model (text width) and, if given, the image size."""

@@ -4,6 +4,8 @@ OUT/train_state/ (swapped in atomically):
   head.safetensors, config.json   the head at the last saved step (same format as a head dir)
   optimizer.safetensors           Adam moments and step counts, keyed state.{param}.{name};
                                   the torch RNG state as rng.torch
+  {name}.safetensors              extra modules of the run (e.g. `reference`, the frozen
+                                  reference head of KTO/DPO), when the objective has any
   state.json                      step, best metric, evaluations without improvement, history,
                                   LR scheduler state, optimizer param groups, the run's config
 """
@@ -45,7 +47,8 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: dic
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_train_state(directory: str | Path, head, optimizer, scheduler, info: dict) -> Path:
+def save_train_state(directory: str | Path, head, optimizer, scheduler, info: dict,
+                     extra_modules: dict | None = None) -> Path:
     """Write OUT/train_state atomically (see the module docstring)."""
     from safetensors.torch import save_file
 
@@ -57,6 +60,9 @@ def save_train_state(directory: str | Path, head, optimizer, scheduler, info: di
     def write(tmp: Path) -> None:
         write_head_files(head, tmp, {"resume_step": info.get("step")})
         save_file(tensors, tmp / OPTIMIZER)
+        for name, module in (extra_modules or {}).items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+                      tmp / f"{name}.safetensors")
         (tmp / STATE).write_text(json.dumps(payload, indent=1), encoding="utf-8")
 
     return write_dir_atomically(Path(directory) / STATE_DIR, write)
@@ -78,8 +84,10 @@ def read_train_info(directory: str | Path) -> dict:
         raise ModelLoadError(f"--resume: {path} is not valid JSON ({e})") from None
 
 
-def load_train_state(directory: str | Path, head, optimizer, scheduler) -> dict:
-    """Restore head, optimizer, scheduler and RNG in place; returns the saved info dict."""
+def load_train_state(directory: str | Path, head, optimizer, scheduler,
+                     extra_modules: dict | None = None) -> dict:
+    """Restore head, optimizer, scheduler, extra modules and RNG in place; returns the saved
+    info dict."""
     from safetensors.torch import load_file
 
     folder = Path(directory) / STATE_DIR
@@ -90,6 +98,8 @@ def load_train_state(directory: str | Path, head, optimizer, scheduler) -> dict:
         info = json.loads((folder / STATE).read_text(encoding="utf-8"))
         tensors = load_file(folder / OPTIMIZER)
         head.load_state_dict(load_file(folder / WEIGHTS))
+        for name, module in (extra_modules or {}).items():
+            module.load_state_dict(load_file(folder / f"{name}.safetensors"))
         restore_optimizer(optimizer, tensors, info.pop("optimizer"))
         scheduler.load_state_dict({**info.pop("scheduler"), "lr_lambdas": [None]})
     except (OSError, ValueError, KeyError, RuntimeError) as e:

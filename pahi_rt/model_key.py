@@ -1,0 +1,141 @@
+"""Content keys of models: which weights turned an x_T into the pixels a user judged.
+
+A feedback record stores the key of the model that made its image, so training refuses records
+of another model even under the same name (a re-downloaded or edited checkpoint). The key
+covers everything between x_T and the pixels: tokenizer, text encoder, UNet, scheduler and
+decoder.
+
+  random-weight presets (tiny, synthetic): sha256 of the preset definition (architecture
+      configs, seed) and of the initialisers' source files; their weights are a function of
+      these, so nothing is built or hashed.
+  checkpoints (a diffusers dir, an HF id, `sd-turbo`): sha256 over the files the loader reads
+      (configs, tokenizer files, non-variant *.safetensors of tokenizer/ text_encoder/ unet/
+      scheduler/, and the decoder's), each file by a content digest. Files in the HF cache are
+      links named by their content hash (git blob sha1, or the LFS sha256 for weights): free.
+      Other files are hashed once and the digest cached by (path, size, mtime) in
+      $PAHI_RT_DIGEST_CACHE (default ~/.cache/pahi-rt/file-digests.json), so a full-size model
+      costs seconds once and nothing after.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+from .components import SUBFOLDERS, random_decoder_label, resolve_model_dir
+from .errors import InputError
+from .specs import PRESETS
+
+KEY_CHARS = 16  # hex digits kept: 64 bits tell models apart, and records stay short
+DIGEST_CACHE_ENV = "PAHI_RT_DIGEST_CACHE"
+_SUFFIXES = (".json", ".txt", ".safetensors")
+_BLOB = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
+@functools.lru_cache(maxsize=16)
+def model_key(model: str, decoder: str | None = None) -> str:
+    """Content key of `model` (preset, diffusers dir or HF id) with `decoder` (None or the
+    label `components` gives a preset's own decoder: the preset's default)."""
+    preset = PRESETS.get(model)
+    if decoder is not None and preset is not None and decoder == random_decoder_label(model):
+        decoder = None
+    if preset is not None and preset.hub_id is None:
+        parts = {"preset": _preset_definition(preset)}
+    else:
+        root = resolve_model_dir(preset.hub_id if preset else model, preset is not None)
+        parts = {"model": _tree_digest(root, SUBFOLDERS)}
+    if decoder is None and preset is not None:
+        decoder = preset.decoder_id  # None for random presets: their decoder is in the definition
+    elif decoder is None:
+        raise InputError(f"model key of '{model}': name its decoder (--decoder)")
+    if decoder is not None:
+        parts["decoder"] = _decoder_digest(decoder)
+    return _sha256_json(parts)[:KEY_CHARS]
+
+
+def file_digest(path: Path) -> str:
+    """A content digest of one file: its HF blob name when it is a cache link, else its
+    sha256 (cached by path, size and mtime)."""
+    if path.is_symlink():
+        target = Path(os.readlink(path))
+        if target.parent.name == "blobs" and _BLOB.match(target.name):
+            return target.name
+    real = path.resolve()
+    stat = real.stat()
+    cache_key = f"{real}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache = _read_cache()
+    if cache_key not in cache:
+        h = hashlib.sha256()
+        with open(real, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+        cache[cache_key] = h.hexdigest()
+        _write_cache(cache)
+    return cache[cache_key]
+
+
+def _preset_definition(preset) -> str:
+    from . import random_init, taesd
+
+    sources = [Path(m.__file__).read_bytes() for m in (random_init, taesd)]
+    return _sha256_json({"name": preset.name, "seed": preset.seed,
+                         "configs": [dict(c or {}) for c in (preset.unet, preset.text_encoder,
+                                                              preset.decoder)],
+                         "init": [hashlib.sha256(s).hexdigest() for s in sources]})
+
+
+def _tree_digest(root: Path, folders) -> dict:
+    out = {}
+    for folder in folders:
+        base = root / folder if folder else root
+        for path in sorted(base.rglob("*")):
+            # skip variants (`x.fp16.safetensors`, `x.safetensors.index.json`): not loaded
+            if path.suffix in _SUFFIXES and "." not in path.stem and path.is_file():
+                out[str(path.relative_to(root))] = file_digest(path)
+    return out
+
+
+def _decoder_digest(decoder: str) -> dict:
+    path = Path(decoder)
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise InputError(f"decoder {decoder}: no such file")
+        return {"file": file_digest(path)}
+    if not (path.exists() or decoder.startswith((".", "/", "~"))):
+        from .hub import local_snapshot
+
+        path = Path(local_snapshot(decoder))
+    if not (path / "config.json").is_file():
+        raise InputError(f"decoder {decoder}: no config.json (expected an AutoencoderTiny "
+                         "directory, HF id or taesd_decoder.safetensors)")
+    return _tree_digest(path, [""])
+
+
+def _sha256_json(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _cache_path() -> Path:
+    default = Path.home() / ".cache" / "pahi-rt" / "file-digests.json"
+    return Path(os.environ.get(DIGEST_CACHE_ENV, default))
+
+
+def _read_cache() -> dict:
+    try:
+        return json.loads(_cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(cache: dict) -> None:
+    """Best effort (it is only a cache): atomic, and silent when the place is not writable."""
+    from .io import atomic_write_text
+
+    try:
+        _cache_path().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(_cache_path(), json.dumps(cache))
+    except OSError:
+        pass
