@@ -41,6 +41,7 @@ def export_artifacts(components, out_dir: str | Path, options: ExportOptions, he
     report = ExportReport(out)
     sources = sources or source_hashes(components, head)
     with mf.directory_lock(out):
+        mf.remove_stale_temporaries(out)  # what a killed export left (we hold the lock)
         manifest = mf.read_manifest(out)
         manifest.update(model=components.model_id, decoder=components.decoder_id,
                         head=head_source, height=options.height, width=options.width,
@@ -170,6 +171,12 @@ def check_sources(directory: str | Path, sources: dict) -> dict:
     """The manifest of `directory`, refused (ArtifactError) when it was exported from other
     weights, configs or code than `sources` (from `source_hashes`) describe."""
     manifest = mf.read_manifest(directory)
+    how = f"export into it with `pahi-rt export --out {directory}` (same model and options)"
+    if not Path(directory).is_dir():
+        raise ArtifactError(f"--artifacts {directory}: no such directory; {how}")
+    if not manifest["artifacts"]:
+        raise ArtifactError(f"--artifacts {directory}: no usable {mf.MANIFEST} (missing, "
+                            f"unreadable or empty); {how}")
     recorded = manifest.get("sources") or {}
     changed = sorted(k for k in sources if recorded.get(k) != sources[k])
     if changed:

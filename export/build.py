@@ -156,10 +156,25 @@ def onnx_key(name: str, steps: int, sources: dict, options: ExportOptions) -> st
                                        options.max_batch, options.precision]})
 
 
+def cache_root() -> Path:
+    """$PAHI_RT_CACHE (default ~/.cache/pahi-rt/artifacts), checked to be a writable folder."""
+    env = os.environ.get("PAHI_RT_CACHE")
+    base = Path(env) if env else Path.home() / ".cache" / "pahi-rt" / "artifacts"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        ok = base.is_dir() and os.access(base, os.W_OK)
+    except OSError:
+        ok = False
+    if not ok:
+        raise InputError(f"PAHI_RT_CACHE={base}: not a writable folder; point it at one (or "
+                         "pass --artifacts DIR)")
+    return base
+
+
 def cache_dir(sources: dict, options: ExportOptions) -> Path:
     """A content-keyed directory under $PAHI_RT_CACHE (default ~/.cache/pahi-rt/artifacts) for
     the graphs of `sources` (from `source_hashes`) at these shapes and precision."""
-    base = Path(os.environ.get("PAHI_RT_CACHE", Path.home() / ".cache" / "pahi-rt" / "artifacts"))
+    base = cache_root()
     key = mf.sha256_json({"sources": sources,
                           "options": [options.height, options.width, options.batch,
                                       options.max_batch, options.precision]})

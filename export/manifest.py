@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -51,13 +52,36 @@ def atomic_write_json(path: str | Path, obj) -> Path:
 def directory_lock(directory: str | Path) -> Iterator[None]:
     """Exclusive fcntl lock on DIR/.lock: concurrent exports into one DIR take turns."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK, "a+") as f:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = open(directory / LOCK, "a+")
+    except OSError as e:
+        raise ArtifactError(f"{directory}: cannot write artifacts there ({e.strerror or e}); "
+                            "choose another --out (or PAHI_RT_CACHE)") from None
+    with lock as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def remove_stale_temporaries(directory: Path) -> list[str]:
+    """Delete the temp files/folders an interrupted export leaves (`.trace.*`, `.NAME.*`):
+    call only under the directory lock, when no export can be writing them."""
+    import shutil
+
+    removed = []
+    for p in Path(directory).iterdir():
+        if _TEMPORARY.match(p.name):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            removed.append(p.name)
+    return removed
+
+
+# what export's tempfile calls create: .trace.NAME.onnx.XXXXXXXX (trace folders),
+# .NAME.onnx.XXXXXXXX (save folders) and .NAME.XXXXXXXX.tmp (atomic file writes)
+_TEMPORARY = re.compile(r"^\.(trace\..+\.onnx\.\w{8}|[^.].*\.onnx\.\w{8}|[^.].*\.\w{8}\.tmp)$")
 
 
 def read_manifest(directory: str | Path) -> dict:
@@ -67,9 +91,28 @@ def read_manifest(directory: str | Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {"format": FORMAT, "artifacts": []}
-    if data.get("format") != FORMAT or not isinstance(data.get("artifacts"), list):
+    if (not isinstance(data, dict) or data.get("format") != FORMAT
+            or not isinstance(data.get("artifacts"), list)):
         return {"format": FORMAT, "artifacts": []}
+    # entries that are not what export writes are dropped (their artifacts get rebuilt)
+    data["artifacts"] = [e for e in data["artifacts"] if _well_formed(e)]
     return data
+
+
+def _well_formed(entry) -> bool:
+    return (isinstance(entry, dict) and all(isinstance(entry.get(k), str)
+                                            for k in ("path", "kind", "graph", "sha256"))
+            and all(isinstance(f, list) and len(f) == 2 for f in entry.get("depends", [])))
+
+
+def inside(directory: str | Path, rel: str) -> Path:
+    """directory/rel, refused (ArtifactError) when rel leaves the directory (../x, /abs)."""
+    base = Path(directory).resolve()
+    path = (base / rel).resolve()
+    if path != base and base not in path.parents:
+        raise ArtifactError(f"{directory}/{MANIFEST}: path '{rel}' leaves the artifact "
+                            "directory; refused")
+    return path
 
 
 def find_artifact(manifest: dict, graph: str, kind: str) -> dict | None:
@@ -101,7 +144,7 @@ def is_intact(directory: str | Path, entry: dict | None) -> bool:
     if not entry:
         return False
     for rel, digest in artifact_files(entry):
-        path = Path(directory) / rel
+        path = inside(directory, rel)
         if not path.is_file() or sha256_file(path) != digest:
             return False
     return True
@@ -121,4 +164,4 @@ def verified_artifact(directory: str | Path, graph: str, kind: str, key: str | N
     if not is_intact(directory, entry):
         raise ArtifactError(f"{directory / entry['path']} is missing or corrupt (sha256 does not "
                             f"match {MANIFEST}); {fix}")
-    return directory / entry["path"], entry
+    return inside(directory, entry["path"]), entry

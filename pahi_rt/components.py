@@ -186,6 +186,9 @@ def scheduler_spec(config: dict) -> SchedulerSpec:
                                      "beta_schedule", "prediction_type", "timestep_spacing",
                                      "steps_offset") if k in config}
     spec = replace(spec, **fields)
+    if not isinstance(spec.num_train_timesteps, int) or spec.num_train_timesteps < 1:
+        raise ModelLoadError(f"scheduler config: num_train_timesteps must be a positive integer, "
+                             f"got {spec.num_train_timesteps!r}")
     unsupported = [k for k in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
                                "rescale_betas_zero_snr") if config.get(k)]
     if (spec.prediction_type not in ("epsilon", "v_prediction")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -10,19 +11,17 @@ from typing import Callable
 from .errors import InputError
 
 
-def read_prompt_lines(path: str | Path) -> list[str]:
-    """One prompt per line; blank lines skipped."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"--prompts {path}: no such file")
+def read_json_object(path: str | Path, what: str, error=InputError) -> dict:
+    """A JSON file that must hold an object; `error` (one line naming `what`) otherwise."""
     try:
-        prompts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
-    except UnicodeDecodeError:
-        raise InputError(f"--prompts {path}: not UTF-8 text") from None
-    prompts = [x for x in prompts if x]
-    if not prompts:
-        raise InputError(f"--prompts {path}: no prompts in the file")
-    return prompts
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except OSError as e:
+        raise error(f"{what}: cannot read {path} ({e.strerror or e})") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise error(f"{what}: {path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise error(f"{what}: {path} holds a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def ensure_writable_dir(path: str | Path, option: str = "--out") -> Path:
@@ -37,6 +36,19 @@ def ensure_writable_dir(path: str | Path, option: str = "--out") -> Path:
     except OSError as e:
         raise InputError(f"{option} {path}: cannot write there ({e.strerror or e})") from None
     return p
+
+
+def check_output_file(path: str | Path | None, option: str) -> None:
+    """Refuse, before any work, an output file that could not be written: a directory, or a
+    folder we cannot create or write into."""
+    if path is None:
+        return
+    if not str(path).strip():
+        raise InputError(f"{option} is empty; give a file name")
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a directory; give a file name")
+    ensure_writable_dir(path.parent if str(path.parent) else Path("."), option)
 
 
 IMAGE_SUFFIXES = (".png",)
@@ -114,11 +126,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def png_metadata(prompt: str, seed: int, steps: int, noise: str, model: str, head: str | None,
-                 height: int, width: int, decoder: str) -> dict[str, str]:
-    """PNG text chunks: one per field, `pahi-rt` (JSON), and A1111's `parameters` line."""
+                 height: int, width: int, decoder: str, extra: dict | None = None
+                 ) -> dict[str, str]:
+    """PNG text chunks: one per field, `pahi-rt` (JSON), and A1111's `parameters` line.
+    `extra` adds fields (values become strings)."""
     fields = {"prompt": prompt, "seed": str(seed), "steps": str(steps), "noise": noise,
               "model": model, "decoder": decoder, "head": head or "none",
-              "size": f"{width}x{height}"}
+              "size": f"{width}x{height}", **{k: str(v) for k, v in (extra or {}).items()}}
     parameters = (f"{prompt}\nSteps: {steps}, Sampler: Euler, CFG scale: 0, Seed: {seed}, "
                   f"Size: {width}x{height}, Model: {model}, VAE: {decoder}, Noise: {noise}, "
                   f"Head: {head or 'none'}")
@@ -144,6 +158,14 @@ def read_png_metadata(path: str | Path) -> dict[str, str] | None:
     return fields if isinstance(fields, dict) else None
 
 
+def png_text(value: str) -> str:
+    """A value PNG text chunks may hold: control characters other than tab and newline (NUL is
+    forbidden by the PNG spec) are written as \\xNN / \\uNNNN escapes. The `pahi-rt` JSON
+    chunk keeps the exact text (JSON escapes them itself)."""
+    return "".join(c if c in "\t\n" or unicodedata.category(c) != "Cc" else
+                   (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}") for c in value)
+
+
 def save_png(path: str | Path, pixels, metadata: dict[str, str], overwrite: bool = False
              ) -> Path:
     """Write a uint8 HxWx3 array as PNG with text chunks, atomically; an existing file is
@@ -152,6 +174,7 @@ def save_png(path: str | Path, pixels, metadata: dict[str, str], overwrite: bool
 
     info = PngImagePlugin.PngInfo()
     for k, v in metadata.items():
+        v = png_text(v)
         info.add_itxt(k, v) if not v.isascii() else info.add_text(k, v)
     image = Image.fromarray(pixels)
     return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info), overwrite)

@@ -8,7 +8,6 @@ taesd.py is layer k-1 in diffusers; encoder indices match.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -71,7 +70,9 @@ def load(source: str):
     if not cfg.is_file():
         raise InputError(f"--decoder {source}: no config.json (expected an AutoencoderTiny "
                          "directory, HF id or taesd_decoder.safetensors)")
-    cls = json.loads(cfg.read_text()).get("_class_name")
+    from .io import read_json_object
+
+    cls = read_json_object(cfg, f"--decoder {source}").get("_class_name")
     if cls != "AutoencoderTiny":
         raise InputError(f"--decoder {source} is a {cls}, not an AutoencoderTiny (TAESD)")
     try:

@@ -53,3 +53,14 @@ def not_differentiable():
     def score(images, prompts):
         return torch.tensor(images.mean(dim=(1, 2, 3)).tolist())
     return score
+
+
+def nan_after_first():
+    """Finite for the first call (the step-0 validation), NaN afterwards: a scorer gone bad."""
+    calls = [0]
+
+    def score(images, prompts):
+        calls[0] += 1
+        s = -((images.mean(dim=(1, 2, 3)) - 0.5) ** 2)
+        return s if calls[0] == 1 else s * float("nan")
+    return score

@@ -28,7 +28,9 @@ def test_parse_scorer(text, expected):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("clipscore", "unknown scorer"), ("pickscore=x", "is not a number"),
+    ("clipscore", "unknown scorer"), ("pickscore=x", "not a finite number"),
+    ("pickscore=nan", "not a finite number"),
+    ("x:y=inf", "not a finite number"),
     ("m:f@src", "takes no @SOURCE"), ("", "unknown scorer"),
 ])
 def test_parse_scorer_errors(text, message):

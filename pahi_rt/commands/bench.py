@@ -85,7 +85,8 @@ def bench(
     """Time prompt-to-image latency per backend and mode, per stage, against the device floor."""
     from ..bench.report import markdown as render, write_outputs
     from ..bench.run import ROW_NAMES, BenchConfig, run_bench
-    from ..io import ensure_writable_dir, read_prompt_lines
+    from ..io import check_output_file
+    from ..prompts import read_prompts
     from ..runtime.pipeline import load_model
     from ..specs import MODES, check_image_size
 
@@ -95,10 +96,10 @@ def bench(
                                     n.endswith("-staged") else f"{n}-staged" for n in names))
     mode_names = split_list(modes, tuple(MODES), "--modes")
     check_image_size(height, width)
-    texts = read_prompt_lines(prompts) if prompts else ["a red fox in the snow, photograph"]
-    for p in (json_path, markdown, plot):
-        if p is not None:
-            ensure_writable_dir(p.parent if str(p.parent) else Path("."), f"--{p.suffix[1:]}")
+    texts = ([p.text for p in read_prompts(prompts)] if prompts
+             else ["a red fox in the snow, photograph"])
+    for p, option in ((json_path, "--json"), (markdown, "--markdown"), (plot, "--plot")):
+        check_output_file(p, option)
     cfg = BenchConfig(names, mode_names, parse_batches(batch), height, width,
                       pick_precision(precision, dtype), warmup, iters)
     if scorer:

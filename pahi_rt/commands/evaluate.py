@@ -46,10 +46,11 @@ def evaluate(
         raise InputError("--seeds and --batch-size must be at least 1")
     config, training = read_head_config(head)
     [parse_scorer(s) for s in scorer]
+    if max_prompts is not None and max_prompts < 1:
+        raise InputError(f"--max-prompts must be at least 1, got {max_prompts}")
     texts = data.load_prompts(prompts, prompt_column, prompt_field)[:max_prompts]
-    for path in (json_path, markdown_path):
-        if path is not None:
-            io.ensure_writable_dir(path.parent if str(path.parent) else Path("."))
+    io.check_output_file(json_path, "--json")
+    io.check_output_file(markdown_path, "--markdown")
     from ..components import resolve_device
 
     comps = load_components(model, decoder, pick_precision(precision, dtype),

@@ -40,9 +40,11 @@ def export_cmd(
     from ..noise.checkpoint import load_head
     from ..specs import check_image_size
 
+    from ..io import ensure_writable_dir
     from ..runtime.pipeline import PipelineConfig
 
     check_image_size(height, width)
+    ensure_writable_dir(out, "--out")  # before any loading (an existing file, /proc/...)
     fits(model, PipelineConfig("onnxruntime", batch=max(batch, max_batch), height=height,
                                width=width, precision=pick_precision(precision, dtype)),
          "cpu", export=True, run=False)

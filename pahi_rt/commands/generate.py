@@ -10,13 +10,19 @@ import typer
 from ..errors import InputError
 from ..specs import DEFAULT_MODEL
 from .common import (Artifacts, Backend, Compile, Decoder, Device, DtypeAlias, Height, Model,
-                     Noise, Precision, Steps, Width, echo_err, fits, pick_precision)
+                     Noise, Precision, PromptColumn, PromptField, Steps, Width, echo_err, fits,
+                     pick_precision)
 
 
 def generate(
     prompt: Optional[str] = typer.Argument(None, help="The prompt (or use --prompts FILE)."),
-    prompts: Optional[Path] = typer.Option(None, help="Text file, one prompt per line; image i "
-                                           "goes to OUT/{i:05d}.png with seed + i."),
+    prompts: Optional[str] = typer.Option(None, help="Prompt file (.txt one per line, .csv/.tsv "
+                                          "column, .jsonl field; - for stdin): image i (the i-th "
+                                          "non-blank prompt) goes to OUT/{i:05d}.png with seed "
+                                          "+ i; blank lines are skipped, the source line number "
+                                          "is in the image's metadata."),
+    prompt_column: PromptColumn = None,
+    prompt_field: PromptField = None,
     model: Model = DEFAULT_MODEL,
     decoder: Decoder = None,
     noise: Noise = "gaussian",
@@ -37,6 +43,7 @@ def generate(
     """Generate images (torch reference sampler or exported graphs) and write PNGs."""
     from .. import io
     from ..runtime.pipeline import PipelineConfig, check_seeds, load_model, open_pipeline
+    from ..prompts import Prompt, normalise, read_prompts
     from ..specs import check_image_size, parse_mode
 
     if (prompt is None) == (prompts is None):
@@ -46,7 +53,10 @@ def generate(
     mode = parse_mode(noise, steps)
     check_image_size(height, width)
     precision = pick_precision(precision, dtype)
-    texts = io.read_prompt_lines(prompts) if prompts else [prompt]
+    if prompt is not None and not prompt.strip():
+        raise InputError("the PROMPT is empty")
+    texts = (read_prompts(prompts, prompt_column, prompt_field) if prompts
+             else [Prompt(normalise(prompt), 0)])
     check_seeds([seed, seed + len(texts) - 1])  # the whole run's seeds, before any work
     config = PipelineConfig(backend, mode, 1, height, width, precision, artifacts,
                             compile=compile)
@@ -57,11 +67,16 @@ def generate(
     pipe = open_pipeline(loaded, config, log=echo_err)
     with typer.progressbar(list(enumerate(texts)), label="generating", file=None,
                            hidden=prompts is None) as bar:
-        for i, text in bar:
+        for i, p in bar:
             t0 = time.perf_counter()
-            pixels = pipe([text], [seed + i])
+            pixels = pipe([p.text], [seed + i])
             seconds = time.perf_counter() - t0
-            meta = io.png_metadata(text, seed + i, steps, noise, model, loaded.head_path, height,
-                                   width, loaded.base.decoder_id)
-            path = io.save_png(paths[i], pixels[0], meta, overwrite)
+            meta = io.png_metadata(p.text, seed + i, steps, noise, model, loaded.head_path, height,
+                                   width, loaded.base.decoder_id,
+                                   extra={"source_line": p.line} if prompts else None)
+            try:
+                path = io.save_png(paths[i], pixels[0], meta, overwrite)
+            except OSError as e:  # disk full, permissions changed under us, ...
+                raise InputError(f"writing {paths[i]} failed ({e.strerror or e}); {i} of "
+                                 f"{len(texts)} images were written") from None
             typer.echo(f"{path}  seed {seed + i}  {seconds:.2f} s", err=prompts is not None)

@@ -126,7 +126,7 @@ def _scorer_training(config, model, decoder, scorer, prompts, val_prompts, promp
     train_set = data.load_prompts(prompts, prompt_column, prompt_field)
     if val_prompts:
         val_set = data.load_prompts(val_prompts, prompt_column, prompt_field, "--val-prompts")
-        train_set = [p for p in train_set if p not in set(val_set)] or train_set
+        train_set = data.without_overlap(train_set, val_set)
     else:
         split = data.split_prompts(train_set)
         train_set, val_set = split.train, split.val

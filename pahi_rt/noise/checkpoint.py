@@ -61,10 +61,11 @@ def update_training_info(directory: str | Path, training: dict) -> None:
 def write_dir_atomically(directory: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a fresh temp dir beside `directory`, then swap it into place: a
     reader sees the old directory or the new one, never a half-written one."""
-    directory = Path(directory)
+    directory = recover_dir(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a plain mkdir would not
         write(tmp)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
@@ -80,18 +81,42 @@ def write_dir_atomically(directory: str | Path, write: Callable[[Path], None]) -
     return directory
 
 
+def recover_dir(directory: str | Path) -> Path:
+    """`directory`, put back from `.NAME.old` when a crash in `write_dir_atomically` left only
+    that (between its two renames): the previous complete version is never lost."""
+    directory = Path(directory)
+    old = directory.with_name(f".{directory.name}.old")
+    if not directory.exists() and old.is_dir():
+        os.replace(old, directory)
+    return directory
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def read_head_config(directory: str | Path) -> tuple[HeadConfig, dict]:
     directory = Path(directory)
     if not (directory / CONFIG).is_file() or not (directory / WEIGHTS).is_file():
         raise InputError(f"--head {directory}: not a head checkpoint (needs {CONFIG} and "
                          f"{WEIGHTS})")
+    from ..io import read_json_object
+
+    meta = read_json_object(directory / CONFIG, f"--head {directory}", ModelLoadError)
     try:
-        meta = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
         training = meta.pop("training", {})
         meta["latent_shape"] = tuple(meta["latent_shape"])
-        return HeadConfig(**meta), training
+        config = HeadConfig(**meta)
     except (ValueError, KeyError, TypeError) as e:
         raise ModelLoadError(f"--head {directory}: bad {CONFIG} ({e})") from None
+    problem = config.problem()
+    if problem:
+        raise ModelLoadError(f"--head {directory}: bad {CONFIG} ({problem})")
+    if not isinstance(training, dict):
+        training = {}
+    return config, training
 
 
 def head_key(directory: str | Path) -> str:
@@ -99,7 +124,16 @@ def head_key(directory: str | Path) -> str:
     hex digits). Feedback records carry it, so a head retrained in place is noticed."""
     import hashlib
 
-    config, _ = read_head_config(directory)
+    config, training = read_head_config(directory)
+    status = str(training.get("status", "done"))
+    if status.startswith("failed") and not training.get("best_step"):
+        raise InputError(f"--head {directory}: its training {status}, before improving on its "
+                         "start; train it again (or --resume)")
+    if status.startswith("failed"):
+        import warnings
+
+        warnings.warn(f"--head {directory}: its training {status}; using its best head (step "
+                      f"{training.get('best_step')})", stacklevel=2)
     h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
     h.update((Path(directory) / WEIGHTS).read_bytes())
     return h.hexdigest()[:16]
@@ -111,7 +145,16 @@ def load_head(directory: str | Path, model_spec, height: int | None = None,
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    config, _ = read_head_config(directory)
+    config, training = read_head_config(directory)
+    status = str(training.get("status", "done"))
+    if status.startswith("failed") and not training.get("best_step"):
+        raise InputError(f"--head {directory}: its training {status}, before improving on its "
+                         "start; train it again (or --resume)")
+    if status.startswith("failed"):
+        import warnings
+
+        warnings.warn(f"--head {directory}: its training {status}; using its best head (step "
+                      f"{training.get('best_step')})", stacklevel=2)
     if expect_mode and config.mode != expect_mode:
         raise InputError(f"--head {directory} is a '{config.mode}' head, not '{expect_mode}'")
     if config.mode == "pahi" and config.text_dim != model_spec.text_dim:

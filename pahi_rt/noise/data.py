@@ -1,24 +1,21 @@
 """Prompt sets for training and evaluation, and a stable train/val/test split.
 
-Sources: `.txt` (one prompt per line), `.csv` / `.tsv` (a column, `--prompt-column`),
-`.jsonl` (a field, `--prompt-field`), or an HF dataset id (`datasets` imported lazily; an
-optional `:split` suffix, default `train`). Prompts are stripped and deduplicated, first
-occurrence kept. The split hashes each prompt, so a prompt lands in the same part on every run
-and on every machine, whatever else is in the file.
+Sources: a prompt file (`pahi_rt.prompts`: .txt, .csv/.tsv, .jsonl, `-` for stdin), or an HF
+dataset id (`datasets` imported lazily; an optional `:split` suffix, default `train`). Prompts
+are whitespace-normalised and deduplicated, first occurrence kept. The split hashes each
+prompt, so a prompt lands in the same part on every run and on every machine, whatever else is
+in the file.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from ..errors import InputError, require
 from ..hub import hub_reachable
-
-DEFAULT_COLUMNS = ("prompt", "Prompt", "caption", "text")
+from ..prompts import DEFAULT_COLUMNS, is_file_source, read_prompts
 
 
 @dataclass(frozen=True)
@@ -42,56 +39,15 @@ def dedupe(prompts: Iterable[str]) -> list[str]:
 
 def load_prompts(source: str | Path, column: str | None = None, field: str | None = None,
                  option: str = "--prompts") -> list[str]:
-    """Deduplicated prompts from a file or an HF dataset id (see the module docstring)."""
-    path = Path(source)
-    if path.is_file():
-        suffix = path.suffix.lower()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise InputError(f"{option} {source}: not UTF-8 text") from None
-        if suffix in (".csv", ".tsv"):
-            prompts = _table(text, "\t" if suffix == ".tsv" else ",", column, source, option)
-        elif suffix == ".jsonl":
-            prompts = _jsonl(text, field or column, source, option)
-        else:
-            prompts = text.splitlines()
-    elif path.exists() or str(source).startswith((".", "/", "~")) or "/" not in str(source):
-        raise InputError(f"{option} {source}: no such file (or HF dataset id 'owner/name')")
+    """Deduplicated prompts from a file (`pahi_rt.prompts` rules) or an HF dataset id."""
+    if is_file_source(source):
+        prompts = [p.text for p in read_prompts(source, column, field, option)]
     else:
         prompts = _hf_dataset(str(source), column or field, option)
     prompts = dedupe(prompts)
     if not prompts:
         raise InputError(f"{option} {source}: no prompts found")
     return prompts
-
-
-def _table(text: str, delimiter: str, column: str | None, source, option: str) -> list[str]:
-    rows = csv.DictReader(text.splitlines(), delimiter=delimiter)
-    names = rows.fieldnames or []
-    col = column or next((c for c in DEFAULT_COLUMNS if c in names), None)
-    if col is None or col not in names:
-        raise InputError(f"{option} {source}: no column '{column or 'prompt'}' (columns: "
-                         f"{', '.join(names)}); choose one with --prompt-column")
-    return [r[col] or "" for r in rows]
-
-
-def _jsonl(text: str, field: str | None, source, option: str) -> list[str]:
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise InputError(f"{option} {source}: line {n} is not JSON") from None
-        key = field or next((c for c in DEFAULT_COLUMNS if isinstance(row, dict) and c in row),
-                            None)
-        if not isinstance(row, dict) or key not in row:
-            raise InputError(f"{option} {source}: line {n} has no field '{field or 'prompt'}'; "
-                             "choose one with --prompt-field")
-        out.append(row[key])
-    return out
 
 
 def _hf_dataset(source: str, column: str | None, option: str) -> list[str]:
@@ -110,6 +66,22 @@ def _hf_dataset(source: str, column: str | None, option: str) -> list[str]:
         raise InputError(f"{option} {source}: no column '{column or 'prompt'}' (columns: "
                          f"{', '.join(ds.column_names)}); choose one with --prompt-column")
     return list(ds[col])
+
+
+def without_overlap(train: list[str], val: list[str]) -> list[str]:
+    """Training prompts minus those also in the validation set (a warning says how many);
+    refused when nothing is left (the two files hold the same prompts)."""
+    import warnings
+
+    held_out = set(val)
+    kept = [p for p in train if p not in held_out]
+    if not kept:
+        raise InputError("--prompts and --val-prompts hold the same prompts: validation would "
+                         "measure memorisation; give held-out validation prompts")
+    if len(kept) < len(train):
+        warnings.warn(f"{len(train) - len(kept)} of {len(train)} training prompts are also "
+                      "validation prompts; they are left out of training", stacklevel=2)
+    return kept
 
 
 def bucket(prompt: str) -> float:

@@ -30,6 +30,21 @@ class HeadConfig:
     def to_dict(self) -> dict:
         return {**asdict(self), "latent_shape": list(self.latent_shape)}
 
+    def problem(self) -> str | None:
+        """What is wrong with these values (a config.json edited by hand), or None."""
+        if self.mode not in ("hi", "pahi"):
+            return f"mode must be hi or pahi, got {self.mode!r}"
+        if len(self.latent_shape) != 3 or not _positive_ints(*self.latent_shape):
+            return f"latent_shape must be 3 positive integers, got {list(self.latent_shape)}"
+        if not _positive_ints(self.text_dim, self.hidden):
+            return f"text_dim and hidden must be positive integers, got {self.text_dim!r}, " \
+                   f"{self.hidden!r}"
+        return None
+
+
+def _positive_ints(*values) -> bool:
+    return all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in values)
+
 
 class GlobalPrior(nn.Module):
     """HI: one learned mu and log-sigma over the whole latent, shared by every prompt."""

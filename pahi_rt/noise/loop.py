@@ -12,6 +12,7 @@ validation loss) and OUT/train_state (the last validation step, for `--resume`).
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -147,7 +148,7 @@ def fit(head, objective: Objective, config: TrainConfig, out: str | Path, accele
     emit = on_event or (lambda kind, step, metrics: None)
     optimizer = torch.optim.Adam(head.parameters(), lr=config.peak_lr())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
-    info = {**info, "fingerprint": fingerprint}
+    info = {**info, "fingerprint": fingerprint, "status": "running"}
     if resume:
         _check_fingerprint(out, fingerprint)
         saved = load_train_state(out, head, optimizer, scheduler, extra_modules)
@@ -170,6 +171,9 @@ def fit(head, objective: Objective, config: TrainConfig, out: str | Path, accele
             metrics = {"train_loss": sum(recent_losses) / len(recent_losses), **metrics}
             recent_losses.clear()
         _record(run, metrics, config)
+        if not all(torch.isfinite(p).all() for p in head.parameters()):
+            raise InputError(f"training stopped at step {run.step}: the head's weights are not "
+                             "finite; nothing non-finite is saved")
         if accelerator.is_main_process:
             if run.best_step == run.step:
                 save_head_in_place(head, out, _training_info(run, info, objective))
@@ -177,11 +181,33 @@ def fit(head, objective: Objective, config: TrainConfig, out: str | Path, accele
                              extra_modules)
         emit("val", run.step, metrics)
 
+    try:
+        _loop(run, model, prepared_opt, scheduler, accelerator, objective, config, emit,
+              evaluate_and_save, recent_losses)
+    except BaseException as e:  # the saved head says the run did not finish
+        if accelerator.is_main_process and (out / "config.json").is_file():
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            status = (f"interrupted at step {run.step}" if isinstance(e, KeyboardInterrupt)
+                      else f"failed at step {run.step}: {reason}")
+            update_training_info(out, {**_training_info(run, info, objective), "status": status})
+        raise
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:  # the best weights stay; their record gets the whole run
+        update_training_info(out, {**_training_info(run, info, objective), "status": "done"})
+    return run
+
+
+def _loop(run, model, optimizer, scheduler, accelerator, objective, config, emit,
+          evaluate_and_save, recent_losses) -> None:
     if not run.history:
         evaluate_and_save()  # step 0: the starting point (win rate 0.5) and the first best
     while run.step < config.steps and not run.stopped_early:
         t0 = time.perf_counter()
-        loss = _train_step(model, prepared_opt, accelerator, objective, config, run.step)
+        loss = _train_step(model, optimizer, accelerator, objective, config, run.step)
+        if not math.isfinite(loss):
+            raise InputError(f"training stopped at step {run.step + 1}: the loss is {loss} "
+                             "(a scorer returned nan/inf, or the learning rate is too high); "
+                             f"the best head so far (step {run.best_step}) is kept")
         scheduler.step()
         run.step += 1
         recent_losses.append(loss)
@@ -190,10 +216,6 @@ def fit(head, objective: Objective, config: TrainConfig, out: str | Path, accele
                                 "seconds": time.perf_counter() - t0})
         if run.step % config.val_every == 0 or run.step == config.steps:
             evaluate_and_save()
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:  # the best weights stay; their record gets the whole run
-        update_training_info(out, _training_info(run, info, objective))
-    return run
 
 
 def _train_step(model, optimizer, accelerator, objective: Objective, config: TrainConfig,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -62,8 +63,10 @@ def parse_scorer(text: str) -> ScorerSpec:
         try:
             body, weight = head, float(tail)
         except ValueError:
-            raise InputError(f"--scorer {text}: weight '{tail}' is not a number "
-                             "(syntax NAME[@SOURCE][=WEIGHT])") from None
+            weight = float("nan")
+        if not math.isfinite(weight):
+            raise InputError(f"--scorer {text}: weight '{tail}' is not a finite number "
+                             "(syntax NAME[@SOURCE][=WEIGHT])")
     name, _, source = body.partition("@")
     if not name or (name not in BUILTIN and ":" not in name):
         raise InputError(f"--scorer {text}: unknown scorer '{name}' (use {', '.join(BUILTIN)} or "
@@ -209,6 +212,9 @@ def load_factory(name: str) -> ScoreFn:
         raise InputError(f"--scorer {name}: cannot import '{module_name}' ({e})") from None
     except AttributeError:
         raise InputError(f"--scorer {name}: '{module_name}' has no '{attr}'") from None
+    if not callable(factory):
+        raise InputError(f"--scorer {name}: '{module_name}.{attr}' is a "
+                         f"{type(factory).__name__}, not a factory function")
     scorer = factory()
     if not callable(scorer):
         raise InputError(f"--scorer {name}: {attr}() must return a callable "

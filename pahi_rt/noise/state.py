@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, ModelLoadError
-from .checkpoint import WEIGHTS, write_dir_atomically, write_head_files
+from .checkpoint import WEIGHTS, recover_dir, write_dir_atomically, write_head_files
 
 STATE_DIR, OPTIMIZER, STATE = "train_state", "optimizer.safetensors", "state.json"
 
@@ -69,12 +69,13 @@ def save_train_state(directory: str | Path, head, optimizer, scheduler, info: di
 
 
 def has_train_state(directory: str | Path) -> bool:
+    recover_dir(Path(directory) / STATE_DIR)
     return (Path(directory) / STATE_DIR / STATE).is_file()
 
 
 def read_train_info(directory: str | Path) -> dict:
     """state.json of a saved run (without loading any tensors)."""
-    path = Path(directory) / STATE_DIR / STATE
+    path = recover_dir(Path(directory) / STATE_DIR) / STATE
     if not path.is_file():
         raise InputError(f"--resume: no training state in {directory} (expected "
                          f"{STATE_DIR}/{STATE}; start without --resume)")
@@ -90,7 +91,7 @@ def load_train_state(directory: str | Path, head, optimizer, scheduler,
     info dict."""
     from safetensors.torch import load_file
 
-    folder = Path(directory) / STATE_DIR
+    folder = recover_dir(Path(directory) / STATE_DIR)
     if not (folder / STATE).is_file():
         raise InputError(f"--resume: no training state in {directory} (expected "
                          f"{STATE_DIR}/{STATE}; start without --resume)")

@@ -31,6 +31,14 @@ RESUME_KEYS = ("mode", "height", "width", "hidden", "seed", "batch_size", "sampl
                "objective")
 
 
+def prompt_set_id(prompts: list[str]) -> str:
+    """'N prompts, sha256 XXXX' of an ordered prompt list (what --resume compares)."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()[:12]
+    return f"{len(prompts)} prompts, sha256 {digest}"
+
+
 def batch_prompts(prompts: list[str], seed: int, step: int, batch_size: int) -> list[str]:
     """The global batch of `step`: consecutive slices of a per-epoch permutation."""
     return [prompts[i] for i in batch_indices(len(prompts), seed, step, batch_size)]
@@ -93,7 +101,10 @@ def train(components, scorers, train_prompts: list[str], val_prompts: list[str],
         return prepare_head(head, components, train_prompts, config, emit)
 
     return fit(head, objective, config, out, accelerator, resume=resume, fresh_start=fresh_start,
-               fingerprint={k: getattr(config, k) for k in RESUME_KEYS},
+               fingerprint={**{k: getattr(config, k) for k in RESUME_KEYS},
+                            "model": components.model_id, "scorer": str(scorers),
+                            "prompts": prompt_set_id(train_prompts),
+                            "val_prompts": prompt_set_id(val_prompts)},
                info={**(extra_info or {}), "config": asdict(config)}, on_event=emit)
 
 
