@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..cli import app, command
+from ..extras import check_extras
 from ..errors import InputError
 
 DEFAULT_BACKENDS = "torch,onnxruntime,tensorrt,diffusers"
@@ -74,6 +75,7 @@ def bench(
                                      "repeatable; pickscore, imagereward or module:factory."),
 ):
     """Time prompt-to-image latency per backend and mode, per stage, against the device floor."""
+    check_extras("bench", plot=plot, scorer=scorer)
     from ..io import read_prompt_lines
     from ..runtime.backend import MODES
     from ..specs import check_image_size
@@ -106,5 +108,5 @@ def bench(
                            tick=lambda: bar.update(1), scorers=scorers)
     result["command"] = command_line(ctx)
     result["model"] = model
+    typer.echo(render(result))  # the table first: a failing plot must not lose it
     write_outputs(result, json_path, markdown, plot)
-    typer.echo(render(result))

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..cli import app, command
+from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
 from .train import SCORER_HELP, resolve_device
 
@@ -36,6 +37,7 @@ def evaluate(
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the tables."),
 ):
     """Win rate (%) of HI/PAHI noise vs standard Gaussian noise, same prompt and eps."""
+    check_extras("eval", scorer=scorer)
     from .. import io
     from ..components import load_components
     from ..errors import InputError

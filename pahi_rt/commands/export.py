@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from ..cli import app, command
+from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
 
 
@@ -33,6 +34,7 @@ def export_cmd(
     no_engine: bool = typer.Option(False, "--no-engine", help="ONNX only, no TensorRT engines."),
 ):
     """Export ONNX graphs and TensorRT engines; rebuilds only what changed (content hashes)."""
+    check_extras("export")
     from ..components import load_components
     from ..errors import MissingDependencyError
     from ..export.artifacts import export_artifacts

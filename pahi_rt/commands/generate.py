@@ -9,6 +9,7 @@ import numpy as np
 import typer
 
 from ..cli import app, command
+from ..extras import check_extras
 from ..errors import InputError
 from ..specs import DEFAULT_MODEL
 
@@ -39,6 +40,7 @@ def generate(
                                              "cache dir, exported on first use."),
 ):
     """Generate images (torch reference sampler or exported graphs) and write PNGs."""
+    check_extras("generate", backend=backend, artifacts=artifacts)
     from .. import io, sampling
     from ..components import load_components
     from ..noise import noise_source

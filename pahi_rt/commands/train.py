@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..cli import app, command
+from ..extras import check_extras
 from ..errors import InputError
 from ..specs import DEFAULT_MODEL
 
@@ -59,6 +60,7 @@ def train(
     resume: bool = typer.Option(False, help="Continue the run saved in --out exactly."),
 ):
     """Train a noise head on a preference scorer (paper Eq. 4, with Eq. 10 pretraining)."""
+    check_extras("train", scorer=scorer)
     from .. import io
     from ..components import load_components
     from ..noise import data
