@@ -97,7 +97,8 @@ def test_alternatives_and_grouped_message(monkeypatch):
     with pytest.raises(MissingDependencyError) as e:
         check_extras("generate", backend="tensorrt", artifacts=None)
     assert str(e.value).count("--backend tensorrt needs") == 1
-    assert "tensorrt or tensorrt_rtx" in str(e.value) and "pahi-rt[onnx,tensorrt-rtx]" in str(e.value)
+    assert "tensorrt or tensorrt_rtx" in str(e.value)
+    assert "pahi-rt[onnx,tensorrt-rtx]" in str(e.value)
 
 
 def test_unknown_verb_is_a_bug():
