@@ -41,7 +41,7 @@ def generate(
 ):
     """Generate images (torch reference sampler or exported graphs) and write PNGs."""
     check_extras("generate", backend=backend, artifacts=artifacts)
-    from .. import io, sampling
+    from .. import io, progress, sampling
     from ..components import load_components
     from ..noise import noise_source
     from ..specs import check_image_size
@@ -52,13 +52,13 @@ def generate(
     check_image_size(height, width)
     out_dir = io.ensure_writable_dir(out)
     # exported graphs are traced from fp32 weights; fp16 is made from the fp32 graph
-    comps = load_components(model, decoder, dtype if backend == "torch" else "fp32", device)
+    with progress.stage(progress.describe_model(model), lambda: progress.parameter_count(comps)):
+        comps = load_components(model, decoder, dtype if backend == "torch" else "fp32", device)
     source, head_name = noise_source(noise, str(head) if head else None, comps, height, width)
     sampling.Schedule.from_spec(comps.spec.scheduler, steps)  # validates --steps early
     render = _renderer(backend, comps, source, noise, steps, height, width, dtype, artifacts)
 
-    with typer.progressbar(list(enumerate(texts)), label="generating", file=None,
-                           hidden=prompts is None) as bar:
+    with progress.ImageProgress(texts) as bar:  # a line per image (stderr), ETA after warm-up
         for i, text in bar:
             t0 = time.perf_counter()
             pixels = render(text, seed + i)
@@ -66,7 +66,7 @@ def generate(
             meta = io.png_metadata(text, seed + i, steps, noise, model, head_name, height, width,
                                    comps.decoder_id)
             path = io.save_png(out_dir / f"{i:05d}.png", np.asarray(pixels[0]), meta)
-            typer.echo(f"{path}  seed {seed + i}  {seconds:.2f} s", err=prompts is not None)
+            typer.echo(bar.line(path, seed + i, seconds), err=prompts is not None)
 
 
 def _renderer(backend, comps, source, noise, steps, height, width, dtype, artifacts):
