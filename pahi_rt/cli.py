@@ -10,6 +10,7 @@ import typer
 
 from .errors import PahiError
 from .hostmem import keep_freed_memory
+from .threads import apply_thread_policy
 
 app = typer.Typer(name="pahi-rt", rich_markup_mode="rich", no_args_is_help=True,
                   pretty_exceptions_enable=False,
@@ -45,6 +46,7 @@ def command(fn):
     """Wrap a verb: one-line errors with exit code 2 for PahiError, quiet library logs."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        apply_thread_policy()  # before torch loads OpenMP: waiting threads sleep, not spin
         keep_freed_memory()  # CPU: no re-mapping of activation buffers on every call
         _quiet_libraries()
         warnings.showwarning = _show_warning
