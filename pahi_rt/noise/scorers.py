@@ -254,6 +254,13 @@ class ScorerSet:
     def labels(self) -> list[str]:
         return [s.label for s in self.specs]
 
+    def check_differentiable(self, why: str = "--refine") -> None:
+        """Refuse scorers that declare `differentiable = False` (one-line InputError)."""
+        for spec, scorer in zip(self.specs, self.scorers):
+            if getattr(scorer, "differentiable", True) is False:
+                raise InputError(f"--scorer {spec.label} is not differentiable; {why} needs "
+                                 "gradients of the score (rank with --best-of instead)")
+
     def modules(self) -> list[nn.Module]:
         return [s for s in self.scorers if isinstance(s, nn.Module)]
 
