@@ -141,3 +141,33 @@ def test_generate_test_time_bad_input(tmp_path, args, message):
     r = run("generate", "a red kite", *SMALL, *args, "--out", str(tmp_path / "x.png"))
     assert_one_line_error(r, message)
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.fixture(scope="module")
+def head_dir(tmp_path_factory):
+    from pahi_rt.noise.checkpoint import save_head
+
+    return save_head(random_head("pahi"), tmp_path_factory.mktemp("head") / "h")
+
+
+@pytest.mark.parametrize("extra,label", [(("--best-of", "2"), "best-of 2"),
+                                         (("--refine", "2"), "refine 2")])
+def test_eval_spends_test_time_on_every_method(tmp_path, head_dir, extra, label):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(PROMPTS))
+    r = run("eval", "--head", str(head_dir), "--model", "tiny", "--device", "cpu", "--scorer",
+            COLOUR, "--prompts", str(prompts), "--seeds", "1", "--no-two-step", *extra,
+            "--json", str(tmp_path / "e.json"))
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["test_time"] == label and label in r.output
+    if label.startswith("refine"):
+        curve = result["refine_curve"]["pahi 1-step"]
+        assert len(curve) == 3 and curve == sorted(curve)
+    plain = tmp_path / "plain.json"
+    assert run("eval", "--head", str(head_dir), "--model", "tiny", "--device", "cpu", "--scorer",
+               COLOUR, "--prompts", str(prompts), "--seeds", "1", "--no-two-step", "--json",
+               str(plain)).exit_code == 0
+    before = json.loads(plain.read_text())["score"]
+    for method in ("gaussian 1-step", "pahi 1-step"):
+        assert result["score"][method][COLOUR]["mean"] >= before[method][COLOUR]["mean"] - 1e-4

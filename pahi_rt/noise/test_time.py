@@ -192,10 +192,12 @@ def refine(components, source, scorers, prompts: Sequence[str], eps: torch.Tenso
     for step in range(config.steps + 1):
         t0 = time.perf_counter()
         last = step == config.steps  # the last iterate is scored, not stepped from
-        with torch.set_grad_enabled(not last), autocast():
-            images = quantised(images_from_noise(components, source(x.to(components.dtype), emb),
-                                                 emb, schedule))
-            score = scorers.total(images, prompts).float()
+        with torch.set_grad_enabled(not last):  # callers may hold no_grad (eval does)
+            with autocast():
+                images = quantised(images_from_noise(
+                    components, source(x.to(components.dtype), emb), emb, schedule))
+                score = scorers.total(images, prompts).float()
+            loss = (-score + config.reg * norm_nll(x)).sum()
         cpu = score.detach().cpu()
         better = cpu > best
         best = torch.where(better, cpu, best)
@@ -204,9 +206,9 @@ def refine(components, source, scorers, prompts: Sequence[str], eps: torch.Tenso
         best_px = px if best_px is None else torch.where(better.view(-1, 1, 1, 1), px, best_px)
         result.scores.append(cpu.tolist())
         if not last:
-            loss = (-score + config.reg * norm_nll(x)).sum()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            with torch.enable_grad():
+                loss.backward()
             with torch.no_grad():  # per image, so each image's step ignores its batch mates
                 g = x.grad.flatten(1)
                 g.mul_((config.grad_clip / g.norm(dim=1).clamp_min(1e-12)).clamp(max=1)[:, None])
