@@ -171,3 +171,15 @@ def test_eval_spends_test_time_on_every_method(tmp_path, head_dir, extra, label)
     before = json.loads(plain.read_text())["score"]
     for method in ("gaussian 1-step", "pahi 1-step"):
         assert result["score"][method][COLOUR]["mean"] >= before[method][COLOUR]["mean"] - 1e-4
+
+
+def test_bench_rows_with_test_time(tmp_path):
+    out = tmp_path / "b.json"
+    r = run("bench", "--model", "tiny", "--height", "64", "--width", "64", "--device", "cpu",
+            "--backends", "torch", "--modes", "gaussian-1step", "--warmup", "0", "--iters", "1",
+            "--best-of", "2", "--scorer", COLOUR, "--json", str(out))
+    assert r.exit_code == 0, r.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["backend"] for row in rows] == ["torch + best-of 2"] and rows[0]["score"] < 0
+    r = run("bench", "--model", "tiny", "--backends", "torch", "--refine", "2")
+    assert_one_line_error(r, "--refine needs at least one --scorer")
