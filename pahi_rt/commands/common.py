@@ -84,7 +84,7 @@ def fits(model: str, config, device: str, export: bool = False, run: bool = True
 
 
 SCORER_HELP = ("Preference scorer, repeatable; the objective is the weighted sum. Syntax "
-               "NAME[@SOURCE][=WEIGHT]: pickscore, imagereward or module:factory, e.g. "
+               "NAME[@SOURCE][=WEIGHT]: pickscore, imagereward, hpsv2 or module:factory, e.g. "
                "--scorer pickscore=1.0 --scorer mymod:make=0.5 or pickscore@/models/PickScore_v1.")
 
 # Shared options (Typer reads the help and flag names from here; defaults stay at the verb).
