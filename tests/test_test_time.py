@@ -127,6 +127,7 @@ def test_generate_refine_batch_of_prompts(tmp_path):
     (("--best-of", "0", "--scorer", COLOUR), "--best-of must be between 1 and 256"),
     (("--best-of", "100000", "--scorer", COLOUR), "--best-of must be between 1 and 256"),
     (("--refine", "-1", "--scorer", COLOUR), "--refine must be between 1 and 1000"),
+    (("--refine", "0", "--scorer", COLOUR), "--refine must be between 1 and 1000"),
     (("--refine", "5000", "--scorer", COLOUR), "--refine must be between 1 and 1000"),
     (("--refine", "2", "--best-of", "2", "--scorer", COLOUR), "not both"),
     (("--refine", "2", "--refine-lr", "0", "--scorer", COLOUR), "--refine-lr must be > 0"),

@@ -82,7 +82,7 @@ def bench(
                                      "like the paper's Table 2): NAME[@SOURCE][=WEIGHT], "
                                      "repeatable; pickscore, imagereward or module:factory."),
     best_of: BestOfOption = 1,
-    refine: RefineOption = 0,
+    refine: RefineOption = None,
     refine_lr: RefineLr = 5.0,
     refine_reg: RefineReg = 0.01,
 ):

@@ -115,10 +115,10 @@ Scorers = Annotated[List[str], typer.Option("--scorer", help=SCORER_HELP)]
 BestOfOption = Annotated[int, typer.Option(
     "--best-of", help="Render N candidates per image (candidate k of seed s: seed s for k = 0, "
     "else a fixed hash of (s, k)) and keep the one the --scorer set rates highest.")]
-RefineOption = Annotated[int, typer.Option(
+RefineOption = Annotated[Optional[int], typer.Option(
     "--refine", help="ReNO-style refinement: K gradient steps on the initial noise through the "
     "torch model and the --scorer set (from the head's noise for hi/pahi, N(0, I) for "
-    "gaussian); the best iterate is kept. 0: off.")]
+    "gaussian); the best iterate is kept.")]
 RefineLr = Annotated[float, typer.Option(help="--refine: SGD step size (ReNO: 5).")]
 RefineReg = Annotated[float, typer.Option(help="--refine: weight of the regulariser keeping "
                                           "||eps|| likely under N(0, I) (ReNO: 0.01).")]

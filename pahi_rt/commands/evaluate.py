@@ -34,7 +34,7 @@ def evaluate(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the tables."),
     best_of: BestOfOption = 1,
-    refine: RefineOption = 0,
+    refine: RefineOption = None,
     refine_lr: RefineLr = 5.0,
     refine_reg: RefineReg = 0.01,
 ):

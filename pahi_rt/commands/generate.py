@@ -41,7 +41,7 @@ def generate(
     artifacts: Artifacts = None,
     compile: Compile = False,
     best_of: BestOfOption = 1,
-    refine: RefineOption = 0,
+    refine: RefineOption = None,
     refine_lr: RefineLr = 5.0,
     refine_reg: RefineReg = 0.01,
     scorer: Scorers = (),

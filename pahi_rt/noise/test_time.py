@@ -73,12 +73,12 @@ class TestTime:
         return "plain" if self.best_of == 1 else f"best-of {self.best_of}"
 
 
-def check_test_time(best_of: int, refine: int, lr: float, reg: float, scorers: Sequence[str],
-                    backend: str = "torch") -> TestTime:
-    """The --best-of/--refine options, validated (one-line InputError)."""
+def check_test_time(best_of: int, refine: int | None, lr: float, reg: float,
+                    scorers: Sequence[str], backend: str = "torch") -> TestTime:
+    """The --best-of/--refine options (refine None: off), validated (one-line InputError)."""
     if not 1 <= best_of <= MAX_BEST_OF:
         raise InputError(f"--best-of must be between 1 and {MAX_BEST_OF}, got {best_of}")
-    if not 0 <= refine <= MAX_REFINE:
+    if refine is not None and not 1 <= refine <= MAX_REFINE:
         raise InputError(f"--refine must be between 1 and {MAX_REFINE} steps, got {refine}")
     if best_of > 1 and refine:
         raise InputError("use --best-of or --refine, not both")
