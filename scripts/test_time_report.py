@@ -90,7 +90,7 @@ def full_size(iters: int = 2) -> dict:
                      "s_per_image": time.perf_counter() - t0, "s_per_iteration": done.seconds})
         print(f"full size {noise}: {rows[-3:]}", file=sys.stderr)
     return {"rows": rows, "threads": torch.get_num_threads(),
-            "peak_rss_gb": _peak_rss_gb()}
+            "peak_rss_gb": _peak_rss_gb(), "load_average": os.getloadavg()}
 
 
 def _peak_rss_gb() -> float:
@@ -111,7 +111,7 @@ def iterations_to_reach(points: list[dict]) -> dict:
 
 def markdown(result: dict) -> str:
     tiny, reach = result["tiny"], result["reach"]
-    lines = ["# Test-time compute on top of the head (CPU, 2 cores shared, OMP_NUM_THREADS=1)", "",
+    lines = ["# Test-time compute on top of the head (CPU, 2 cores, shared)", "",
              "Produced by:", "", "```bash", result["command"], "```", "",
              "## Tiny: held-out score vs wall time per image", "",
              f"`tiny` (random weights, 64x64, one Euler step), a PAHI head trained for the "
@@ -147,7 +147,8 @@ def markdown(result: dict) -> str:
                   f"torch backend, {full['threads']} threads on a shared 2-core machine; one "
                   "timed call each after one plain warm-up call (so these are single "
                   "measurements, not p50s). Peak RSS of the process "
-                  f"{full['peak_rss_gb']:.1f} GB.", "",
+                  f"{full['peak_rss_gb']:.1f} GB.", "", *([full["note"], ""] if "note" in full
+                                                        else []),
                   "| noise | test-time compute | s / image | s per refine iteration |",
                   "|---|---|---:|---|"]
         for r in full["rows"]:
@@ -193,10 +194,13 @@ def main() -> None:
     args = ap.parse_args()
     out = ROOT / "bench" / "results" / os.environ.get("MACHINE", "cpu-2core")
     out.mkdir(parents=True, exist_ok=True)
-    command = "OMP_NUM_THREADS=1 PYTHONPATH=tests python scripts/test_time_report.py" + \
-        (" --skip-full-size" if args.skip_full_size else "")
+    flags = [f for f, on in (("--skip-full-size", args.skip_full_size),
+                             ("--only-full-size", args.only_full_size)) if on]
+    command = (f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} PYTHONPATH=tests "
+               f"python scripts/test_time_report.py {' '.join(flags)}").strip()
     if args.only_full_size:
-        result = {**json.loads((out / "test_time.json").read_text()), "command": command}
+        old = json.loads((out / "test_time.json").read_text())
+        result = {**old, "command": f"{old['command']}\n{command}"}
     else:
         with tempfile.TemporaryDirectory() as work:
             tiny = tiny_grid(Path(work))

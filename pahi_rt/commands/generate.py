@@ -72,12 +72,13 @@ def generate(
                             compile=compile)
     fits(model, config, device, export=backend != "torch" and artifacts is None)
     paths = io.output_paths(out, len(texts), overwrite)
+    scorers = None if test_time.plain else _scorers(scorer, test_time, device)  # fail fast
     loaded = load_model(model, decoder, device=device, head=head, noise=(noise,), height=height,
                         width=width, keep_fp32=backend != "torch", log=echo_err)
     pipe = open_pipeline(loaded, config, log=echo_err)
     with typer.progressbar(length=len(texts), label="generating", file=None,
                            hidden=prompts is None) as bar:
-        for i, pixels, extra, seconds in _images(pipe, loaded, test_time, scorer, noise, texts,
+        for i, pixels, extra, seconds in _images(pipe, loaded, test_time, scorers, noise, texts,
                                                  seed):
             bar.update(1)
             p = texts[i]
@@ -92,7 +93,14 @@ def generate(
             typer.echo(f"{path}  seed {seed + i}  {seconds:.2f} s", err=prompts is not None)
 
 
-def _images(pipe, loaded, test_time, scorer, noise, texts, seed):
+def _scorers(scorer, test_time, device):
+    from ..components import resolve_device
+    from .test_time import load_scorers
+
+    return load_scorers(scorer, test_time, resolve_device(device))
+
+
+def _images(pipe, loaded, test_time, scorers, noise, texts, seed):
     """(index, uint8 pixels [H, W, 3], extra metadata, seconds) per prompt, plain or with
     test-time compute."""
     if test_time.plain:
@@ -103,6 +111,5 @@ def _images(pipe, loaded, test_time, scorer, noise, texts, seed):
         return
     from . import test_time as run
 
-    scorers = run.load_scorers(scorer, test_time, loaded.device)
     yield from run.images(pipe, loaded, scorers, test_time, noise, [p.text for p in texts],
                           [seed + i for i in range(len(texts))], echo_err)
