@@ -114,7 +114,7 @@ def _reference_preprocess(image: Image.Image, size: int = 224) -> torch.Tensor:
     new = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)  # (h, w)
     resized = image.convert("RGB").resize((new[1], new[0]), Image.BICUBIC)
     top, left = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
-    x = torch.from_numpy(np.asarray(resized.crop((left, top, left + size, top + size))))
+    x = torch.from_numpy(np.array(resized.crop((left, top, left + size, top + size))))
     x = x.permute(2, 0, 1).float() / 255
     mean, std = torch.tensor(sc.CLIP_MEAN).view(3, 1, 1), torch.tensor(sc.CLIP_STD).view(3, 1, 1)
     return ((x - mean) / std)[None]

@@ -184,3 +184,17 @@ def test_bench_rows_with_test_time(tmp_path):
     assert [row["backend"] for row in rows] == ["torch + best-of 2"] and rows[0]["score"] < 0
     r = run("bench", "--model", "tiny", "--backends", "torch", "--refine", "2")
     assert_one_line_error(r, "--refine needs at least one --scorer")
+
+
+def test_best_of_through_onnxruntime_matches_torch(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("PAHI_RT_CACHE", str(tmp_path / "cache"))
+    scores = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / f"{backend}.png"
+        r = run("generate", "a blue cup", *SMALL, "--seed", "2", "--best-of", "3", "--scorer",
+                COLOUR, "--backend", backend, "--out", str(out))
+        assert r.exit_code == 0, r.output
+        scores[backend] = json.loads(json.loads(Image.open(out).text["pahi-rt"])
+                                     ["candidate_scores"])
+    assert scores["onnxruntime"] == pytest.approx(scores["torch"], abs=0.02)

@@ -223,7 +223,6 @@ def refine(components, source, scorers, prompts: Sequence[str], eps: torch.Tenso
     return result
 
 
-
 def torch_render(components, source, schedule: sampling.Schedule, shape: Sequence[int],
                  batch: int = 8) -> Render:
     """A `Render` on the torch reference path: (prompts, seeds) -> uint8 NHWC, `batch` at a time
