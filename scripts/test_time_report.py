@@ -147,8 +147,9 @@ def markdown(result: dict) -> str:
                   f"torch backend, {full['threads']} threads on a shared 2-core machine; one "
                   "timed call each after one plain warm-up call (so these are single "
                   "measurements, not p50s). Peak RSS of the process "
-                  f"{full['peak_rss_gb']:.1f} GB.", "", *([full["note"], ""] if "note" in full
-                                                        else []),
+                  f"{full['peak_rss_gb']:.1f} GB; load average (1/5/15 min) at the end "
+                  f"{' / '.join(f'{x:.1f}' for x in full.get('load_average', []))} (this "
+                  "process alone is ~2).", "", *([full["note"], ""] if "note" in full else []),
                   "| noise | test-time compute | s / image | s per refine iteration |",
                   "|---|---|---:|---|"]
         for r in full["rows"]:
@@ -200,7 +201,8 @@ def main() -> None:
                f"python scripts/test_time_report.py {' '.join(flags)}").strip()
     if args.only_full_size:
         old = json.loads((out / "test_time.json").read_text())
-        result = {**old, "command": f"{old['command']}\n{command}"}
+        lines = [c for c in old["command"].splitlines() if "--only-full-size" not in c]
+        result = {**old, "command": "\n".join(lines + [command])}
     else:
         with tempfile.TemporaryDirectory() as work:
             tiny = tiny_grid(Path(work))
