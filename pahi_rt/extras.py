@@ -42,13 +42,14 @@ def needs(verb: str, **options) -> list[Need]:
         return _onnx_export("pahi-rt export")
     if verb == "generate":
         backend = options.get("backend", "torch")
+        scorers = _scorers(options.get("scorer"))  # --best-of / --refine
         if backend == "torch":
-            return []
+            return scorers
         why = f"--backend {backend}"
         found = ([Need(("onnxruntime",), "onnx", why)] if backend == "onnxruntime" else
                  [Need(("tensorrt", "tensorrt_rtx"), "tensorrt-rtx", why)])
         # without --artifacts the graphs are exported into the cache first
-        return found if options.get("artifacts") else _onnx_export(why) + found
+        return scorers + (found if options.get("artifacts") else _onnx_export(why) + found)
     if verb == "bench":
         # missing backends are skipped row by row (and reported); the plot is all or nothing
         plot = [Need(("matplotlib",), "bench", "--plot")] if options.get("plot") else []
