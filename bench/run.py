@@ -137,7 +137,7 @@ def _fits(model: LoadedModel, config: BenchConfig, name: str, batch: int, artifa
     memory.check(memory.model_params(model.base.model_id), f"this row ({name}, batch {batch})",
                  {}, height=config.height, width=config.width, batch=batch,
                  precision=config.precision, backend=backend, device=model.device.type,
-                 export=backend != "torch" and artifacts is None)
+                 export=backend != "torch" and artifacts is None, loaded=True)
 
 
 def _runners(model, config: BenchConfig, name, mode, batch, artifacts, log):

@@ -143,22 +143,23 @@ def _safetensors_params(folder: Path) -> int | None:
 
 def need_bytes(params: Params, *, height: int, width: int, batch: int = 1,
                precision: str = "fp32", backend: str = "torch", device: str = "cpu",
-               export: bool = False, run: bool = True) -> int:
-    """Estimated peak host memory of loading + (exporting) + (running) at this shape."""
-    need = BASE + 4 * params.total
+               export: bool = False, run: bool = True, loaded: bool = False) -> int:
+    """Estimated peak host memory of loading + (exporting, then) running at this shape. The
+    export's transient peak is over before a session opens, so the two do not add up.
+    `loaded`: the process already holds the fp32 model (bench rows), which the available
+    figure has already paid for."""
+    need = 0 if loaded else BASE + 4 * params.total
     act = int(ACT * 4 * params.unet * batch * height * width / 512**2)
     on_cpu = device == "cpu"
-    if export:
-        need += int(EXPORT * 4 * max(params.unet, params.text_encoder))
-    if not run:
-        return need
-    if backend == "torch":
-        need += (2 * params.total if precision != "fp32" and on_cpu else 0) + (act if on_cpu
-                                                                              else 0)
-    else:
+    exporting = int(EXPORT * 4 * max(params.unet, params.text_encoder)) if export else 0
+    running = 0
+    if run and backend == "torch":
+        running = (2 * params.total if precision != "fp32" and on_cpu else 0) + (act if on_cpu
+                                                                                else 0)
+    elif run:
         weights = (2 if precision == "fp16" else 4) * params.total
-        need += 2 * weights + (act if on_cpu else 0)  # a fused and the component sessions
-    return need
+        running = 2 * weights + (act if on_cpu else 0)  # a fused and the component sessions
+    return need + max(exporting, running)
 
 
 def check(params: Params | None, what: str, alternatives: dict[str, dict], **shape) -> None:
