@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from .commands import bench, evaluate, export, feedback, generate, train
+from .commands import bench, evaluate, export, feedback, generate, serve, train
 from .commands.common import command
 
 app = typer.Typer(name="pahi-rt", rich_markup_mode="rich", no_args_is_help=True,
@@ -22,7 +22,7 @@ def _root():
 
 for name, fn in (("generate", generate.generate), ("train", train.train),
                  ("eval", evaluate.evaluate), ("export", export.export_cmd),
-                 ("bench", bench.bench)):
+                 ("bench", bench.bench), ("serve", serve.serve)):
     app.command(name)(command(fn, keep_memory=name != "export"))
 app.add_typer(feedback.feedback_app, name="feedback")  # feedback add | pair
 
