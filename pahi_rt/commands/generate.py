@@ -39,6 +39,12 @@ def generate(
     backend: Backend = "torch",
     artifacts: Artifacts = None,
     compile: Compile = False,
+    ray: bool = typer.Option(False, "--ray", help="Render --prompts on Ray Data actors (same "
+                             "pixels); also writes OUT/index.jsonl, and a re-run resumes."),
+    address: Optional[str] = typer.Option(None, help="--ray: Ray cluster address (default "
+                                          "$RAY_ADDRESS, else a local Ray on 127.0.0.1)."),
+    replicas: int = typer.Option(1, help="--ray: actors, each loading the model once."),
+    gpus_per_replica: float = typer.Option(0.0, help="--ray: GPUs per actor."),
 ):
     """Generate images (torch reference sampler or exported graphs) and write PNGs."""
     from .. import io
@@ -61,6 +67,14 @@ def generate(
     config = PipelineConfig(backend, mode, 1, height, width, precision, artifacts,
                             compile=compile)
     fits(model, config, device, export=backend != "torch" and artifacts is None)
+    if ray or address or replicas != 1 or gpus_per_replica:
+        from .generate_ray import generate_ray
+
+        return generate_ray(texts, dict(
+            model=model, decoder=decoder, head=head, noise=noise, backend=backend,
+            artifacts=artifacts, precision=precision, height=height, width=width, steps=steps,
+            device=device), seed, out, overwrite, ray, prompts, address, replicas,
+            gpus_per_replica)
     paths = io.output_paths(out, len(texts), overwrite)
     loaded = load_model(model, decoder, device=device, head=head, noise=(noise,), height=height,
                         width=width, keep_fp32=backend != "torch", log=echo_err)
