@@ -34,6 +34,8 @@ def serve(
     port: int = typer.Option(8000, help="HTTP port."),
     replicas: int = typer.Option(1, help="Model replicas (each loads the model once)."),
     gpus_per_replica: float = typer.Option(0.0, help="GPUs per replica (fractions share one)."),
+    cpus_per_replica: float = typer.Option(1.0, help="CPUs per replica (a CPU replica runs "
+                                           "that many torch threads)."),
     max_batch: int = typer.Option(8, help="Most images per pipeline call (dynamic batching)."),
     batch_wait_ms: float = typer.Option(10.0, help="How long a batch waits to fill up (ms)."),
     max_queued: int = typer.Option(64, help="Requests waiting beyond what replicas run; past "
@@ -50,6 +52,8 @@ def serve(
     parse_mode(noise, steps)
     check_image_size(height, width)
     _check_ranges(port, replicas, gpus_per_replica, max_batch, batch_wait_ms, max_queued)
+    if cpus_per_replica <= 0:
+        raise InputError(f"--cpus-per-replica must be positive, got {cpus_per_replica}")
     settings = ServeSettings(
         _absolute(model), _absolute(decoder), _absolute(head), noise, backend,
         _absolute(artifacts), pick_precision(precision, None), height, width, steps, device,
@@ -57,7 +61,8 @@ def serve(
     require("ray.serve", "serve")
     require("fastapi", "serve")
     _run(settings, host, port, address, dict(replicas=replicas, max_queued=max_queued,
-                                             gpus_per_replica=gpus_per_replica))
+                                             gpus_per_replica=gpus_per_replica,
+                                             cpus_per_replica=cpus_per_replica))
 
 
 def _check_ranges(port, replicas, gpus, max_batch, wait_ms, max_queued) -> None:

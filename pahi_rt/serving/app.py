@@ -65,19 +65,26 @@ class ImageServer:
             boundaries=[1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64])
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def render(self, items: list[tuple[str, str, int]]) -> list[tuple[object, int]]:
-        """(noise, prompt, seed) items from concurrent requests -> (uint8 image, batch size)."""
+    async def render(self, items: list[tuple[str, str, int]]) -> list[tuple[object, int, int]]:
+        """(noise, prompt, seed) items from concurrent requests -> (uint8 image, batch size,
+        prompt tokens)."""
         return await asyncio.to_thread(self._render, items)
 
     def _render(self, items):
+        """Batches run one at a time (Serve's default), so only this thread ever touches the
+        tokenizer: a fast tokenizer keeps its padding/truncation state, it is not
+        thread-safe."""
         out: list = [None] * len(items)
         for noise in dict.fromkeys(noise for noise, _, _ in items):
             idx = [i for i, item in enumerate(items) if item[0] == noise]
             pixels = self.pipes[noise]([items[i][1] for i in idx], [items[i][2] for i in idx])
             for j, i in enumerate(idx):
                 out[i] = pixels[j]
+        tokenizer = self.model.base.tokenizer
+        tokens = [len(ids) for ids in tokenizer([p for _, p, _ in items], padding="longest",
+                                                truncation=False).input_ids]
         self.batch_sizes.observe(len(items))
-        return [(p, len(items)) for p in out]
+        return [(p, len(items), t) for p, t in zip(out, tokens)]
 
     def _png(self, prompt: str, seed: int, noise: str, pixels) -> str:
         s, base = self.settings, self.model
@@ -85,10 +92,10 @@ class ImageServer:
                                s.width, base.base.decoder_id)
         return base64.b64encode(io.png_bytes(pixels, meta)).decode("ascii")
 
-    def _headers(self, req, batch: int) -> dict[str, str]:
+    def _headers(self, req, results) -> dict[str, str]:
+        batch, tokens = max(r[1] for r in results), results[0][2]
         headers = {"x-pahi-seed": str(req.seed), "x-pahi-batch-size": str(batch)}
         limit = self.model.spec.max_tokens
-        tokens = len(self.model.base.tokenizer(req.prompt, truncation=False).input_ids)
         if tokens > limit:  # the pipeline truncates exactly as `generate` does
             headers["warning"] = (f'299 pahi-rt "prompt truncated to {limit} tokens '
                                   f'({tokens} given)"')
@@ -103,7 +110,7 @@ class ImageServer:
                                              for seed in req.seeds))
             data = await asyncio.to_thread(lambda: [
                 {"b64_json": self._png(req.prompt, seed, req.noise, pixels),
-                 "revised_prompt": req.prompt} for seed, (pixels, _) in zip(req.seeds, results)])
+                 "revised_prompt": req.prompt} for seed, (pixels, _, _) in zip(req.seeds, results)])
         except ApiError as e:
             return JSONResponse(e.body(), status_code=e.status)
         except Exception as e:  # a clean 500 in the API's shape; the traceback goes to the log
@@ -113,7 +120,7 @@ class ImageServer:
         self.images.inc(req.n, tags={"noise": req.noise})
         self.latency.observe(time.perf_counter() - t0)
         return JSONResponse({"created": int(time.time()), "data": data},
-                            headers=self._headers(req, max(b for _, b in results)))
+                            headers=self._headers(req, results))
 
     @api.get("/v1/models")
     async def models(self):
@@ -123,9 +130,12 @@ class ImageServer:
     @api.get("/healthz")
     async def healthz(self):
         """200 once this replica has loaded the model (the constructor has returned)."""
+        import torch
+
         s = self.settings
         return {"status": "ok", "model": s.model_id, "sizes": [s.size], "steps": [s.steps],
-                "noise": list(s.noises), "max_batch": s.max_batch}
+                "noise": list(s.noises), "max_batch": s.max_batch,
+                "device": str(self.model.device), "torch_threads": torch.get_num_threads()}
 
 
 def application(settings: ServeSettings, replicas: int = 1, gpus_per_replica: float = 0.0,
