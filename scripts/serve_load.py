@@ -106,7 +106,9 @@ def load(url: str, concurrency: int, count: int, size: str, timeout: float) -> d
 
 
 def run_config(name: str, args: list[str], concurrencies, count, size, timeout, logdir) -> dict:
-    server = Server(args, logdir / f"serve-{name}.log")
+    slug = "".join(c if c.isalnum() else "-" for c in name).strip("-")
+    server = Server(args, logdir / f"serve-{slug}.log")
+    load_before = os.getloadavg()[0]
     print(f"[{name}] up in {server.startup_s:.1f} s: {server.command}", flush=True)
     rows = []
     try:
@@ -119,7 +121,8 @@ def run_config(name: str, args: list[str], concurrencies, count, size, timeout, 
         stop_s = server.stop()
     print(f"[{name}] stopped in {stop_s:.1f} s", flush=True)
     return {"name": name, "command": server.command, "health": server.health,
-            "startup_s": server.startup_s, "stop_s": stop_s, "rows": rows}
+            "startup_s": server.startup_s, "stop_s": stop_s, "rows": rows,
+            "loadavg_1min": [load_before, os.getloadavg()[0]]}
 
 
 def markdown(results: list[dict], argv: list[str]) -> str:
@@ -131,7 +134,9 @@ def markdown(results: list[dict], argv: list[str]) -> str:
         h = res["health"]
         lines += [f"## {res['name']}", "", f"`{res['command']}`  (device {h.get('device')}, "
                   f"{h.get('torch_threads')} torch thread(s) per replica; server up in "
-                  f"{res['startup_s']:.0f} s, SIGTERM to exit {res['stop_s']:.1f} s)", "",
+                  f"{res['startup_s']:.0f} s, SIGTERM to exit {res['stop_s']:.1f} s; machine load "
+                  f"average {' -> '.join(f'{x:.1f}' for x in res.get('loadavg_1min', []))})",
+                  "",
                   "| concurrency | requests | ok | errors | images/s | p50 (s) | p99 (s) |",
                   "|---:|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['concurrency']} | {r['requests']} | {r['ok']} | {r['errors']} | "

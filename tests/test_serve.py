@@ -149,6 +149,13 @@ def test_health_models_and_unknown_routes(server, client):
     assert e.value.code == 404 and "error" in json.loads(e.value.read())
 
 
+def test_local_ray_is_loopback_only(server):
+    import ray
+
+    assert {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} == {"127.0.0.1"}
+    assert server.startswith("http://127.0.0.1:")
+
+
 def test_overload_is_503_with_retry_after_never_a_hang(server):
     results = []
 
@@ -214,7 +221,11 @@ def test_serve_cli_refuses_bad_options_in_one_line():
 
     for args, words in ((["--port", "0"], "--port"), (["--max-batch", "0"], "--max-batch"),
                         (["--height", "65"], "multiple of 8"),
-                        (["--head", "x"], "--head is only used")):
-        r = CliRunner().invoke(app, ["serve", "--model", "tiny", *args])
+                        (["--head", "x"], "--head is only used"),
+                        (["--noise", "pahi", "--head", "/no/such/dir"], "no such directory"),
+                        (["--cpus-per-replica", "0"], "--cpus-per-replica")):
+        r = CliRunner().invoke(app, ["serve", "--model", "tiny", *args])  # before Ray starts
         assert r.exit_code == 2 and "Traceback" not in r.output, r.output
         assert r.output.startswith("error:") and words in r.output, r.output
+    r = CliRunner().invoke(app, ["serve", "--model", "/no/such/model"])
+    assert r.exit_code == 2 and "not a diffusers model directory" in r.output

@@ -1,6 +1,7 @@
 """`pahi-rt serve`: the OpenAI-compatible image API on Ray Serve (`pahi_rt.serving.app`)."""
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -60,6 +61,8 @@ def serve(
         max_batch, batch_wait_ms)
     require("ray.serve", "serve")
     require("fastapi", "serve")
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        _precheck(settings)  # here, not after a minute of Ray start-up and replica retries
     _run(settings, host, port, address, dict(replicas=replicas, max_queued=max_queued,
                                              gpus_per_replica=gpus_per_replica,
                                              cpus_per_replica=cpus_per_replica))
@@ -73,6 +76,22 @@ def _check_ranges(port, replicas, gpus, max_batch, wait_ms, max_queued) -> None:
             raise InputError(f"{name} must be in {lo}..{hi}, got {value}")
     if gpus < 0 or wait_ms < 0:
         raise InputError("--gpus-per-replica and --batch-wait-ms must not be negative")
+
+
+def _precheck(settings) -> None:
+    """What a local replica would fail on first, checked in this process (cheaply: no
+    weights are read): the model source, a decoder for a non-preset model, the head dir."""
+    from ..components import resolve_model_dir
+    from ..specs import PRESETS
+
+    preset = PRESETS.get(settings.model)
+    if preset is None or preset.hub_id is not None:
+        resolve_model_dir(preset.hub_id if preset else settings.model, preset is not None)
+    if preset is None and settings.decoder is None:
+        raise InputError(f"--model {settings.model} needs --decoder (an AutoencoderTiny "
+                         "directory or HF id, e.g. madebyollin/taesd)")
+    if settings.head is not None and not Path(settings.head).is_dir():
+        raise InputError(f"--head {settings.head}: no such directory")
 
 
 def _absolute(path) -> str | None:

@@ -21,12 +21,25 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
         if address:
             ray.init(address=address, **quiet)
             return "cluster"
+        _loopback_only()
         ray.init(_node_ip_address="127.0.0.1", include_dashboard=False,
                  num_cpus=num_cpus or os.cpu_count(), **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise BackendError(f"cannot start or reach {where}: {str(e).splitlines()[0]}") from None
     return "local"
+
+
+def _loopback_only() -> None:
+    """Ray's single-machine mode (its default on macOS/Windows): the node IP is 127.0.0.1, so
+    GCS, raylet, workers and the metrics agent listen on loopback only. Without it Ray turns
+    `_node_ip_address="127.0.0.1"` into the machine's routable address. The switch is read
+    from the environment by Ray's services (children inherit it) and once at import in this
+    process (hence the constant too)."""
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def disconnect(how: str) -> None:
