@@ -153,6 +153,13 @@ def markdown(results: list[dict], argv: list[str]) -> str:
                 lines.append(f"| {c} | {row['images_per_s']:.2f} | {base['images_per_s']:.2f} | "
                              f"{row['images_per_s'] / base['images_per_s']:.2f}x |")
         lines.append("")
+    lines += ["Reading the tables: a request is one image (`n` 1), sent by a closed loop of "
+              "`concurrency` client threads. With `--max-batch 8` a lone request still waits "
+              "`--batch-wait-ms` (10 ms) for company, which costs at concurrency 1. With "
+              "`--max-batch 1` a replica takes 2 requests at a time (2 x max-batch), the rest "
+              "wait in Serve's proxy queue. Errors count anything but HTTP 200 (none expected "
+              "below `--max-queued` 64). The full-size rows use the `synthetic` preset (SD-Turbo "
+              "architecture, random weights) with 2 torch threads.", ""]
     return "\n".join(lines)
 
 
