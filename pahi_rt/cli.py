@@ -6,8 +6,12 @@ import sys
 
 import typer
 
-from .commands import bench, evaluate, export, feedback, generate, serve, train
-from .commands.common import command
+from .threads import apply_thread_policy
+
+apply_thread_policy()  # before anything loads torch: OpenMP reads its wait policy only then
+
+from .commands import bench, evaluate, export, feedback, generate, serve, train  # noqa: E402
+from .commands.common import command  # noqa: E402
 
 app = typer.Typer(name="pahi-rt", rich_markup_mode="rich", no_args_is_help=True,
                   pretty_exceptions_enable=False,

@@ -1,17 +1,18 @@
 """The real CLIP BPE tokenizer for presets built without a download.
 
-The vocabulary is the one OpenCLIP ships (`open_clip/bpe_simple_vocab_16e6.txt.gz`, the same merges
-OpenAI CLIP and SD 2.x use). We read the file without importing `open_clip` (which would import
-torchvision) and build a Hugging Face `CLIPTokenizer` with SD 2.x's settings (pad token "!").
+The vocabulary ships inside pahi-rt (`pahi_rt/data/bpe_simple_vocab_16e6.txt.gz`, MIT, notices in
+`pahi_rt/data/LICENSE-clip-bpe.txt`): OpenAI CLIP's merges, byte for byte the file OpenCLIP ships,
+the same ones SD 2.x uses. Shipping it saves an install step (open-clip-torch with `--no-deps`,
+which made pip print a red dependency error). We build a Hugging Face `CLIPTokenizer` from it with
+SD 2.x's settings (pad token "!").
 """
 from __future__ import annotations
 
 import functools
 import gzip
-import importlib.util
 from pathlib import Path
 
-from .errors import MissingDependencyError
+from .errors import ModelLoadError
 
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 N_MERGES = 49152 - 256 - 2  # the CLIP vocabulary is 49408 = 2*256 bytes + merges + 2 specials
@@ -19,14 +20,10 @@ BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 
 def bpe_path() -> Path:
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError(
-            "the CLIP BPE vocabulary comes from open-clip-torch; install it with: "
-            "pip install --no-deps open-clip-torch")
-    path = Path(next(iter(spec.submodule_search_locations))) / BPE_FILE
+    """The vocabulary file inside the installed package."""
+    path = Path(__file__).resolve().parent / "data" / BPE_FILE
     if not path.is_file():
-        raise MissingDependencyError(f"{path} is missing; reinstall open-clip-torch")
+        raise ModelLoadError(f"{path} is missing from the pahi-rt install; reinstall pahi-rt")
     return path
 
 

@@ -10,14 +10,7 @@ WORK=$(mktemp -d)
 OUT=bench/results/$MACHINE
 mkdir -p "$OUT"
 export PYTHONPATH=tests${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-python - "$WORK" <<'PY'
-import sys
-from synthetic_scorers import colour_prompts
-train, held_out = colour_prompts()
-open(f"{sys.argv[1]}/train.txt", "w").write("\n".join(train))
-open(f"{sys.argv[1]}/val.txt", "w").write("\n".join(held_out[:8]))
-open(f"{sys.argv[1]}/test.txt", "w").write("\n".join(held_out[8:] + held_out[:8]))
-PY
+python tests/synthetic_scorers.py "$WORK" >/dev/null  # train.txt, val.txt, test.txt
 COMMON="--model tiny --height 64 --width 64 --device cpu --prompts $WORK/train.txt --val-prompts $WORK/val.txt --steps 200 --batch-size 8 --val-every 20 --patience 5 --hidden 144"
 for MODE in pahi hi; do
   SCORER=synthetic_scorers:$([ $MODE = pahi ] && echo colour_by_word || echo fixed_colour)

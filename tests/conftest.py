@@ -91,12 +91,13 @@ SERVED = dict(model="tiny", height=64, width=64, device="cpu", max_batch=4, batc
 
 @pytest.fixture(scope="session")
 def server(local_ray) -> str:
-    """The real HTTP server (Ray Serve, tiny model at 64x64, batches of up to 4, at most 4
-    requests queued past the 8 a replica runs); its base URL."""
+    """The real HTTP server (Ray Serve, tiny model at 64x64, batches of up to 4, a replica runs
+    8 requests at a time, at most 16 more wait); its base URL. Serve counts a burst's requests
+    as queued until each is assigned, so the limit must cover the tests' 8-request bursts."""
     from pahi_rt.serving import app
     from pahi_rt.serving.schema import ServeSettings
 
     port = free_port()
-    app.deploy(ServeSettings(**SERVED), "127.0.0.1", port, max_queued=4)
+    app.deploy(ServeSettings(**SERVED), "127.0.0.1", port, max_queued=16)
     yield f"http://127.0.0.1:{port}"
     app.undeploy(started_here=False)

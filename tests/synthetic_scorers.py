@@ -49,6 +49,19 @@ def colour_prompts() -> tuple[list[str], list[str]]:
     return train, held_out
 
 
+def write_prompt_files(folder) -> dict[str, int]:
+    """train.txt (48 prompts), val.txt (8) and test.txt (16, objects never seen in training),
+    as README's training example and bench/train_tiny.sh use them."""
+    from pathlib import Path
+
+    train, held_out = colour_prompts()
+    files = {"train.txt": train, "val.txt": held_out[:8], "test.txt": held_out[8:] + held_out[:8]}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for name, prompts in files.items():
+        (Path(folder) / name).write_text("\n".join(prompts) + "\n")
+    return {name: len(prompts) for name, prompts in files.items()}
+
+
 def not_differentiable():
     def score(images, prompts):
         return torch.tensor(images.mean(dim=(1, 2, 3)).tolist())
@@ -64,3 +77,10 @@ def nan_after_first():
         s = -((images.mean(dim=(1, 2, 3)) - 0.5) ** 2)
         return s if calls[0] == 1 else s * float("nan")
     return score
+
+
+if __name__ == "__main__":  # python tests/synthetic_scorers.py DIR: write the prompt files
+    import sys
+
+    for name, n in write_prompt_files(sys.argv[1]).items():
+        print(f"{sys.argv[1]}/{name}: {n} prompts")

@@ -104,3 +104,22 @@ def test_no_fused_times_component_graphs(tmp_path, monkeypatch):
     assert "gaussian-1step" not in graphs and {"text_encoder", "unet", "decoder"} <= graphs
     row = json.loads((tmp_path / "r.json").read_text())["rows"][0]
     assert row["backend"] == "onnxruntime-staged" and row["stages"]["unet_step_1"] > 0
+
+
+def test_table_comes_before_the_plot(tmp_path, monkeypatch):
+    """A failing plot must not lose the measurements: table printed, JSON/markdown written."""
+    import pahi_rt.bench.report as report
+    from pahi_rt.errors import PahiError
+
+    def broken_plot(result, path):
+        raise PahiError("plot failed")
+
+    monkeypatch.setattr(report, "plot", broken_plot)
+    r = runner.invoke(app, [
+        "bench", "--model", "tiny", "--height", "64", "--width", "64", "--warmup", "0",
+        "--iters", "1", "--backends", "torch", "--modes", "gaussian-1step",
+        "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"),
+        "--plot", str(tmp_path / "r.png")])
+    assert r.exit_code == 2 and "error: plot failed" in r.output, r.output
+    assert "| one step | torch |" in r.output
+    assert (tmp_path / "r.md").is_file() and (tmp_path / "r.json").is_file()

@@ -101,6 +101,7 @@ def test_concurrent_requests_are_batched_independently(server, reference):
     [t.start() for t in threads]
     [t.join(60) for t in threads]
     assert sorted(results) == list(range(100, 108))
+    assert all(status == 200 for status, _, _ in results.values()), results
     assert max(int(h["x-pahi-batch-size"]) for _, h, _ in results.values()) > 1
     for seed, (status, _, body) in results.items():
         assert status == 200
@@ -160,13 +161,13 @@ def test_overload_is_503_with_retry_after_never_a_hang(server):
     results = []
 
     def one(i):
-        results.append(post(server, {"prompt": f"load {i}", "n": 8, "seed": i}, timeout=120))
+        results.append(post(server, {"prompt": f"load {i}", "n": 4, "seed": i}, timeout=120))
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(32)]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(48)]  # 24 fit
     t0 = time.monotonic()
     [t.start() for t in threads]
     [t.join(150) for t in threads]
-    assert len(results) == 32 and time.monotonic() - t0 < 150
+    assert len(results) == 48 and time.monotonic() - t0 < 150
     rejected = [h for status, h, _ in results if status == 503]
     assert rejected and all(h.get("retry-after") or h.get("Retry-After") for h in rejected)
     assert {status for status, _, _ in results} <= {200, 503}
@@ -199,15 +200,16 @@ def test_zz_killed_replica_gives_5xx_then_recovers(server):
     results = []
     threads = [threading.Thread(target=lambda i=i: results.append(
         post(server, {"prompt": f"kill {i}", "n": 8, "seed": i}, timeout=120)))
-        for i in range(12)]  # 96 images: the replica's 8 requests at a time plus 4 queued
+        for i in range(8)]  # 64 images; all 8 requests run on the replica at once
     [t.start() for t in threads]
     deadline = time.monotonic() + 60
-    while not results and time.monotonic() < deadline:  # killed while the rest are in flight,
-        time.sleep(0.01)                                # however fast this machine renders
+    while not results and time.monotonic() < deadline:  # the first answer: the other 7 are
+        time.sleep(0.01)                                # in flight, however fast the machine
+    assert results and results[0][0] == 200, results
     ray.kill(replica, no_restart=True)
     [t.join(150) for t in threads]
     statuses = [status for status, _, _ in results]
-    assert len(statuses) == 12 and any(s >= 500 for s in statuses), statuses
+    assert len(statuses) == 8 and any(s >= 500 for s in statuses), statuses
     assert all(s == 200 or s >= 500 for s in statuses), statuses
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

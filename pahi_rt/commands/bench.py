@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import InputError
+from ..extras import check_extras
 from .common import (Artifacts, Decoder, Device, DtypeAlias, Height, Precision, Width, echo_err,
                      fits, pick_precision)
 
@@ -83,6 +84,7 @@ def bench(
                                      "repeatable; pickscore, imagereward or module:factory."),
 ):
     """Time prompt-to-image latency per backend and mode, per stage, against the device floor."""
+    check_extras("bench", plot=plot, scorer=scorer)
     from ..bench.report import markdown as render, write_outputs
     from ..bench.run import ROW_NAMES, BenchConfig, run_bench
     from ..io import check_output_file
@@ -115,12 +117,14 @@ def bench(
     scorers = ScorerSet.load(scorer, loaded.device) if scorer else None
     total = len(names) * len(mode_names) * len(cfg.batches) * (warmup + iters)
     with typer.progressbar(length=total, label="bench", file=sys.stderr) as bar:
-        def save(partial: dict, plot_path=None) -> dict:  # after every row: nothing is lost
+        def save(partial: dict) -> dict:  # after every row: nothing is lost
             partial = {**partial, "command": command_line(ctx), "model": model}
-            write_outputs(partial, json_path, markdown, plot_path)
+            write_outputs(partial, json_path, markdown, None)
             return partial
         result = run_bench(loaded, cfg, texts, log=lambda m: typer.echo(f"\n{m}", err=True),
                            tick=lambda: bar.update(1), scorers=scorers, artifacts=artifacts,
                            on_row=save)
-    result = save(result, plot)
-    typer.echo(render(result))
+    result = save(result)
+    typer.echo(render(result))  # the table first: a failing plot must not lose it
+    if plot:
+        write_outputs(result, None, None, plot)

@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
 from .common import SCORER_HELP, Decoder, Device, DtypeAlias, Model, Precision, pick_precision
 
@@ -34,6 +35,7 @@ def evaluate(
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the tables."),
 ):
     """Win rate (%) of HI/PAHI noise vs standard Gaussian noise, same prompt and eps."""
+    check_extras("eval", scorer=scorer)
     from .. import io
     from ..components import load_components
     from ..errors import InputError

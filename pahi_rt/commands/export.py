@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import typer
 
+from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
 from .common import Decoder, DtypeAlias, Model, Precision, echo_err, fits, pick_precision
 
@@ -32,6 +33,7 @@ def export_cmd(
     no_engine: bool = typer.Option(False, "--no-engine", help="ONNX only, no TensorRT engines."),
 ):
     """Export ONNX graphs and TensorRT engines; rebuilds only what changed (content hashes)."""
+    check_extras("export")
     from ..components import load_components
     from ..errors import MissingDependencyError
     from ..export.artifacts import export_artifacts

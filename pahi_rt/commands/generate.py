@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import InputError
+from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
 from .common import (Artifacts, Backend, Compile, Decoder, Device, DtypeAlias, Height, Model,
                      Noise, Precision, PromptColumn, PromptField, Steps, Width, echo_err, fits,
@@ -47,7 +48,8 @@ def generate(
     gpus_per_replica: float = typer.Option(0.0, help="--ray: GPUs per actor."),
 ):
     """Generate images (torch reference sampler or exported graphs) and write PNGs."""
-    from .. import io
+    check_extras("generate", backend=backend, artifacts=artifacts, ray=ray)
+    from .. import io, progress
     from ..runtime.pipeline import PipelineConfig, check_seeds, load_model, open_pipeline
     from ..prompts import Prompt, normalise, read_prompts
     from ..specs import check_image_size, parse_mode
@@ -79,8 +81,7 @@ def generate(
     loaded = load_model(model, decoder, device=device, head=head, noise=(noise,), height=height,
                         width=width, keep_fp32=backend != "torch", log=echo_err)
     pipe = open_pipeline(loaded, config, log=echo_err)
-    with typer.progressbar(list(enumerate(texts)), label="generating", file=None,
-                           hidden=prompts is None) as bar:
+    with progress.ImageProgress(texts) as bar:  # a line per image (stderr), ETA after warm-up
         for i, p in bar:
             t0 = time.perf_counter()
             pixels = pipe([p.text], [seed + i])
@@ -93,4 +94,4 @@ def generate(
             except OSError as e:  # disk full, permissions changed under us, ...
                 raise InputError(f"writing {paths[i]} failed ({e.strerror or e}); {i} of "
                                  f"{len(texts)} images were written") from None
-            typer.echo(f"{path}  seed {seed + i}  {seconds:.2f} s", err=prompts is not None)
+            typer.echo(bar.line(path, seed + i, seconds), err=prompts is not None)

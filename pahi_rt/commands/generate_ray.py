@@ -16,7 +16,6 @@ def generate_ray(texts, options: dict, seed: int, out: str, overwrite: bool, ray
                  gpus_per_replica: float) -> None:
     """Render `texts` (prompts.Prompt) with image i from seed + i, skipping verified images."""
     from .. import io
-    from ..errors import require
     from ..serving.ledger import Job, Ledger, plan
 
     if not ray:
@@ -27,7 +26,6 @@ def generate_ray(texts, options: dict, seed: int, out: str, overwrite: bool, ray
         raise InputError("--ray writes a directory of images; give --out DIR")
     if replicas < 1 or gpus_per_replica < 0:
         raise InputError("--replicas must be at least 1 and --gpus-per-replica not negative")
-    require("ray.data", "serve")
     directory = io.ensure_writable_dir(out)
     jobs = [Job(i, p.text, seed + i, p.line, directory / f"{i:05d}.png")
             for i, p in enumerate(texts)]

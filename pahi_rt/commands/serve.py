@@ -44,10 +44,11 @@ def serve(
     address: Optional[str] = Address,
 ):
     """Serve POST /v1/images/generations (OpenAI Images API), /v1/models and /healthz."""
-    from ..errors import require
+    from ..extras import check_extras
     from ..serving.schema import ServeSettings
     from ..specs import check_image_size, parse_mode
 
+    check_extras("serve", backend=backend, artifacts=artifacts)
     if noise == "gaussian" and head is not None:
         raise InputError("--head is only used with --noise hi or --noise pahi")
     parse_mode(noise, steps)
@@ -59,8 +60,6 @@ def serve(
         _absolute(model), _absolute(decoder), _absolute(head), noise, backend,
         _absolute(artifacts), pick_precision(precision, None), height, width, steps, device,
         max_batch, batch_wait_ms)
-    require("ray.serve", "serve")
-    require("fastapi", "serve")
     if not (address or os.environ.get("RAY_ADDRESS")):
         _precheck(settings)  # here, not after a minute of Ray start-up and replica retries
     _run(settings, host, port, address, dict(replicas=replicas, max_queued=max_queued,

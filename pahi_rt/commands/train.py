@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import InputError
+from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
 from .common import (SCORER_HELP, Decoder, Device, DtypeAlias, Precision, PromptColumn,
                      PromptField, pick_precision)
@@ -76,6 +77,7 @@ def train(
 ):
     """Train a noise head: on a preference scorer (paper Eq. 4, with Eq. 10 pretraining), or
     from users' feedback records (KTO / DPO on the head's density)."""
+    check_extras("train", scorer=scorer)
     from ..components import resolve_device
     from ..noise.train import TrainConfig
 

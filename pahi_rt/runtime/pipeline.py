@@ -106,13 +106,14 @@ def load_model(model: str, decoder: str | None = None, *, device: str = "auto",
                log: Log = lambda m: None) -> LoadedModel:
     """Load `model` once. Heads: the checkpoint `head` for each kind in `noise` that needs one
     (its own kind), or with `random_heads` a random head of the right shape (latency work)."""
+    from .. import progress
     from ..components import load_components, resolve_device
     from ..noise.checkpoint import load_head
 
     run_device = resolve_device(device)
-    log(f"loading {model}" + (" (building 1.2B random parameters)" if model == "synthetic"
-                              else ""))
-    comps = load_components(model, decoder)
+    with progress.stage(progress.describe_model(model), lambda: progress.parameter_count(comps),
+                        log):
+        comps = load_components(model, decoder)
     heads = {}
     for kind in dict.fromkeys(k for k in noise if k != "gaussian"):
         if head is not None:
