@@ -39,6 +39,7 @@ class BenchConfig:
     precision: str = "fp32"
     warmup: int = 2
     iters: int = 10
+    test_time: object = None  # noise.test_time.TestTime: best-of-N / refinement per image
 
 
 def run_bench(model: LoadedModel, config: BenchConfig, prompts: Sequence[str],
@@ -93,12 +94,21 @@ def _result(result: dict, model, config: BenchConfig, peaks, works, scorers) -> 
 def _row(model, config: BenchConfig, name, mode, batch, prompts, log, tick, scorers, artifacts,
          peaks, work) -> dict:
     """One measured row, or {"backend", "mode", "batch", "reason"} when it cannot run here."""
+    tt = config.test_time
+    if tt is not None and not tt.plain:
+        name = f"{name} + {tt.label}"
     label = {"backend": name, "mode": mode.name, "batch": batch}
     t0 = time.perf_counter()
     try:
-        _fits(model, config, name, batch, artifacts)
-        e2e, staged, fused, make_timer, close = _runners(model, config, name, mode, batch,
+        base = name.split(" + ")[0]
+        if tt is not None and tt.refine is not None and base != "torch":
+            raise PahiError(f"--refine runs on the torch backend only, not {base}")
+        _fits(model, config, base, batch, artifacts)
+        e2e, staged, fused, make_timer, close = _runners(model, config, base, mode, batch,
                                                          artifacts, log)
+        if tt is not None and not tt.plain:
+            e2e, staged, fused = _with_test_time(e2e, model, config, mode, scorers), \
+                None, True
     except PahiError as e:  # this row cannot run here; bugs still raise
         log(f"skip {name} {mode.name} batch {batch}: {e}")
         return {**label, "reason": str(e).splitlines()[0]}
@@ -157,3 +167,28 @@ def _runners(model, config: BenchConfig, name, mode, batch, artifacts, log):
         pipe.close()
         return notes
     return pipe, pipe.run_staged, pipe.fused, timer, close
+
+
+def _with_test_time(pipe, model: LoadedModel, config: BenchConfig, mode, scorers):
+    """The row's end-to-end call with best-of-N (any backend) or refinement (torch) inside."""
+    import copy
+
+    from pahi_rt import sampling
+    from pahi_rt.noise import test_time as tt
+
+    cfg = config.test_time
+    if cfg.refine is None:
+        return lambda prompts, seeds: tt.best_of(pipe, scorers, prompts, seeds,
+                                                 cfg.best_of).pixels
+    comps = model.torch_components(config.precision)
+    head = model.head(mode.noise)
+    source = sampling.gaussian if head is None else copy.deepcopy(head).to(comps.device,
+                                                                          comps.dtype)
+    schedule = sampling.Schedule.from_spec(comps.spec.scheduler, mode.steps)
+    shape = model.spec.latent_shape(config.height, config.width)
+
+    def run(prompts, seeds):
+        eps = sampling.draw_eps(seeds, shape)
+        return tt.refine(comps, source, scorers, prompts, eps, cfg.refine, schedule
+                         ).pixels.numpy()
+    return run

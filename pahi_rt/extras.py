@@ -52,7 +52,8 @@ def needs(verb: str, **options) -> list[Need]:
         return _onnx_export("pahi-rt export")
     if verb == "generate":
         ray = [Need(("ray",), "serve", "--ray")] if options.get("ray") else []
-        return ray + _backend(options.get("backend", "torch"), options.get("artifacts"))
+        scorers = _scorers(options.get("scorer"))  # --best-of / --refine
+        return ray + scorers + _backend(options.get("backend", "torch"), options.get("artifacts"))
     if verb == "serve":
         return [Need(("ray",), "serve", "pahi-rt serve"), Need(("fastapi",), "serve",
                                                               "pahi-rt serve")] + \

@@ -38,3 +38,21 @@ def local_snapshot(repo_id: str, hint: str = "") -> str:
         return snapshot_download(repo_id, allow_patterns=ALLOW)
     except Exception as e:
         raise ModelLoadError(f"could not download '{repo_id}': {str(e).splitlines()[0]}") from None
+
+
+def local_file(repo_id: str, filename: str, hint: str = "") -> str:
+    """Path of one file of `repo_id` from the HF cache, downloading it if the hub answers."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return hf_hub_download(repo_id, filename, local_files_only=True)
+    except Exception:  # not cached (or a bad id): fall through to the hub
+        pass
+    if not hub_reachable():
+        raise ModelLoadError(f"'{repo_id}' is not in the local HF cache and the hub cannot be "
+                             f"reached{hint}")
+    try:
+        return hf_hub_download(repo_id, filename)
+    except Exception as e:
+        raise ModelLoadError(f"could not download '{repo_id}/{filename}': "
+                             f"{str(e).splitlines()[0]}") from None

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# the checkout's sibling shared/data (a worktree under wt/ finds it one level further up)
+SHARED = next((p / "shared" / "data" for p in Path(__file__).resolve().parents[1:4]
+               if (p / "shared" / "data").is_dir()),
+              Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def save_tiny_checkpoint(root: Path, seed: int, unet_overrides: dict | None = None,

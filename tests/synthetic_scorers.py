@@ -65,6 +65,14 @@ def write_prompt_files(folder) -> dict[str, int]:
 def not_differentiable():
     def score(images, prompts):
         return torch.tensor(images.mean(dim=(1, 2, 3)).tolist())
+    score.differentiable = False  # declared, so --refine refuses it before any work
+    return score
+
+
+def undeclared_not_differentiable():
+    """Detached scores without the declaration: caught when the first gradient is asked for."""
+    def score(images, prompts):
+        return images.detach().mean(dim=(1, 2, 3))
     return score
 
 

@@ -10,8 +10,8 @@ import typer
 
 from ..errors import InputError
 from ..extras import check_extras
-from .common import (Artifacts, Decoder, Device, DtypeAlias, Height, Precision, Width, echo_err,
-                     fits, pick_precision)
+from .common import (Artifacts, BestOfOption, Decoder, Device, DtypeAlias, Height, Precision,
+                     RefineLr, RefineOption, RefineReg, Width, echo_err, fits, pick_precision)
 
 DEFAULT_BACKENDS = "torch,onnxruntime,tensorrt,diffusers"
 DEFAULT_MODES = "pahi-1step,gaussian-1step,gaussian-2step"
@@ -82,6 +82,10 @@ def bench(
     scorer: List[str] = typer.Option([], help="Also score the timed images (mean score column, "
                                      "like the paper's Table 2): NAME[@SOURCE][=WEIGHT], "
                                      "repeatable; pickscore, imagereward or module:factory."),
+    best_of: BestOfOption = 1,
+    refine: RefineOption = None,
+    refine_lr: RefineLr = 5.0,
+    refine_reg: RefineReg = 0.01,
 ):
     """Time prompt-to-image latency per backend and mode, per stage, against the device floor."""
     check_extras("bench", plot=plot, scorer=scorer)
@@ -102,8 +106,11 @@ def bench(
              else ["a red fox in the snow, photograph"])
     for p, option in ((json_path, "--json"), (markdown, "--markdown"), (plot, "--plot")):
         check_output_file(p, option)
+    from ..noise.test_time import check_test_time
+
+    test_time = check_test_time(best_of, refine, refine_lr, refine_reg, scorer)
     cfg = BenchConfig(names, mode_names, parse_batches(batch), height, width,
-                      pick_precision(precision, dtype), warmup, iters)
+                      pick_precision(precision, dtype), warmup, iters, test_time)
     if scorer:
         from ..noise.scorers import ScorerSet, parse_scorer
 
@@ -115,6 +122,8 @@ def bench(
                         noise=tuple(MODES[m].noise for m in mode_names), random_heads=True,
                         log=echo_err)
     scorers = ScorerSet.load(scorer, loaded.device) if scorer else None
+    if test_time.refine is not None:
+        scorers.check_differentiable()
     total = len(names) * len(mode_names) * len(cfg.batches) * (warmup + iters)
     with typer.progressbar(length=total, label="bench", file=sys.stderr) as bar:
         def save(partial: dict) -> dict:  # after every row: nothing is lost

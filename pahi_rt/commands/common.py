@@ -84,7 +84,7 @@ def fits(model: str, config, device: str, export: bool = False, run: bool = True
 
 
 SCORER_HELP = ("Preference scorer, repeatable; the objective is the weighted sum. Syntax "
-               "NAME[@SOURCE][=WEIGHT]: pickscore, imagereward or module:factory, e.g. "
+               "NAME[@SOURCE][=WEIGHT]: pickscore, imagereward, hpsv2 or module:factory, e.g. "
                "--scorer pickscore=1.0 --scorer mymod:make=0.5 or pickscore@/models/PickScore_v1.")
 
 # Shared options (Typer reads the help and flag names from here; defaults stay at the verb).
@@ -112,3 +112,13 @@ PromptColumn = Annotated[Optional[str], typer.Option(
     help="Column of a .csv/.tsv or dataset (default: prompt, Prompt, caption or text).")]
 PromptField = Annotated[Optional[str], typer.Option(help="Field of a .jsonl file.")]
 Scorers = Annotated[List[str], typer.Option("--scorer", help=SCORER_HELP)]
+BestOfOption = Annotated[int, typer.Option(
+    "--best-of", help="Render N candidates per image (candidate k of seed s: seed s for k = 0, "
+    "else a fixed hash of (s, k)) and keep the one the --scorer set rates highest.")]
+RefineOption = Annotated[Optional[int], typer.Option(
+    "--refine", help="ReNO-style refinement: K gradient steps on the initial noise through the "
+    "torch model and the --scorer set (from the head's noise for hi/pahi, N(0, I) for "
+    "gaussian); the best iterate is kept.")]
+RefineLr = Annotated[float, typer.Option(help="--refine: SGD step size (ReNO: 5).")]
+RefineReg = Annotated[float, typer.Option(help="--refine: weight of the regulariser keeping "
+                                          "||eps|| likely under N(0, I) (ReNO: 0.01).")]

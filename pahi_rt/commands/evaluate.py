@@ -9,7 +9,8 @@ import typer
 
 from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
-from .common import SCORER_HELP, Decoder, Device, DtypeAlias, Model, Precision, pick_precision
+from .common import (SCORER_HELP, BestOfOption, Decoder, Device, DtypeAlias, Model, Precision,
+                     RefineLr, RefineOption, RefineReg, pick_precision)
 
 
 def evaluate(
@@ -33,8 +34,13 @@ def evaluate(
     dtype: DtypeAlias = None,
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the tables."),
+    best_of: BestOfOption = 1,
+    refine: RefineOption = None,
+    refine_lr: RefineLr = 5.0,
+    refine_reg: RefineReg = 0.01,
 ):
-    """Win rate (%) of HI/PAHI noise vs standard Gaussian noise, same prompt and eps."""
+    """Win rate (%) of HI/PAHI noise vs standard Gaussian noise, same prompt and eps; with
+    --best-of/--refine every method spends that test-time compute (ranked by the weighted sum)."""
     check_extras("eval", scorer=scorer)
     from .. import io
     from ..components import load_components
@@ -48,6 +54,9 @@ def evaluate(
         raise InputError("--seeds and --batch-size must be at least 1")
     config, training = read_head_config(head)
     [parse_scorer(s) for s in scorer]
+    from ..noise.test_time import check_test_time
+
+    test_time = check_test_time(best_of, refine, refine_lr, refine_reg, scorer)
     if max_prompts is not None and max_prompts < 1:
         raise InputError(f"--max-prompts must be at least 1, got {max_prompts}")
     texts = data.load_prompts(prompts, prompt_column, prompt_field)[:max_prompts]
@@ -62,9 +71,11 @@ def evaluate(
     width = width or config.latent_shape[2] * f
     module = load_head(head, comps.spec, height, width).to(comps.device)
     scorers = ScorerSet.load(scorer, comps.device)
+    if test_time.refine is not None:
+        scorers.check_differentiable()
     with typer.progressbar(length=seeds * len(texts), label="scoring", file=None) as bar:
         result = run_eval(module, comps, scorers, texts, seeds, batch_size, height, width,
-                          two_step, on_batch=bar.update)
+                          two_step, on_batch=bar.update, test_time=test_time)
     summary = {**result.summary(), "head": str(head), "model": model,
                "decoder": comps.decoder_id, "prompts_file": str(prompts),
                "size": f"{width}x{height}", "head_training": {

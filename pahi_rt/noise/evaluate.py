@@ -29,6 +29,8 @@ class EvalResult:
     win_rate: dict = field(default_factory=dict)  # label -> [rate per round]
     score: dict = field(default_factory=dict)  # method -> label -> [mean score per round]
     seconds_per_image: dict = field(default_factory=dict)  # method -> seconds
+    test_time: str = "plain"  # what every method spent per image (test_time.TestTime.label)
+    refine_curve: dict = field(default_factory=dict)  # method -> mean best-so-far per iterate
 
     def summary(self) -> dict:
         """JSON-ready: mean and std over rounds of every number."""
@@ -37,39 +39,60 @@ class EvalResult:
         return {"head_mode": self.head_mode, "prompts": self.prompts, "seeds": self.seeds,
                 "win_rate": {k: ms(v) for k, v in self.win_rate.items()},
                 "score": {m: {k: ms(v) for k, v in d.items()} for m, d in self.score.items()},
-                "seconds_per_image": self.seconds_per_image}
+                "seconds_per_image": self.seconds_per_image, "test_time": self.test_time,
+                "refine_curve": self.refine_curve}
 
 
 def _method_names(mode: str) -> tuple[str, str, str]:
     return "gaussian 1-step", "gaussian 2-step", f"{mode} 1-step"
 
 
+def _images(test_time, head, components, scorers, chunk, seeds, eps, emb, schedule, shape,
+            curves: dict, method: str) -> torch.Tensor:
+    """One method's images [B, 3, H, W] in [0, 1]: plain, or with test-time compute (whose
+    candidates/iterates are ranked by the weighted total of all scorers)."""
+    if test_time is None or test_time.plain:
+        noise = eps if head is None else head(eps, emb)
+        return images_from_noise(components, noise, emb, schedule)
+    from .test_time import apply
+
+    f = components.spec.vae_scale_factor
+    images, done = apply(test_time, components, head or sampling.gaussian, scorers, chunk, seeds,
+                         schedule, shape[1] * f, shape[2] * f)
+    if done is not None:  # sum over images of the best-so-far score at each iterate
+        curve = [x * len(chunk) for x in done.best_so_far()]
+        old = curves.get(method, [0.0] * len(curve))
+        curves[method] = [a + b for a, b in zip(old, curve)]
+    return images
+
+
 @torch.no_grad()
 def evaluate(head, components, scorers, prompts: list[str], seeds: int = 5, batch_size: int = 8,
-             height: int = 512, width: int = 512, two_step: bool = True, on_batch=None
-             ) -> EvalResult:
+             height: int = 512, width: int = 512, two_step: bool = True, on_batch=None,
+             test_time=None) -> EvalResult:
     """Score head and Gaussian images for every (round, prompt); see the module docstring."""
     shape = components.spec.latent_shape(height, width)
     one = sampling.Schedule.from_spec(components.spec.scheduler, 1)
     two = sampling.Schedule.from_spec(components.spec.scheduler, 2) if two_step else None
     gauss1, gauss2, mine = _method_names(head.config.mode)
-    result = EvalResult(head.config.mode, scorers.labels, len(prompts), seeds)
+    result = EvalResult(head.config.mode, scorers.labels, len(prompts), seeds,
+                        test_time=test_time.label if test_time is not None else "plain")
     methods = [gauss1, mine] + ([gauss2] if two else [])
-    seconds = {m: 0.0 for m in methods}
+    seconds, curves = {m: 0.0 for m in methods}, {}
     for r in range(seeds):
         per = {m: [[] for _ in scorers.labels] for m in methods}
         for i in range(0, len(prompts), batch_size):
             chunk = prompts[i:i + batch_size]
-            eps = sampling.draw_eps([r * len(prompts) + i + j for j in range(len(chunk))],
-                                    shape).to(components.device)
+            chunk_seeds = [r * len(prompts) + i + j for j in range(len(chunk))]
+            eps = sampling.draw_eps(chunk_seeds, shape).to(components.device)
             emb = text_embeddings(components, chunk)
-            noises = {gauss1: (eps, one), mine: (None, one)}
+            noises = {gauss1: (None, one), mine: (head, one)}
             if two:
-                noises[gauss2] = (eps, two)
-            for m, (noise, schedule) in noises.items():
+                noises[gauss2] = (None, two)
+            for m, (source, schedule) in noises.items():
                 t0 = time.perf_counter()
-                noise = head(eps, emb) if noise is None else noise
-                images = images_from_noise(components, noise, emb, schedule)
+                images = _images(test_time, source, components, scorers, chunk, chunk_seeds, eps,
+                                 emb, schedule, shape, curves, m)
                 seconds[m] += time.perf_counter() - t0
                 for k, s in enumerate(scorers.each(images, chunk)):
                     per[m][k].append(s.cpu())
@@ -83,6 +106,7 @@ def evaluate(head, components, scorers, prompts: list[str], seeds: int = 5, batc
                 result.score.setdefault(m, {}).setdefault(label, []).append(
                     torch.cat(per[m][k]).mean().item())
     result.seconds_per_image = {m: s / (seeds * len(prompts)) for m, s in seconds.items()}
+    result.refine_curve = {m: [x / (seeds * len(prompts)) for x in c] for m, c in curves.items()}
     return result
 
 
@@ -98,7 +122,7 @@ def markdown(result: EvalResult, title: str = "") -> str:
     for label, v in s["win_rate"].items():
         lines.append(f"| {label} | {100 * v['mean']:.1f} ({100 * v['std']:.1f}) |")
     lines += ["", "Table 2. Mean score, mean (std) over seeds, and sampling time per image "
-              "(UNet + decoder; batched).", "",
+              f"(UNet + decoder; batched; test-time compute: {result.test_time}).", "",
               "| method | " + " | ".join(result.scorers) + " | s / image |",
               "|---|" + "---|" * (len(result.scorers) + 1)]
     for m, per in s["score"].items():

@@ -4,11 +4,13 @@ Spec syntax (`--scorer`, repeatable; the training objective is the weighted sum)
 
     NAME[@SOURCE][=WEIGHT]
 
-  NAME    `pickscore`, `imagereward`, or `module:factory` (any importable module; `factory()`
-          returns a callable (images, prompts) -> scores, differentiable in `images`)
+  NAME    `pickscore`, `imagereward`, `hpsv2` (HPS v2.1, see hpsv2.py), or `module:factory`
+          (any importable module; `factory()` returns a callable (images, prompts) -> scores,
+          differentiable in `images`, or with `differentiable = False` set on it)
   SOURCE  optional: an HF id or a local directory replacing the scorer's default weights
           (pickscore: a CLIPModel dir; if it has preprocessor_config.json and a tokenizer it is
-          also the processor, else the LAION ViT-H processor is used)
+          also the processor, else the LAION ViT-H processor is used; hpsv2: a checkpoint
+          file or HF `REPO[:FILE]`)
   WEIGHT  optional float, default 1.0
 
 e.g. `--scorer pickscore=1.0 --scorer mymod:make=0.5`, `--scorer pickscore@/models/PickScore_v1`.
@@ -29,14 +31,13 @@ from torch import nn
 
 from ..errors import InputError, ModelLoadError, require
 from ..hub import local_snapshot
+from .clip_image import CLIP_MEAN, CLIP_STD, ClipImagePreprocess, pooled as _pooled  # noqa: F401
 
 ScoreFn = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
 PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 IMAGEREWARD_MODEL = "ImageReward-v1.0"
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-BUILTIN = ("pickscore", "imagereward")
+BUILTIN = ("pickscore", "imagereward", "hpsv2")
 
 
 @dataclass(frozen=True)
@@ -76,40 +77,6 @@ def parse_scorer(text: str) -> ScorerSpec:
     return ScorerSpec(name, source or None, weight)
 
 
-class ClipImagePreprocess(nn.Module):
-    """CLIPImageProcessor in torch, differentiable: shortest side -> `size` (bicubic with
-    antialias, as PIL resizes), center crop, normalise. Input float [0, 1] NCHW."""
-
-    def __init__(self, size: int = 224, crop: tuple[int, int] = (224, 224),
-                 mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD):
-        super().__init__()
-        self.size, self.crop = size, crop
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-
-    @classmethod
-    def from_config(cls, config: dict) -> "ClipImagePreprocess":
-        """From a preprocessor_config.json dict (transformers' keys and defaults)."""
-        size = config.get("size", {"shortest_edge": 224})
-        size = size.get("shortest_edge", 224) if isinstance(size, dict) else int(size)
-        crop = config.get("crop_size", {"height": 224, "width": 224})
-        crop = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop)
-        return cls(size, crop, config.get("image_mean", CLIP_MEAN),
-                   config.get("image_std", CLIP_STD))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        h, w = images.shape[-2:]
-        short, long = (h, w) if h <= w else (w, h)
-        new_long = int(self.size * long / short)  # transformers' get_resize_output_image_size
-        new_hw = (self.size, new_long) if h <= w else (new_long, self.size)
-        x = nn.functional.interpolate(images.float(), size=new_hw, mode="bicubic",
-                                      align_corners=False, antialias=True)
-        ch, cw = self.crop
-        top, left = (new_hw[0] - ch) // 2, (new_hw[1] - cw) // 2
-        x = x[..., top:top + ch, left:left + cw]
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
-
-
 class ClipPreferenceScorer(nn.Module):
     """PickScore-style: logit_scale.exp() * cosine(image_embeds, text_embeds) of a CLIPModel."""
 
@@ -130,11 +97,6 @@ class ClipPreferenceScorer(nn.Module):
         image_embeds = nn.functional.normalize(image_embeds.float(), dim=-1)
         text_embeds = nn.functional.normalize(text_embeds.float(), dim=-1)
         return self.model.logit_scale.exp().float() * (image_embeds * text_embeds).sum(-1)
-
-
-def _pooled(out) -> torch.Tensor:
-    """transformers 5 returns a model output with the projected embeds in pooler_output."""
-    return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
 def _resolve(source: str, what: str) -> Path:
@@ -228,6 +190,10 @@ def load_scorer(spec: ScorerSpec, device: torch.device | str = "cpu") -> ScoreFn
         scorer = load_pickscore(spec.source)
     elif spec.name == "imagereward":
         scorer = load_imagereward(spec.source)
+    elif spec.name == "hpsv2":
+        from .hpsv2 import load_hpsv2
+
+        scorer = load_hpsv2(spec.source)
     else:
         scorer = load_factory(spec.name)
     if isinstance(scorer, nn.Module):
@@ -253,6 +219,13 @@ class ScorerSet:
     @property
     def labels(self) -> list[str]:
         return [s.label for s in self.specs]
+
+    def check_differentiable(self, why: str = "--refine") -> None:
+        """Refuse scorers that declare `differentiable = False` (one-line InputError)."""
+        for spec, scorer in zip(self.specs, self.scorers):
+            if getattr(scorer, "differentiable", True) is False:
+                raise InputError(f"--scorer {spec.label} is not differentiable; {why} needs "
+                                 "gradients of the score (rank with --best-of instead)")
 
     def modules(self) -> list[nn.Module]:
         return [s for s in self.scorers if isinstance(s, nn.Module)]
