@@ -74,3 +74,10 @@ def test_ray_refuses_unknown_files_and_bad_options(runs, tmp_path):
                         (["--prompts", str(prompts), "--replicas", "2"], "used with --ray")):
         r = run("generate", *args, *SMALL, "--out", str(tmp_path / "o"))
         assert r.exit_code == 2 and words in r.output and "Traceback" not in r.output, r.output
+
+
+def test_ray_refuses_test_time_options(tmp_path):
+    (tmp_path / "p.txt").write_text("a cat\n")
+    r = run("generate", "--prompts", str(tmp_path / "p.txt"), *SMALL, "--ray", "--best-of", "2",
+            "--scorer", "synthetic_scorers:colour_by_word", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "not used with --ray" in r.output, r.output
