@@ -10,7 +10,7 @@ from .threads import apply_thread_policy
 
 apply_thread_policy()  # before anything loads torch: OpenMP reads its wait policy only then
 
-from .commands import bench, evaluate, export, feedback, generate, train  # noqa: E402
+from .commands import bench, evaluate, export, feedback, generate, serve, train  # noqa: E402
 from .commands.common import command  # noqa: E402
 
 app = typer.Typer(name="pahi-rt", rich_markup_mode="rich", no_args_is_help=True,
@@ -26,7 +26,7 @@ def _root():
 
 for name, fn in (("generate", generate.generate), ("train", train.train),
                  ("eval", evaluate.evaluate), ("export", export.export_cmd),
-                 ("bench", bench.bench)):
+                 ("bench", bench.bench), ("serve", serve.serve)):
     app.command(name)(command(fn, keep_memory=name != "export"))
 app.add_typer(feedback.feedback_app, name="feedback")  # feedback add | pair
 

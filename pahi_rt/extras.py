@@ -31,6 +31,16 @@ def _scorers(scorer) -> list[Need]:
         if "imagereward" in names else []
 
 
+def _backend(backend: str, artifacts) -> list[Need]:
+    if backend == "torch":
+        return []
+    why = f"--backend {backend}"
+    found = ([Need(("onnxruntime",), "onnx", why)] if backend == "onnxruntime" else
+             [Need(("tensorrt", "tensorrt_rtx"), "tensorrt-rtx", why)])
+    # without --artifacts the graphs are exported into the cache first
+    return found if artifacts else _onnx_export(why) + found
+
+
 def needs(verb: str, **options) -> list[Need]:
     """The optional packages `pahi-rt VERB` needs with these option values."""
     if verb == "train":
@@ -41,15 +51,13 @@ def needs(verb: str, **options) -> list[Need]:
     if verb == "export":
         return _onnx_export("pahi-rt export")
     if verb == "generate":
-        backend = options.get("backend", "torch")
+        ray = [Need(("ray",), "serve", "--ray")] if options.get("ray") else []
         scorers = _scorers(options.get("scorer"))  # --best-of / --refine
-        if backend == "torch":
-            return scorers
-        why = f"--backend {backend}"
-        found = ([Need(("onnxruntime",), "onnx", why)] if backend == "onnxruntime" else
-                 [Need(("tensorrt", "tensorrt_rtx"), "tensorrt-rtx", why)])
-        # without --artifacts the graphs are exported into the cache first
-        return scorers + (found if options.get("artifacts") else _onnx_export(why) + found)
+        return ray + scorers + _backend(options.get("backend", "torch"), options.get("artifacts"))
+    if verb == "serve":
+        return [Need(("ray",), "serve", "pahi-rt serve"), Need(("fastapi",), "serve",
+                                                              "pahi-rt serve")] + \
+            _backend(options.get("backend", "torch"), options.get("artifacts"))
     if verb == "bench":
         # missing backends are skipped row by row (and reported); the plot is all or nothing
         plot = [Need(("matplotlib",), "bench", "--plot")] if options.get("plot") else []

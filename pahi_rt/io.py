@@ -166,15 +166,25 @@ def png_text(value: str) -> str:
                    (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}") for c in value)
 
 
-def save_png(path: str | Path, pixels, metadata: dict[str, str], overwrite: bool = False
-             ) -> Path:
-    """Write a uint8 HxWx3 array as PNG with text chunks, atomically; an existing file is
-    replaced only with `overwrite`."""
+def png_bytes(pixels, metadata: dict[str, str]) -> bytes:
+    """A uint8 HxWx3 array encoded as PNG with `metadata` as text chunks (what `save_png`
+    writes; the server returns these bytes)."""
+    import io as _io
+
     from PIL import Image, PngImagePlugin
 
     info = PngImagePlugin.PngInfo()
     for k, v in metadata.items():
         v = png_text(v)
         info.add_itxt(k, v) if not v.isascii() else info.add_text(k, v)
-    image = Image.fromarray(pixels)
-    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info), overwrite)
+    buffer = _io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def save_png(path: str | Path, pixels, metadata: dict[str, str], overwrite: bool = False
+             ) -> Path:
+    """Write a uint8 HxWx3 array as PNG with text chunks, atomically; an existing file is
+    replaced only with `overwrite`."""
+    data = png_bytes(pixels, metadata)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), overwrite)

@@ -60,3 +60,44 @@ def tiny_artifacts_fp16(tmp_path_factory, tiny_components, pahi_head):
 
     engines = ("pahi-1step",) if has_module("tensorrt_rtx") or has_module("tensorrt") else ()
     return _export(tmp_path_factory, tiny_components, pahi_head, "fp16", engines)
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One real local Ray for the session (loopback only, as `pahi-rt serve` starts it), shut
+    down at the end so no process outlives the tests."""
+    pytest.importorskip("ray.serve")
+    from pahi_rt.serving import cluster
+
+    os.environ.pop("RAY_ADDRESS", None)  # never a cluster that happens to be configured
+    how = cluster.connect(num_cpus=4)  # logical CPUs: one replica and one Ray Data actor
+    yield
+    from ray import serve
+
+    serve.shutdown()
+    cluster.disconnect(how)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SERVED = dict(model="tiny", height=64, width=64, device="cpu", max_batch=4, batch_wait_ms=100)
+
+
+@pytest.fixture(scope="session")
+def server(local_ray) -> str:
+    """The real HTTP server (Ray Serve, tiny model at 64x64, batches of up to 4, a replica runs
+    8 requests at a time, at most 16 more wait); its base URL. Serve counts a burst's requests
+    as queued until each is assigned, so the limit must cover the tests' 8-request bursts."""
+    from pahi_rt.serving import app
+    from pahi_rt.serving.schema import ServeSettings
+
+    port = free_port()
+    app.deploy(ServeSettings(**SERVED), "127.0.0.1", port, max_queued=16)
+    yield f"http://127.0.0.1:{port}"
+    app.undeploy(started_here=False)

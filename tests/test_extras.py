@@ -104,3 +104,18 @@ def test_alternatives_and_grouped_message(monkeypatch):
 def test_unknown_verb_is_a_bug():
     with pytest.raises(ValueError):
         needs("paint")
+
+
+def test_serve_without_ray_fails_first(monkeypatch, no_work):
+    hide(monkeypatch, "ray", "fastapi")
+    r = runner.invoke(app, ["serve", *SMALL])
+    assert_names_extra(r, "serve", "pahi-rt serve", "ray", "fastapi")
+
+
+def test_generate_ray_without_ray_fails_first(monkeypatch, no_work, tmp_path):
+    hide(monkeypatch, "ray")
+    (tmp_path / "p.txt").write_text("a cat\n")
+    r = runner.invoke(app, ["generate", "--prompts", str(tmp_path / "p.txt"), *SMALL, "--ray",
+                            "--out", str(tmp_path / "o")])
+    assert_names_extra(r, "serve", "--ray", "ray")
+    assert needs("generate", backend="torch") == []  # without --ray: no Ray

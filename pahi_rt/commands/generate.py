@@ -46,9 +46,15 @@ def generate(
     refine_lr: RefineLr = 5.0,
     refine_reg: RefineReg = 0.01,
     scorer: Scorers = (),
+    ray: bool = typer.Option(False, "--ray", help="Render --prompts on Ray Data actors (same "
+                             "pixels); also writes OUT/index.jsonl, and a re-run resumes."),
+    address: Optional[str] = typer.Option(None, help="--ray: Ray cluster address (default "
+                                          "$RAY_ADDRESS, else a local Ray on 127.0.0.1)."),
+    replicas: int = typer.Option(1, help="--ray: actors, each loading the model once."),
+    gpus_per_replica: float = typer.Option(0.0, help="--ray: GPUs per actor."),
 ):
     """Generate images (torch reference sampler or exported graphs) and write PNGs."""
-    check_extras("generate", backend=backend, artifacts=artifacts, scorer=scorer)
+    check_extras("generate", backend=backend, artifacts=artifacts, scorer=scorer, ray=ray)
     from .. import io, progress
     from ..runtime.pipeline import PipelineConfig, check_seeds, load_model, open_pipeline
     from ..prompts import Prompt, normalise, read_prompts
@@ -73,6 +79,16 @@ def generate(
     config = PipelineConfig(backend, mode, min(best_of, 8), height, width, precision, artifacts,
                             compile=compile)
     fits(model, config, device, export=backend != "torch" and artifacts is None)
+    if ray or address or replicas != 1 or gpus_per_replica:
+        from .generate_ray import generate_ray
+
+        if not test_time.plain:
+            raise InputError("--best-of and --refine are not used with --ray (plain images)")
+        return generate_ray(texts, dict(
+            model=model, decoder=decoder, head=head, noise=noise, backend=backend,
+            artifacts=artifacts, precision=precision, height=height, width=width, steps=steps,
+            device=device), seed, out, overwrite, ray, prompts, address, replicas,
+            gpus_per_replica)
     paths = io.output_paths(out, len(texts), overwrite)
     scorers = None if test_time.plain else _scorers(scorer, test_time, device)  # fail fast
     loaded = load_model(model, decoder, device=device, head=head, noise=(noise,), height=height,

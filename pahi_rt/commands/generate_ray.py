@@ -1,0 +1,77 @@
+"""`pahi-rt generate --prompts FILE --ray`: the prompt file rendered on Ray Data actors
+(`pahi_rt.serving.offline`), written as OUT/{i:05d}.png plus OUT/index.jsonl; re-runs resume."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from ..errors import BackendError, InputError, PahiError
+from .common import echo_err
+
+
+def generate_ray(texts, options: dict, seed: int, out: str, overwrite: bool, ray: bool,
+                 prompts: str | None, address: str | None, replicas: int,
+                 gpus_per_replica: float) -> None:
+    """Render `texts` (prompts.Prompt) with image i from seed + i, skipping verified images."""
+    from .. import io
+    from ..serving.ledger import Job, Ledger, plan
+
+    if not ray:
+        raise InputError("--address, --replicas and --gpus-per-replica are used with --ray")
+    if prompts is None:
+        raise InputError("--ray renders a prompt file: give --prompts FILE")
+    if Path(out).suffix.lower() == ".png":
+        raise InputError("--ray writes a directory of images; give --out DIR")
+    if replicas < 1 or gpus_per_replica < 0:
+        raise InputError("--replicas must be at least 1 and --gpus-per-replica not negative")
+    directory = io.ensure_writable_dir(out)
+    jobs = [Job(i, p.text, seed + i, p.line, directory / f"{i:05d}.png")
+            for i, p in enumerate(texts)]
+    o = options
+    head_label = str(o["head"]) if o["head"] else None
+    expect = {"model": o["model"], "steps": str(o["steps"]), "noise": o["noise"],
+              "size": f"{o['width']}x{o['height']}", "head": head_label or "none"}
+    todo, done = plan(jobs, directory, expect, overwrite)
+    echo_err(f"{len(done)} of {len(jobs)} images already done (sha256 verified); "
+             f"rendering {len(todo)} on Ray with {replicas} actor(s)")
+    if todo:
+        _render(todo, done, directory, o, head_label, address, replicas, gpus_per_replica)
+    else:
+        Ledger(directory, done).close()
+
+
+def _render(todo, done, directory, o, head_label, address, replicas, gpus) -> None:
+    from ..serving import cluster, offline
+    from ..serving.ledger import Ledger
+    from ..serving.schema import ServeSettings
+    from .serve import _absolute
+
+    settings = ServeSettings(
+        _absolute(o["model"]), _absolute(o["decoder"]), _absolute(o["head"]), o["noise"],
+        o["backend"], _absolute(o["artifacts"]), o["precision"], o["height"], o["width"],
+        o["steps"], o["device"], max_batch=1)
+    how = cluster.connect(address)
+    ledger = Ledger(directory, done)
+    t0, count = time.perf_counter(), 0
+    try:
+        for job, png in offline.render(todo, settings, o["model"], head_label, replicas, gpus):
+            try:
+                ledger.add(job, png)
+            except OSError as e:
+                raise InputError(f"writing {job.path} failed ({e.strerror or e}); {count} of "
+                                 f"{len(todo)} images were written") from None
+            count += 1
+            typer.echo(f"{job.path}  seed {job.seed}", err=True)
+    except PahiError:
+        raise
+    except Exception as e:  # an actor failed (its model did not load, ...): its last line
+        lines = [x for x in str(e).splitlines() if x.strip()]
+        raise BackendError(f"the Ray run failed after {count} images: "
+                           f"{lines[-1] if lines else type(e).__name__}") from None
+    finally:
+        ledger.close()
+        cluster.disconnect(how)
+    echo_err(f"{count} images in {time.perf_counter() - t0:.1f} s; index: "
+             f"{directory / 'index.jsonl'}")

@@ -1,0 +1,83 @@
+"""`pahi-rt generate --prompts FILE --ray` on the session's local Ray (Ray Data actors): the same
+files as the non-Ray run, index.jsonl with sha256, resume, and one-line errors."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("ray.data")
+
+SMALL = ["--model", "tiny", "--height", "64", "--width", "64", "--seed", "3"]
+
+
+def run(*args):
+    from pahi_rt.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def runs(local_ray, tmp_path_factory):
+    """A prompt file rendered without and with Ray."""
+    root = tmp_path_factory.mktemp("ray_generate")
+    prompts = root / "p.txt"
+    prompts.write_text("a red fox\n\na blue cat in a hat\nthe sea at night\n")
+    for name, extra in (("plain", []), ("ray", ["--ray", "--replicas", "1"])):
+        r = run("generate", "--prompts", str(prompts), *SMALL, *extra, "--out", str(root / name))
+        assert r.exit_code == 0, r.output
+    return root, prompts
+
+
+def test_ray_files_equal_the_plain_run(runs):
+    root, _ = runs
+    for i in range(3):
+        name = f"{i:05d}.png"
+        assert (root / "ray" / name).read_bytes() == (root / "plain" / name).read_bytes()
+
+
+def test_index_lists_prompt_seed_file_sha256(runs):
+    root, _ = runs
+    lines = [json.loads(x) for x in (root / "ray" / "index.jsonl").read_text().splitlines()]
+    assert [(e["prompt"], e["seed"], e["file"]) for e in lines] == [
+        ("a red fox", 3, "00000.png"), ("a blue cat in a hat", 4, "00001.png"),
+        ("the sea at night", 5, "00002.png")]
+    for e in lines:
+        data = (root / "ray" / e["file"]).read_bytes()
+        assert e["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_rerun_skips_verified_and_rerenders_corrupted(runs):
+    root, prompts = runs
+    out = root / "ray"
+    good = (out / "00001.png").read_bytes()
+    (out / "00001.png").write_bytes(good[:-20])  # truncated: its sha256 no longer verifies
+    before = (out / "00000.png").stat().st_mtime_ns
+    r = run("generate", "--prompts", str(prompts), *SMALL, "--ray", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "2 of 3 images already done" in r.output
+    assert (out / "00001.png").read_bytes() == good
+    assert (out / "00000.png").stat().st_mtime_ns == before  # not rewritten
+    r = run("generate", "--prompts", str(prompts), *SMALL, "--ray", "--out", str(out))
+    assert "3 of 3 images already done" in r.output and r.exit_code == 0
+
+
+def test_ray_refuses_unknown_files_and_bad_options(runs, tmp_path):
+    root, prompts = runs
+    (tmp_path / "00000.png").write_bytes(b"mine")
+    r = run("generate", "--prompts", str(prompts), *SMALL, "--ray", "--out", str(tmp_path))
+    assert r.exit_code == 2 and "not in index.jsonl" in r.output
+    assert (tmp_path / "00000.png").read_bytes() == b"mine"
+    for args, words in ((["x", "--ray"], "--prompts FILE"),
+                        (["--prompts", str(prompts), "--replicas", "2"], "used with --ray")):
+        r = run("generate", *args, *SMALL, "--out", str(tmp_path / "o"))
+        assert r.exit_code == 2 and words in r.output and "Traceback" not in r.output, r.output
+
+
+def test_ray_refuses_test_time_options(tmp_path):
+    (tmp_path / "p.txt").write_text("a cat\n")
+    r = run("generate", "--prompts", str(tmp_path / "p.txt"), *SMALL, "--ray", "--best-of", "2",
+            "--scorer", "synthetic_scorers:colour_by_word", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "not used with --ray" in r.output, r.output
