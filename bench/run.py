@@ -61,7 +61,9 @@ def run_bench(model: LoadedModel, config: BenchConfig, prompts: Sequence[str],
                            scorers, artifacts, peaks, works[batch])
                 (rows if "p50_ms" in row else skipped).append(row)
                 on_row(_result(result, model, config, peaks, works, scorers))
-            release(model)  # sessions/compiled graphs of this backend: not needed by the next
+                # each row's sessions/compiled graphs go before the next row opens its own: at
+                # full size two modes' onnxruntime sessions do not fit beside each other in 24 GiB
+                release(model)
     return _result(result, model, config, peaks, works, scorers)
 
 
@@ -70,8 +72,11 @@ def release(model: LoadedModel) -> None:
     so the next backend's sessions find room (ORT's cuDNN handles failed without it)."""
     import gc
 
+    from pahi_rt.hostmem import give_back_freed_memory
+
     model.cache.clear()
     gc.collect()
+    give_back_freed_memory()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 

@@ -25,3 +25,15 @@ def keep_freed_memory() -> bool:
         return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and \
         bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
+
+
+def give_back_freed_memory() -> bool:
+    """Return the heap's free memory to the OS now (glibc malloc_trim), e.g. between benchmark
+    rows: `keep_freed_memory` keeps it in the process, where the next row's memory check (which
+    reads MemAvailable) cannot see it. Returns whether anything was released."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

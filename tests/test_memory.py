@@ -101,3 +101,19 @@ def test_bench_skips_rows_that_do_not_fit(tmp_path, monkeypatch):
     assert [row["backend"] for row in result["rows"]] == ["torch"]
     assert "needs about" in result["skipped"][0]["reason"]
     assert "skipped" in (r.output + (tmp_path / "r.json").read_text())
+
+
+def test_freed_heap_goes_back_between_bench_rows():
+    """bench's release() trims the heap that keep_freed_memory() keeps, so the next row's check
+    (MemAvailable) sees it: without it, the second full-size onnxruntime row was skipped."""
+    import subprocess
+    import sys
+
+    probe = ("from pahi_rt.hostmem import keep_freed_memory, give_back_freed_memory as g\n"
+             "keep_freed_memory()\n"
+             "blocks = [bytearray(2**20) for _ in range(256)]\n"
+             "del blocks\n"
+             "print(g())\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
