@@ -27,32 +27,29 @@ def local_snapshot(repo_id: str, hint: str = "") -> str:
     """Path of a snapshot of `repo_id` from the HF cache, downloading it if the hub answers."""
     from huggingface_hub import snapshot_download
 
-    try:
-        return snapshot_download(repo_id, allow_patterns=ALLOW, local_files_only=True)
-    except Exception:  # not cached (or a bad id): fall through to the hub
-        pass
-    if not hub_reachable():
-        raise ModelLoadError(f"'{repo_id}' is not in the local HF cache and the hub cannot be "
-                             f"reached{hint}")
-    try:
-        return snapshot_download(repo_id, allow_patterns=ALLOW)
-    except Exception as e:
-        raise ModelLoadError(f"could not download '{repo_id}': {str(e).splitlines()[0]}") from None
+    return _cached_or_downloaded(
+        lambda **k: snapshot_download(repo_id, allow_patterns=ALLOW, **k), repo_id,
+        f"'{repo_id}'", hint)
 
 
 def local_file(repo_id: str, filename: str, hint: str = "") -> str:
     """Path of one file of `repo_id` from the HF cache, downloading it if the hub answers."""
     from huggingface_hub import hf_hub_download
 
+    return _cached_or_downloaded(lambda **k: hf_hub_download(repo_id, filename, **k), repo_id,
+                                 f"'{repo_id}/{filename}'", hint)
+
+
+def _cached_or_downloaded(fetch, repo_id: str, what: str, hint: str) -> str:
+    """`fetch(local_files_only=True)`, else (hub reachable) `fetch()`; one-line errors."""
     try:
-        return hf_hub_download(repo_id, filename, local_files_only=True)
+        return fetch(local_files_only=True)
     except Exception:  # not cached (or a bad id): fall through to the hub
         pass
     if not hub_reachable():
         raise ModelLoadError(f"'{repo_id}' is not in the local HF cache and the hub cannot be "
                              f"reached{hint}")
     try:
-        return hf_hub_download(repo_id, filename)
+        return fetch()
     except Exception as e:
-        raise ModelLoadError(f"could not download '{repo_id}/{filename}': "
-                             f"{str(e).splitlines()[0]}") from None
+        raise ModelLoadError(f"could not download {what}: {str(e).splitlines()[0]}") from None

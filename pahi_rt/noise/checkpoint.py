@@ -119,11 +119,9 @@ def read_head_config(directory: str | Path) -> tuple[HeadConfig, dict]:
     return config, training
 
 
-def head_key(directory: str | Path) -> str:
-    """Content key of a head checkpoint: sha256 of its weights file and HeadConfig (first 16
-    hex digits). Feedback records carry it, so a head retrained in place is noticed."""
-    import hashlib
-
+def usable_head_config(directory: str | Path) -> HeadConfig:
+    """The head's config, refusing a head whose training failed before improving on its start
+    (its weights are the untrained step 0) and warning when it failed later."""
     config, training = read_head_config(directory)
     status = str(training.get("status", "done"))
     if status.startswith("failed") and not training.get("best_step"):
@@ -133,7 +131,16 @@ def head_key(directory: str | Path) -> str:
         import warnings
 
         warnings.warn(f"--head {directory}: its training {status}; using its best head (step "
-                      f"{training.get('best_step')})", stacklevel=2)
+                      f"{training.get('best_step')})", stacklevel=3)
+    return config
+
+
+def head_key(directory: str | Path) -> str:
+    """Content key of a head checkpoint: sha256 of its weights file and HeadConfig (first 16
+    hex digits). Feedback records carry it, so a head retrained in place is noticed."""
+    import hashlib
+
+    config = usable_head_config(directory)
     h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
     h.update((Path(directory) / WEIGHTS).read_bytes())
     return h.hexdigest()[:16]
@@ -145,16 +152,7 @@ def load_head(directory: str | Path, model_spec, height: int | None = None,
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    config, training = read_head_config(directory)
-    status = str(training.get("status", "done"))
-    if status.startswith("failed") and not training.get("best_step"):
-        raise InputError(f"--head {directory}: its training {status}, before improving on its "
-                         "start; train it again (or --resume)")
-    if status.startswith("failed"):
-        import warnings
-
-        warnings.warn(f"--head {directory}: its training {status}; using its best head (step "
-                      f"{training.get('best_step')})", stacklevel=2)
+    config = usable_head_config(directory)
     if expect_mode and config.mode != expect_mode:
         raise InputError(f"--head {directory} is a '{config.mode}' head, not '{expect_mode}'")
     if config.mode == "pahi" and config.text_dim != model_spec.text_dim:
