@@ -24,6 +24,19 @@ def read_json_object(path: str | Path, what: str, error=InputError) -> dict:
     return data
 
 
+def json_lines(text: str, where: str):
+    """(line number, value) of each non-blank line of a JSON-lines text; lines end at "\n" only
+    (str.splitlines would also split at \v, \f, U+2028, ...). A line that is not JSON:
+    InputError naming `where` and the line."""
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except ValueError:
+            raise InputError(f"{where}: line {n}: not JSON ({line[:40]!r})") from None
+
+
 def ensure_writable_dir(path: str | Path, option: str = "--out") -> Path:
     """Create `path` if needed and check we can write there, before any work is done."""
     if not str(path).strip():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,14 +102,10 @@ def _table(text: str, delimiter: str, column: str | None, source: str, option: s
 
 
 def _jsonl(text: str, field: str | None, source: str, option: str) -> list[Prompt]:
+    from .io import json_lines
+
     out = []
-    for n, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise InputError(f"{option} {source}: line {n} is not JSON") from None
+    for n, row in json_lines(text, f"{option} {source}"):
         key = field or next((c for c in DEFAULT_COLUMNS if isinstance(row, dict) and c in row),
                             None)
         if not isinstance(row, dict) or key not in row:

@@ -18,12 +18,12 @@ Gaussian-noise images of the model that training names. label: "good"/"bad", tru
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import json_lines
 from ..specs import NOISE_KINDS
 
 LABELS = {"good": True, "bad": False, True: True, False: False}  # 1 and 0 hash as True, False
@@ -158,15 +158,8 @@ def read_records(path: str | Path) -> list[Record]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 text (expected JSON lines)") from None
-    records = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            raise InputError(f"{path} line {n}: not JSON ({line[:40]!r})") from None
-        records.append(replace(parse_record(obj, f"{path} line {n}"), line=n))
+    records = [replace(parse_record(obj, f"{path} line {n}"), line=n)
+               for n, obj in json_lines(text, str(path))]
     if not records:
         raise InputError(f"{path}: no feedback records (add some with `pahi-rt feedback add`)")
     return records
