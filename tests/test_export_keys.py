@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from site import getsitepackages as site_dirs
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,10 @@ def editable_copy(tmp_path_factory):
     python = venv / "bin" / "python"
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()"
                            "['purelib'])"], check=True, capture_output=True, text=True)
-    Path(site.stdout.strip(), "_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # every site directory this interpreter reads (a venv made with --system-site-packages
+    # finds its packages in the base interpreter's site too)
+    deps = dict.fromkeys([sysconfig.get_paths()["purelib"], *site_dirs()])
+    Path(site.stdout.strip(), "_deps.pth").write_text("".join(f"{d}\n" for d in deps))
     pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     subprocess.run(pip + ["setuptools>=68"], check=True, capture_output=True)
     subprocess.run(pip + ["--no-deps", "--no-build-isolation", "-e", str(copy)], check=True,
