@@ -190,6 +190,9 @@ def compose_graph(directory: Path, mode: Mode, schedule: sampling.Schedule,
     try:  # saved beside the components: the relative data paths resolve for the check
         onnx.save_model(model, tmp)
         onnx.checker.check_model(tmp, full_check=False)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; every other artifact follows umask
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

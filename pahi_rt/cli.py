@@ -19,8 +19,20 @@ app = typer.Typer(name="pahi-rt", rich_markup_mode="rich", no_args_is_help=True,
                        "export, and benchmarks against one- and two-step baselines.")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"pahi-rt {version('pahi-rt')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("pahi-rt (not installed: no version)")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root():
+def _root(show_version: bool = typer.Option(False, "--version", callback=_version,
+                                            is_eager=True, help="Print the version and exit.")):
     """Human-preferred one-step text-to-image with PAHI noise heads."""
 
 

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 
 from . import taesd
 from .random_init import fast_random_init
 from .errors import InputError, ModelLoadError
-from .hub import local_snapshot
-from .specs import DEFAULT_MODEL, PRESETS, ModelSpec, Preset, SchedulerSpec
+from .hub import SUBFOLDERS, local_snapshot, resolve_model_dir  # noqa: F401
+from .specs import (DEFAULT_MODEL, PRESETS, ModelSpec, Preset, SchedulerSpec,  # noqa: F401
+                    random_decoder_label)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-SUBFOLDERS = ("tokenizer", "text_encoder", "unet", "scheduler")
 
 
 @dataclass
@@ -46,7 +45,7 @@ class Components:
 
 def parse_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
-        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got '{name}'")
+        raise InputError(f"--precision must be one of {', '.join(DTYPES)}, got '{name}'")
     return DTYPES[name]
 
 
@@ -110,23 +109,6 @@ def load_text_components(model: str = DEFAULT_MODEL, dtype: str = "fp32", device
     comps = Components(model_id=model, decoder_id="", decoder=None, **parts)
     comps.text_encoder.requires_grad_(False).eval().to(device=torch_device, dtype=torch_dtype)
     return comps
-
-
-def random_decoder_label(model: str) -> str:
-    """What a random-weight preset's built-in TAESD is called (`decoder_id`, PNG metadata)."""
-    return f"{model} (random TAESD)"
-
-
-def resolve_model_dir(source: str, is_preset: bool) -> Path:
-    """The local diffusers-layout directory of a model dir or HF id (the cache, else the hub)."""
-    path = Path(source)
-    if is_preset or not (path.exists() or source.startswith((".", "/", "~"))):
-        path = Path(local_snapshot(source, hint="; try --model synthetic (random weights)"))
-    missing = [s for s in SUBFOLDERS if not (path / s).is_dir()]
-    if missing:
-        raise InputError(f"--model {source}: not a diffusers model directory "
-                         f"(missing {', '.join(missing)}/)")
-    return path
 
 
 def _build_preset(preset: Preset, text_only: bool = False) -> dict:

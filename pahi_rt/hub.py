@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
-from .errors import ModelLoadError
+from .errors import InputError, ModelLoadError
+from .specs import check_model_source
 
 ALLOW = ["*.json", "*.txt", "*.safetensors"]
 HUB_HOST = "huggingface.co"
+SUBFOLDERS = ("tokenizer", "text_encoder", "unet", "scheduler")  # what a diffusers model needs
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -53,3 +56,18 @@ def _cached_or_downloaded(fetch, repo_id: str, what: str, hint: str) -> str:
         return fetch()
     except Exception as e:
         raise ModelLoadError(f"could not download {what}: {str(e).splitlines()[0]}") from None
+
+
+def resolve_model_dir(source: str, is_preset: bool) -> Path:
+    """The local diffusers-layout directory of a model dir or HF id (the cache, else the hub)."""
+    if not is_preset:
+        check_model_source(source)
+    path = Path(source)
+    if is_preset or not (path.exists() or source.startswith((".", "/", "~"))):
+        path = Path(local_snapshot(source, hint="; try --model synthetic (random weights) or "
+                                              "--model tiny"))
+    missing = [s for s in SUBFOLDERS if not (path / s).is_dir()]
+    if missing:
+        raise InputError(f"--model {source}: not a diffusers model directory "
+                         f"(missing {', '.join(missing)}/)")
+    return path

@@ -64,32 +64,8 @@ def check_output_file(path: str | Path | None, option: str) -> None:
     ensure_writable_dir(path.parent if str(path.parent) else Path("."), option)
 
 
-IMAGE_SUFFIXES = (".png",)
-
-
-def output_paths(out: str | Path, count: int, overwrite: bool = False) -> list[Path]:
-    """Where `count` images go: `out` itself when it names a .png file (one image only), else
-    `out/{i:05d}.png`. Existing images are refused unless `overwrite` (checked before any
-    work; writes claim each name again atomically, see `atomic_write`)."""
-    if not str(out).strip():  # Path("") would silently mean the current directory
-        raise InputError("--out is empty; give a directory or a .png file")
-    out = Path(out)
-    if out.suffix.lower() in IMAGE_SUFFIXES:
-        if count != 1:
-            raise InputError(f"--out {out} names one image file, but {count} prompts were given; "
-                             "give a directory")
-        ensure_writable_dir(out.parent if str(out.parent) else Path("."))
-        paths = [out]
-    else:
-        directory = ensure_writable_dir(out)
-        paths = [directory / f"{i:05d}.png" for i in range(count)]
-    taken = [p for p in paths if p.exists() or p.is_symlink()]
-    if taken and (not overwrite or any(p.is_dir() for p in taken)):
-        what = "is a directory" if taken[0].is_dir() else "exists"
-        raise InputError(f"{taken[0]} {what} ({len(taken)} of {count} output names taken); "
-                         + ("choose another --out" if taken[0].is_dir() else
-                            "pass --overwrite to replace, or choose another --out"))
-    return paths
+class OutputExistsError(InputError):
+    """`atomic_write(overwrite=False)` found its name taken (another run wrote it meanwhile)."""
 
 
 def _umask() -> int:
@@ -121,7 +97,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], overwrite: boo
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                raise InputError(f"{path} appeared while writing (another run?); not "
+                raise OutputExistsError(f"{path} appeared while writing (another run?); not "
                                  "replaced (pass --overwrite to replace)") from None
             os.unlink(tmp)
     except BaseException:
@@ -139,17 +115,32 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def png_metadata(prompt: str, seed: int, steps: int, noise: str, model: str, head: str | None,
-                 height: int, width: int, decoder: str, extra: dict | None = None
-                 ) -> dict[str, str]:
+                 height: int, width: int, decoder: str, extra: dict | None = None,
+                 keys: dict | None = None) -> dict[str, str]:
     """PNG text chunks: one per field, `pahi-rt` (JSON), and A1111's `parameters` line.
-    `extra` adds fields (values become strings)."""
+    `seed` is the seed that reproduces the pixels (for best-of, the winning candidate's);
+    `extra` adds fields (values become strings); `keys` the content keys `model_key` (A1111's
+    `Model hash`, its first 10 hex digits) and `head_key`. A refined image (`extra` has
+    `refine`) says in both places that its seed does not reproduce it."""
+    keys = {k: v for k, v in (keys or {}).items() if v}
     fields = {"prompt": prompt, "seed": str(seed), "steps": str(steps), "noise": noise,
               "model": model, "decoder": decoder, "head": head or "none",
-              "size": f"{width}x{height}", **{k: str(v) for k, v in (extra or {}).items()}}
-    parameters = (f"{prompt}\nSteps: {steps}, Sampler: Euler, CFG scale: 0, Seed: {seed}, "
-                  f"Size: {width}x{height}, Model: {model}, VAE: {decoder}, Noise: {noise}, "
-                  f"Head: {head or 'none'}")
-    return {**fields, "parameters": parameters, "pahi-rt": json.dumps(fields, sort_keys=True)}
+              "size": f"{width}x{height}", **keys, **{k: str(v) for k, v in (extra or {}).items()}}
+    settings = {"Steps": steps, "Sampler": "Euler", "CFG scale": 0, "Seed": seed,
+                "Size": f"{width}x{height}", "Model hash": keys.get("model_key", "")[:10],
+                "Model": model, "VAE": decoder, "Noise": noise, "Head": head or "none",
+                "Head hash": keys.get("head_key", "")[:10]}
+    if extra and "refine" in extra:
+        fields["reproducible"] = "no: refined noise, the seed gives the unrefined image"
+        settings["Refined"] = f"{extra['refine']} steps (not reproducible from Seed)"
+    line = ", ".join(f"{k}: {a1111_quote(str(v))}" for k, v in settings.items() if v != "")
+    return {**fields, "parameters": f"{prompt}\n{line}",
+            "pahi-rt": json.dumps(fields, sort_keys=True)}
+
+
+def a1111_quote(value: str) -> str:
+    """A settings value as A1111 writes it: JSON-quoted when it holds , : or a newline."""
+    return value if not any(c in value for c in ",:\n") else json.dumps(value, ensure_ascii=False)
 
 
 def read_png_metadata(path: str | Path) -> dict[str, str] | None:

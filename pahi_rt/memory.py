@@ -91,22 +91,42 @@ def _cgroup_free() -> int | None:
     return None
 
 
+# presets whose weights are downloaded but whose architecture a random preset builds: their
+# counts are known before any download ("synthetic" is SD-Turbo's architecture, specs.py)
+SAME_ARCHITECTURE = {"sd-turbo": "synthetic"}
+
+
 @functools.lru_cache(maxsize=8)
 def model_params(model: str) -> Params | None:
-    """Parameter counts of a preset (built on `meta`) or a diffusers directory (safetensors
-    headers); None when they cannot be known without downloading (an uncached HF id)."""
+    """Parameter counts without loading anything: a random preset (built on `meta`), a
+    diffusers directory or a cached HF id / hub preset (safetensors headers), else a hub preset's
+    known architecture; None when they cannot be known without downloading (an uncached id)."""
     from .specs import PRESETS
 
     preset = PRESETS.get(model)
     if preset is not None and preset.unet is not None:
         return _preset_params(preset)
-    path = Path(model)
-    if not path.is_dir():
+    path = Path(model) if preset is None else None
+    if path is None or not path.is_dir():
+        path = _cached_snapshot(preset.hub_id if preset is not None else model)
+    counts = {part: _safetensors_params(path / part) if path else None
+              for part in ("text_encoder", "unet")}
+    if None not in counts.values():
+        return Params(counts["text_encoder"], counts["unet"], 1_300_000)  # TAESD: 1.2M
+    same = SAME_ARCHITECTURE.get(model)
+    return model_params(same) if same else None
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    """The HF cache's snapshot of `repo_id`, never downloading; None when not cached."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        from .hub import ALLOW
+
+        return Path(snapshot_download(repo_id, allow_patterns=ALLOW, local_files_only=True))
+    except Exception:  # not cached, not an id, no huggingface_hub: unknown
         return None
-    counts = {part: _safetensors_params(path / part) for part in ("text_encoder", "unet")}
-    if None in counts.values():
-        return None
-    return Params(counts["text_encoder"], counts["unet"], 1_300_000)  # TAESD: 1.2M
 
 
 def _preset_params(preset) -> Params:
@@ -125,7 +145,8 @@ def _safetensors_params(folder: Path) -> int | None:
     import json
     import struct
 
-    files = sorted(folder.glob("*.safetensors"))
+    # variants (x.fp16.safetensors) are other copies of the same weights: not counted
+    files = sorted(f for f in folder.glob("*.safetensors") if "." not in f.stem)
     if not files:
         return None
     total = 0

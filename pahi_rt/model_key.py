@@ -25,9 +25,9 @@ import os
 import re
 from pathlib import Path
 
-from .components import SUBFOLDERS, random_decoder_label, resolve_model_dir
 from .errors import InputError
-from .specs import PRESETS
+from .hub import SUBFOLDERS, resolve_model_dir
+from .specs import PRESETS, random_decoder_label
 
 KEY_CHARS = 16  # hex digits kept: 64 bits tell models apart, and records stay short
 DIGEST_CACHE_ENV = "PAHI_RT_DIGEST_CACHE"
@@ -78,9 +78,11 @@ def file_digest(path: Path) -> str:
 
 
 def _preset_definition(preset) -> str:
-    from . import random_init, taesd
+    import importlib.util
 
-    sources = [Path(m.__file__).read_bytes() for m in (random_init, taesd)]
+    # the initialisers' source files, read without importing them (they import torch)
+    sources = [Path(importlib.util.find_spec(f"pahi_rt.{m}").origin).read_bytes()
+               for m in ("random_init", "taesd")]
     return _sha256_json({"name": preset.name, "seed": preset.seed,
                          "configs": [dict(c or {}) for c in (preset.unet, preset.text_encoder,
                                                               preset.decoder)],

@@ -230,3 +230,39 @@ PRESETS = MappingProxyType({
                    decoder=TINY_TAESD),
 })
 DEFAULT_MODEL = "sd-turbo"
+
+
+SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes without wrapping
+
+
+def check_seeds(seeds) -> None:
+    """Every seed an int in SEED_RANGE (numpy integers too); one-line InputError otherwise."""
+    import numbers
+
+    lo, hi = SEED_RANGE
+    bad = [s for s in seeds if not (isinstance(s, numbers.Integral) and lo <= s <= hi)]
+    if bad:
+        raise InputError(f"seed {bad[0]} is outside {lo}..2**64-1 (image i of a run uses seed+i)")
+
+
+def random_decoder_label(model: str) -> str:
+    """What a random-weight preset's built-in TAESD is called (`decoder_id`, PNG metadata)."""
+    return f"{model} (random TAESD)"
+
+
+def check_model_source(model: str) -> None:
+    """Refuse at once a --model that can be no preset, directory or HF id: a path that does not
+    exist (not "not a diffusers model directory") or a bare name that is no preset (a typo:
+    named with the presets, not "not in the local HF cache")."""
+    import difflib
+    from pathlib import Path
+
+    if model in PRESETS or Path(model).expanduser().exists():
+        return
+    presets = ", ".join(PRESETS)
+    if model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model:
+        raise InputError(f"--model {model}: no such directory (presets: {presets})")
+    if "/" not in model:
+        close = difflib.get_close_matches(model, PRESETS, n=1)
+        raise InputError(f"--model {model}: not a preset ({presets}), a directory or an HF id "
+                         f"(owner/name)" + (f"; did you mean {close[0]}?" if close else ""))

@@ -80,7 +80,7 @@ def test_head_config_edited_by_hand(tmp_path, edit, pattern):
 
 def test_output_paths(tmp_path):
     (tmp_path / "o" / "00000.png").mkdir(parents=True)
-    one_line_error(gen(tmp_path, "x"), "is a directory")
+    one_line_error(gen(tmp_path, "x", "--overwrite"), "is a directory")
     one_line_error(run("generate", "x", *TINY, "--out", ""), "--out is empty")
     prompts = tmp_path / "p.txt"
     prompts.write_text("a\nb\n")
@@ -88,6 +88,7 @@ def test_output_paths(tmp_path):
     r = gen(tmp_path, "a fox", out="fox.png")
     assert r.exit_code == 0 and (tmp_path / "fox.png").is_file(), r.output
     assert (tmp_path / "fox.png").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    one_line_error(gen(tmp_path, "a fox", out="fox.png"), "pass --overwrite")
 
 
 def _umask() -> int:
@@ -99,7 +100,8 @@ def _umask() -> int:
 def test_existing_images_are_not_replaced_without_overwrite(tmp_path):
     assert gen(tmp_path, "a cat", "--seed", 1).exit_code == 0
     first = (tmp_path / "o" / "00000.png").read_bytes()
-    one_line_error(gen(tmp_path, "a dog", "--seed", 2), "pass --overwrite")
+    r = gen(tmp_path, "a dog", "--seed", 2)  # numbered on: 00001.png, 00000.png kept
+    assert r.exit_code == 0 and "00001.png" in r.output, r.output
     assert (tmp_path / "o" / "00000.png").read_bytes() == first
     assert gen(tmp_path, "a dog", "--seed", 2, "--overwrite").exit_code == 0
     assert (tmp_path / "o" / "00000.png").read_bytes() != first

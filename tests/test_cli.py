@@ -53,14 +53,20 @@ def test_prompt_file_numbers_images_and_seeds(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (("x", "--height", "100"), "--height must be a multiple of 8"),
     (("x", "--width", "32"), "--width must be a multiple of 8 and at least 64"),
-    (("x", "--model", "no-such-preset-here"), "try --model synthetic"),
-    (("x", "--model", "./missing-dir"), "not a diffusers model directory"),
+    (("x", "--model", "no-such-preset-here"), "not a preset (sd-turbo, synthetic, tiny)"),
+    (("x", "--model", "tinny"), "did you mean tiny?"),
+    (("x", "--model", "nobody/no-such-model-here"), "try --model synthetic"),
+    (("x", "--model", "./missing-dir"), "no such directory (presets: sd-turbo"),
     (("--prompts", "missing.txt"), "no such file"),
     (("x", "--dtype", "fp8"), "--precision must be one of"),
     (("x", "--noise", "pahi"), "needs --head"),
     (("x", "--noise", "hi", "--head", "nowhere"), "not a head checkpoint"),
     (("x", "--steps", "0"), "--steps must be at least 1"),
-    ((), "give either a PROMPT or --prompts"),
+    ((), "give a PROMPT"),
+    (("x", "--prompts", "p.txt"), "give a PROMPT or --prompts FILE, not both"),
+    (("x", "--backend", "foo"), "--backend must be one of torch, onnxruntime, tensorrt"),
+    (("x", "--backend", "tensorrt", "--device", "cpu"), "on the CPU use --backend onnxruntime"),
+    (("x", "--format", "tiff"), "--format must be one of png, jpeg, webp"),
 ])
 def test_bad_input_is_one_line_error(tmp_path, args, message):
     extra = [] if "--model" in args else ["--model", "tiny"]

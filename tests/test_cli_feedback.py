@@ -206,7 +206,11 @@ def test_head_made_images_and_init(pngs, tmp_path, monkeypatch):
                "--out", tmp_path / "run2")
     assert_one_line_error(r, "changed since the feedback was recorded")
     r = invoke("feedback", "add", imgs / "00000.png", "--bad", "--to", tmp_path / "new.jsonl")
-    assert r.exit_code == 0  # the head loads: a new record gets the new key (cannot tell)
+    # the PNG records the head's content key (issue 24 item 4): a head retrained in place
+    # between generate and feedback add is noticed, and nothing is written
+    assert_one_line_error(r, "has changed since")
+    assert "head_key" in json.loads(Image.open(imgs / "00000.png").text["pahi-rt"])
+    assert not (tmp_path / "new.jsonl").exists()
 
 
 def test_unwritable_feedback_file(pngs, tmp_path):

@@ -87,23 +87,31 @@ def run(*args):
 
 
 def test_generate_best_of_metadata(tmp_path, tiny):
+    """The kept image's PNG info reproduces it: its seed (pahi-rt field and A1111 Seed, as a
+    real reader sees it) is the winning candidate's; the console names the winner."""
     _, _, scorers = tiny
     out = tmp_path / "b.png"
-    r = run("generate", "a red kite", *SMALL, "--seed", "5", "--best-of", "3", "--scorer", COLOUR,
+    r = run("generate", "a red kite", *SMALL, "--seed", "5", "--best-of", "4", "--scorer", COLOUR,
             "--out", str(out))
     assert r.exit_code == 0, r.output
     meta = json.loads(Image.open(out).text["pahi-rt"])
     scores = json.loads(meta["candidate_scores"])
     k = int(meta["candidate"])
-    assert meta["best_of"] == "3" and len(scores) == 3 and scores[k] == max(scores)
-    assert int(meta["candidate_seed"]) == tt.candidate_seed(5, k) and meta["seed"] == "5"
+    assert meta["best_of"] == "4" and len(scores) == 4 and scores[k] == max(scores)
+    won = tt.candidate_seed(5, k)
+    assert int(meta["candidate_seed"]) == won and meta["seed"] == str(won)
+    assert meta.get("requested_seed", "5") == "5"
+    assert f"candidate {k} of 4 won (seed {won}" in r.output
+    sd_parsers = pytest.importorskip("sd_parsers")
+    info = sd_parsers.ParserManager().parse(out)
+    assert info.samplers[0].parameters["seed"] == str(won)
     written = np.asarray(Image.open(out).convert("RGB"))[None]
     assert scorers.total(tt.pixels_to_images(written), ["a red kite"]).item() == \
         pytest.approx(scores[k], abs=1e-4)
-    plain = tmp_path / "p.png"
-    assert run("generate", "a red kite", *SMALL, "--seed", "5", "--out", str(plain)).exit_code == 0
-    if k == 0:
-        assert np.array_equal(np.asarray(Image.open(plain)), written[0])
+    plain = tmp_path / "p.png"  # the recorded seed, without --best-of: the same pixels
+    assert run("generate", "a red kite", *SMALL, "--seed", str(won), "--out",
+               str(plain)).exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(plain)), written[0])
 
 
 def test_generate_refine_batch_of_prompts(tmp_path):
@@ -119,6 +127,11 @@ def test_generate_refine_batch_of_prompts(tmp_path):
     for m in metas:
         assert float(m["refined_score"]) >= float(m["start_score"]) and m["refine"] == "3"
         assert 0 <= int(m["best_iteration"]) <= 3 and float(m["refine_seconds_per_step"]) > 0
+        assert m["reproducible"].startswith("no: refined")
+    text = Image.open(out / "00000.png").text["parameters"]
+    assert "Refined: 3 steps (not reproducible from Seed)" in text
+    r = run("feedback", "add", str(out / "00000.png"), "--good", "--to", str(tmp_path / "f.jsonl"))
+    assert r.exit_code == 2 and "made with --refine" in r.output, r.output
 
 
 @pytest.mark.parametrize("args,message", [

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -31,11 +33,14 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def _quiet_libraries():
-    import diffusers.utils.logging as dlog
-    import transformers.utils.logging as tlog
-
-    dlog.set_verbosity_error()
-    tlog.set_verbosity_error()
+    """Errors only from diffusers/transformers, without importing them (seconds a verb that
+    fails on its arguments, or never needs them, must not pay): their verbosity variables are
+    read when they load; when they are loaded already (tests), set it directly."""
+    for var in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY"):
+        os.environ.setdefault(var, "error")
+    for name in ("diffusers", "transformers"):
+        if f"{name}.utils.logging" in sys.modules:
+            sys.modules[f"{name}.utils.logging"].set_verbosity_error()
     for name in ("huggingface_hub", "httpx"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -69,6 +74,18 @@ def pick_precision(precision: str, dtype_alias: str | None) -> str:
     return value
 
 
+def check_backend(backend: str, device: str) -> None:
+    """The backend name and what it needs of the device, before anything is imported (a
+    misspelt backend must not be answered with "install tensorrt")."""
+    from ..specs import BACKENDS
+
+    if backend not in BACKENDS:
+        raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+    if backend == "tensorrt" and device == "cpu":
+        raise InputError("--backend tensorrt runs on a CUDA GPU, not --device cpu; on the CPU "
+                         "use --backend onnxruntime or torch")
+
+
 def fits(model: str, config, device: str, export: bool = False, run: bool = True) -> None:
     """Refuse (one line naming what would fit) a step the machine's memory cannot hold."""
     from .. import memory
@@ -83,9 +100,12 @@ def fits(model: str, config, device: str, export: bool = False, run: bool = True
                  device=resolve_device(device).type, export=export, run=run)
 
 
-SCORER_HELP = ("Preference scorer, repeatable; the objective is the weighted sum. Syntax "
-               "NAME[@SOURCE][=WEIGHT]: pickscore, imagereward, hpsv2 or module:factory, e.g. "
-               "--scorer pickscore=1.0 --scorer mymod:make=0.5 or pickscore@/models/PickScore_v1.")
+# "\\[": rich markup would swallow "[@SOURCE]" as a tag (the help showed NAME[=WEIGHT])
+SCORER_SYNTAX = ("NAME\\[@SOURCE]\\[=WEIGHT], NAME one of pickscore, imagereward, hpsv2 or "
+                 "module:factory")
+SCORER_HELP = (f"Preference scorer, repeatable; the objective is the weighted sum. Syntax "
+               f"{SCORER_SYNTAX}, e.g. --scorer pickscore=1.0 --scorer mymod:make=0.5 or "
+               "pickscore@/models/PickScore_v1.")
 
 # Shared options (Typer reads the help and flag names from here; defaults stay at the verb).
 Model = Annotated[str, typer.Option(help="Preset (sd-turbo, synthetic, tiny), diffusers model "
@@ -94,7 +114,8 @@ Decoder = Annotated[Optional[str], typer.Option(
     help="AutoencoderTiny dir / HF id, or a taesd_decoder.safetensors file.")]
 Height = Annotated[int, typer.Option(help="Image height, a multiple of 8.")]
 Width = Annotated[int, typer.Option(help="Image width, a multiple of 8.")]
-Precision = Annotated[str, typer.Option(help="fp32 | fp16 | bf16 (bf16: torch only).")]
+Precision = Annotated[str, typer.Option(help="fp32 | fp16 | bf16 (bf16: --backend torch "
+                                             "only).")]
 DtypeAlias = Annotated[Optional[str], typer.Option("--dtype", hidden=True,
                                                    help="Old name of --precision.")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda[:N] (auto: cuda when torch "
@@ -118,7 +139,7 @@ BestOfOption = Annotated[int, typer.Option(
 RefineOption = Annotated[Optional[int], typer.Option(
     "--refine", help="ReNO-style refinement: K gradient steps on the initial noise through the "
     "torch model and the --scorer set (from the head's noise for hi/pahi, N(0, I) for "
-    "gaussian); the best iterate is kept.")]
+    "gaussian); the best iterate is kept (default: off).")]
 RefineLr = Annotated[float, typer.Option(help="--refine: SGD step size (ReNO: 5).")]
 RefineReg = Annotated[float, typer.Option(help="--refine: weight of the regulariser keeping "
                                           "||eps|| likely under N(0, I) (ReNO: 0.01).")]

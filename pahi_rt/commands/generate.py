@@ -12,17 +12,17 @@ from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
 from .common import (Artifacts, Backend, BestOfOption, Compile, Decoder, Device, DtypeAlias,
                      Height, Model, Noise, Precision, PromptColumn, PromptField, RefineLr,
-                     RefineOption, RefineReg, Scorers, Steps, Width, echo_err, fits,
-                     pick_precision)
+                     RefineOption, RefineReg, Scorers, Steps, Width, check_backend, echo_err,
+                     fits, pick_precision)
 
 
 def generate(
     prompt: Optional[str] = typer.Argument(None, help="The prompt (or use --prompts FILE)."),
     prompts: Optional[str] = typer.Option(None, help="Prompt file (.txt one per line, .csv/.tsv "
                                           "column, .jsonl field; - for stdin): image i (the i-th "
-                                          "non-blank prompt) goes to OUT/{i:05d}.png with seed "
-                                          "+ i; blank lines are skipped, the source line number "
-                                          "is in the image's metadata."),
+                                          "non-blank prompt) has seed + i and takes the next free "
+                                          "number in OUT; blank lines are skipped, the source "
+                                          "line number is in the image's metadata."),
     prompt_column: PromptColumn = None,
     prompt_field: PromptField = None,
     model: Model = DEFAULT_MODEL,
@@ -36,8 +36,13 @@ def generate(
     precision: Precision = "fp32",
     dtype: DtypeAlias = None,
     device: Device = "auto",
-    out: str = typer.Option("outputs", help="Output directory, or a .png file (one prompt)."),
-    overwrite: bool = typer.Option(False, help="Replace images that already exist in --out."),
+    out: str = typer.Option("outputs", help="Output directory (new images are numbered on after "
+                            "the highest NNNNN.png there), or one file: .png, .jpg or .webp."),
+    image_format: Optional[str] = typer.Option(
+        None, "--format", help="png | jpeg | webp: the format of images written into a directory "
+        "(default png; a file --out takes its suffix's)."),
+    overwrite: bool = typer.Option(False, help="Directory: write OUT/00000.EXT, 00001, ... and "
+                                   "replace what is there; file: replace it."),
     backend: Backend = "torch",
     artifacts: Artifacts = None,
     compile: Compile = False,
@@ -53,19 +58,23 @@ def generate(
     replicas: int = typer.Option(1, help="--ray: actors, each loading the model once."),
     gpus_per_replica: float = typer.Option(0.0, help="--ray: GPUs per actor."),
 ):
-    """Generate images (torch reference sampler or exported graphs) and write PNGs."""
-    check_extras("generate", backend=backend, artifacts=artifacts, scorer=scorer, ray=ray)
-    from .. import io, progress
-    from ..runtime.pipeline import PipelineConfig, check_seeds, load_model, open_pipeline
+    """Generate images (torch reference sampler or exported graphs) and write PNG, JPEG or WebP
+    files with their generation metadata."""
+    from .. import image_files
+    from ..noise.options import check_test_time, parse_scorer
     from ..prompts import Prompt, normalise, read_prompts
-    from ..noise.scorers import parse_scorer
-    from ..noise.test_time import check_test_time
-    from ..specs import check_image_size, parse_mode
+    from ..specs import check_image_size, check_model_source, check_seeds, parse_mode
 
-    if (prompt is None) == (prompts is None):
-        raise InputError("give either a PROMPT or --prompts FILE")
+    # every argument is checked before torch and the model libraries are imported (seconds)
+    if prompt is not None and prompts is not None:
+        raise InputError("give a PROMPT or --prompts FILE, not both")
+    if prompt is None and prompts is None:
+        raise InputError("give a PROMPT (pahi-rt generate \"a red fox\") or --prompts FILE")
     if noise == "gaussian" and head is not None:
         raise InputError("--head is only used with --noise hi or --noise pahi")
+    check_backend(backend, device)
+    check_extras("generate", backend=backend, artifacts=artifacts, scorer=scorer, ray=ray)
+    check_model_source(model)
     mode = parse_mode(noise, steps)
     test_time = check_test_time(best_of, refine, refine_lr, refine_reg, scorer, backend)
     [parse_scorer(s) for s in scorer]  # syntax errors before any loading
@@ -76,10 +85,15 @@ def generate(
     texts = (read_prompts(prompts, prompt_column, prompt_field) if prompts
              else [Prompt(normalise(prompt), 0)])
     check_seeds([seed, seed + len(texts) - 1])  # the whole run's seeds, before any work
+    ray_run = ray or address or replicas != 1 or gpus_per_replica
+    if ray_run and image_format not in (None, "png"):
+        raise InputError("--ray writes PNGs (its index verifies them); drop --format")
+    from ..runtime.pipeline import PipelineConfig, load_model, open_pipeline
+
     config = PipelineConfig(backend, mode, min(best_of, 8), height, width, precision, artifacts,
                             compile=compile)
     fits(model, config, device, export=backend != "torch" and artifacts is None)
-    if ray or address or replicas != 1 or gpus_per_replica:
+    if ray_run:
         from .generate_ray import generate_ray
 
         if not test_time.plain:
@@ -89,24 +103,45 @@ def generate(
             artifacts=artifacts, precision=precision, height=height, width=width, steps=steps,
             device=device), seed, out, overwrite, ray, prompts, address, replicas,
             gpus_per_replica)
-    paths = io.output_paths(out, len(texts), overwrite)
+    outputs = image_files.plan_outputs(out, len(texts), image_format, overwrite)
+    if outputs.start:
+        echo_err(f"{outputs.directory} has images up to {outputs.start - 1:05d}: numbering on "
+                 f"from {outputs.path(0).name} (--overwrite starts at 00000 and replaces)")
     scorers = None if test_time.plain else _scorers(scorer, test_time, device)  # fail fast
     loaded = load_model(model, decoder, device=device, head=head, noise=(noise,), height=height,
                         width=width, keep_fp32=backend != "torch", log=echo_err)
     pipe = open_pipeline(loaded, config, log=echo_err)
+    _write_all(pipe, loaded, test_time, scorers, texts, seed, outputs,
+               dict(steps=steps, noise=noise, model=model, height=height, width=width),
+               prompts is not None)
+
+
+def _write_all(pipe, loaded, test_time, scorers, texts, seed, outputs, settings: dict,
+               from_file: bool) -> None:
+    from .. import image_files, io, progress
+
+    keys = loaded.keys()
     with progress.ImageProgress(texts) as bar:  # a line per image (stderr), ETA after warm-up
-        for i, pixels, extra, seconds in _images(pipe, loaded, test_time, scorers, noise, texts,
-                                                 seed):
+        for i, pixels, extra, seconds in _images(pipe, loaded, test_time, scorers,
+                                                 settings["noise"], texts, seed):
             p = texts[i]
-            extra = {**({"source_line": p.line} if prompts else {}), **extra}
-            meta = io.png_metadata(p.text, seed + i, steps, noise, model, loaded.head_path, height,
-                                   width, loaded.base.decoder_id, extra=extra or None)
+            extra = {**({"source_line": p.line} if from_file else {}), **extra}
+            own_seed = int(extra.get("candidate_seed", seed + i))  # the seed that reproduces it
+            if own_seed != seed + i:
+                extra["requested_seed"] = seed + i
+            meta = io.png_metadata(p.text, own_seed, settings["steps"], settings["noise"],
+                                   settings["model"], loaded.head_path, settings["height"],
+                                   settings["width"], loaded.base.decoder_id, extra=extra or None,
+                                   keys=keys)
             try:
-                path = io.save_png(paths[i], pixels, meta, overwrite)
+                path = image_files.write(outputs, i, pixels, meta)
             except OSError as e:  # disk full, permissions changed under us, ...
-                raise InputError(f"writing {paths[i]} failed ({e.strerror or e}); {i} of "
+                raise InputError(f"writing {outputs.path(i)} failed ({e.strerror or e}); {i} of "
                                  f"{len(texts)} images were written") from None
-            typer.echo(bar.line(path, seed + i, seconds), err=prompts is not None)
+            if "candidate" in extra:
+                echo_err(f"{path.name}: candidate {extra['candidate']} of {extra['best_of']} "
+                         f"won (seed {own_seed}, which reproduces it without --best-of)")
+            typer.echo(bar.line(path, own_seed, seconds), err=from_file)
 
 
 def _scorers(scorer, test_time, device):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError, ModelLoadError
-from .head import HeadConfig, build_head
+from .head_config import HeadConfig
 
 WEIGHTS, CONFIG = "head.safetensors", "config.json"
 
@@ -146,6 +146,35 @@ def head_key(directory: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def check_base_model(directory, config: HeadConfig, model_spec) -> None:
+    """A head was trained on `config.base_model`: on another model it is refused when the
+    conditioning it reads differs (PAHI: the text embedding width), and used with a warning
+    naming both models when only the weights may differ (its noise was tuned for the other)."""
+    trained_on, here = config.base_model, model_spec.name
+    if config.mode == "pahi" and config.text_dim != model_spec.text_dim:
+        raise InputError(f"--head {directory} was trained on {trained_on or 'another model'} "
+                         f"({config.text_dim}-wide text embeddings); --model {here} gives "
+                         f"{model_spec.text_dim}-wide ones, so its conditioning differs: train a "
+                         "head for this model")
+    if trained_on and _model_name(trained_on) != _model_name(here):
+        import warnings
+
+        warnings.warn(f"--head {directory} was trained on {trained_on}, used here with {here} "
+                      "(same conditioning shapes; its noise was tuned for the other model)",
+                      stacklevel=3)
+
+
+def _model_name(name: str) -> str:
+    """One spelling per model: a hub preset by its HF id, a directory by its absolute path."""
+    from ..specs import PRESETS
+
+    preset = PRESETS.get(name)
+    if preset is not None:
+        return preset.hub_id or preset.name
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
 def load_head(directory: str | Path, model_spec, height: int | None = None,
               width: int | None = None, expect_mode: str | None = None):
     """Load a head and check it fits the model (text width) and, if given, the image size."""
@@ -155,14 +184,14 @@ def load_head(directory: str | Path, model_spec, height: int | None = None,
     config = usable_head_config(directory)
     if expect_mode and config.mode != expect_mode:
         raise InputError(f"--head {directory} is a '{config.mode}' head, not '{expect_mode}'")
-    if config.mode == "pahi" and config.text_dim != model_spec.text_dim:
-        raise InputError(f"--head {directory} reads {config.text_dim}-wide text embeddings but the "
-                         f"model's text encoder gives {model_spec.text_dim}")
+    check_base_model(directory, config, model_spec)
     if height and width and tuple(config.latent_shape) != model_spec.latent_shape(height, width):
         c, h, w = config.latent_shape
         f = model_spec.vae_scale_factor
         raise InputError(f"--head {directory} was trained for {w * f}x{h * f} images "
                          f"(latent {c}x{h}x{w}); use --width {w * f} --height {h * f}")
+    from .head import build_head
+
     head = build_head(config)
     try:
         state = load_file(Path(directory) / WEIGHTS)

@@ -23,8 +23,12 @@ def source_from_png(path: str | Path) -> tuple[str, int, Source]:
 
     meta = io.read_png_metadata(path)
     if meta is None:
-        raise InputError(f"{path}: no pahi-rt metadata (only images written by `pahi-rt "
-                         "generate` can be added; other tools can write JSONL records)")
+        raise InputError(f"{path}: no pahi-rt metadata (only PNGs written by `pahi-rt "
+                         "generate` or `serve` can be added; other tools can write JSONL "
+                         "records)")
+    if "refine" in meta:
+        raise InputError(f"{path} was made with --refine: its initial noise was optimised, so "
+                         "its seed does not give the x_T behind it; label unrefined images")
     try:
         prompt, seed, steps = meta["prompt"], int(meta["seed"]), int(meta["steps"])
         noise, model, size = meta["noise"], meta["model"], meta["size"]
@@ -43,9 +47,22 @@ def source_from_png(path: str | Path) -> tuple[str, int, Source]:
             raise InputError(f"{path} was made with --noise {noise} --head {head_dir}, which "
                              f"does not load here ({e}); its x_T cannot be recomputed (run "
                              "from the directory generate ran in)") from None
-    source = Source(model=model, decoder=decoder, model_key=model_key(model, decoder),
+        _same_key(path, f"--head {head_dir}", meta.get("head_key"), key)
+    current = model_key(model, decoder)
+    _same_key(path, f"--model {model}", meta.get("model_key"), current)
+    source = Source(model=model, decoder=decoder, model_key=current,
                     size=size, steps=steps, noise=noise, head=head_dir, head_key=key)
     return prompt, seed, source
+
+
+def _same_key(path, what: str, recorded: str | None, now: str) -> None:
+    """Refuse an image whose model or head changed (retrained in place) since it was made: its
+    x_T would be recomputed under other weights. Images written before keys were recorded
+    (no key) pass."""
+    if recorded and recorded != now:
+        raise InputError(f"{path} was made with {what} as it was then (content key {recorded}); "
+                         f"it has changed since (now {now}), so the image's x_T cannot be "
+                         "recomputed; add feedback before retraining a head in place")
 
 
 def label_records(paths, good: bool) -> list[Record]:

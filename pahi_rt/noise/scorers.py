@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,50 +29,13 @@ from torch import nn
 
 from ..errors import InputError, ModelLoadError, require
 from ..hub import local_snapshot
+from .options import BUILTIN, ScorerSpec, parse_scorer  # noqa: F401
 from .clip_image import CLIP_MEAN, CLIP_STD, ClipImagePreprocess, pooled as _pooled  # noqa: F401
 
 ScoreFn = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
 PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 IMAGEREWARD_MODEL = "ImageReward-v1.0"
-BUILTIN = ("pickscore", "imagereward", "hpsv2")
-
-
-@dataclass(frozen=True)
-class ScorerSpec:
-    """One parsed `--scorer` value."""
-
-    name: str  # builtin name or module:factory
-    source: str | None = None  # weights (HF id or directory) replacing the default
-    weight: float = 1.0
-
-    @property
-    def label(self) -> str:
-        return self.name if self.source is None else f"{self.name}@{self.source}"
-
-    def __str__(self) -> str:
-        return f"{self.label}={self.weight:g}"
-
-
-def parse_scorer(text: str) -> ScorerSpec:
-    """`NAME[@SOURCE][=WEIGHT]` -> ScorerSpec (see the module docstring)."""
-    body, weight = text.strip(), 1.0
-    if "=" in body:
-        head, _, tail = body.rpartition("=")
-        try:
-            body, weight = head, float(tail)
-        except ValueError:
-            weight = float("nan")
-        if not math.isfinite(weight):
-            raise InputError(f"--scorer {text}: weight '{tail}' is not a finite number "
-                             "(syntax NAME[@SOURCE][=WEIGHT])")
-    name, _, source = body.partition("@")
-    if not name or (name not in BUILTIN and ":" not in name):
-        raise InputError(f"--scorer {text}: unknown scorer '{name}' (use {', '.join(BUILTIN)} or "
-                         "module:factory; syntax NAME[@SOURCE][=WEIGHT])")
-    if ":" in name and source:
-        raise InputError(f"--scorer {text}: a module:factory scorer takes no @SOURCE")
-    return ScorerSpec(name, source or None, weight)
 
 
 class ClipPreferenceScorer(nn.Module):

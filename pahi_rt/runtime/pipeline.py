@@ -22,11 +22,11 @@ import torch
 
 from .. import sampling
 from ..errors import BackendError, InputError
-from ..specs import BACKENDS, GRAPHS, MODES, PRECISIONS, Mode
+from ..specs import (BACKENDS, GRAPHS, MODES, PRECISIONS, SEED_RANGE, Mode,  # noqa: F401
+                     check_seeds)
 from .backend import Backend, RunConfig, Timer
 
 Log = Callable[[str], None]
-SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes without wrapping
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class LoadedModel:
         # modules, onnxruntime sessions): a bench opens many rows over the same weights
         self._torch: dict = {}
         self._sources: dict | None = None
+        self._keys: dict | None = None
 
     @property
     def spec(self):
@@ -85,6 +86,19 @@ class LoadedModel:
         if self._sources is None:
             self._sources = source_hashes(self.base, self.export_head)
         return self._sources
+
+    def keys(self) -> dict:
+        """Content keys every image records (`io.png_metadata`): the model's (`model_key`) and
+        the head's (`head_key`, None without a head), so `feedback add` notices a model or head
+        changed in place since the image was made. Computed once; free for presets and HF-cache
+        files, one hash of other weights (then cached by path, size and mtime)."""
+        if self._keys is None:
+            from ..model_key import model_key
+            from ..noise.checkpoint import head_key
+
+            self._keys = {"model_key": model_key(self.base.model_id, self.base.decoder_id),
+                          "head_key": head_key(self.head_path) if self.head_path else None}
+        return self._keys
 
     def torch_components(self, precision: str):
         """The components on the run device in `precision` (the fp32 CPU ones when they match;
@@ -158,6 +172,9 @@ class Pipeline:
 
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
         """uint8 images [len(prompts), H, W, 3], in chunks of the pipeline's batch."""
+        if len(prompts) != len(seeds) or not len(prompts):
+            raise InputError(f"{len(prompts)} prompts and {len(seeds)} seeds: give one seed per "
+                             "prompt, at least one")
         b = self.config.batch
         out = [self.backend.run(*self.inputs(prompts[i:i + b], seeds[i:i + b]))
                for i in range(0, len(prompts), b)]
@@ -172,13 +189,6 @@ class Pipeline:
 
     def close(self) -> None:
         self.backend.close()
-
-
-def check_seeds(seeds: Sequence[int]) -> None:
-    lo, hi = SEED_RANGE
-    bad = [s for s in seeds if not (isinstance(s, (int, np.integer)) and lo <= s <= hi)]
-    if bad:
-        raise InputError(f"seed {bad[0]} is outside {lo}..2**64-1 (image i of a run uses seed+i)")
 
 
 def open_pipeline(model: LoadedModel, config: PipelineConfig, log: Log = lambda m: None
@@ -216,8 +226,10 @@ def check_config(model: LoadedModel, config: PipelineConfig) -> None:
     if name != "torch" and precision not in ("fp32", "fp16"):
         raise BackendError(f"--backend {name} runs fp32 or fp16 graphs, not {precision}")
     if name == "tensorrt" and model.device.type != "cuda":
-        raise BackendError("--backend tensorrt needs a CUDA GPU (use --device cuda, or "
-                           "--backend onnxruntime on the CPU)")
+        gpu = torch.cuda.is_available()
+        raise BackendError("--backend tensorrt needs a CUDA GPU" + (
+            " (use --device cuda)" if gpu else ", and torch sees none here; on the CPU use "
+            "--backend onnxruntime or torch"))
     if config.compile and name != "torch":
         raise InputError("--compile applies to --backend torch only")
     if name == "torch" and config.artifacts is not None:

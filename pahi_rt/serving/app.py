@@ -89,7 +89,7 @@ class ImageServer:
     def _png(self, prompt: str, seed: int, noise: str, pixels) -> str:
         s, base = self.settings, self.model
         meta = io.png_metadata(prompt, seed, s.steps, noise, s.model, base.head_path, s.height,
-                               s.width, base.base.decoder_id)
+                               s.width, base.base.decoder_id, keys=base.keys())
         return base64.b64encode(io.png_bytes(pixels, meta)).decode("ascii")
 
     def _headers(self, req, results) -> dict[str, str]:

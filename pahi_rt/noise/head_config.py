@@ -1,0 +1,34 @@
+"""A head's configuration (config.json): readable without torch, so `feedback add` and a
+checkpoint's key never import it."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Everything needed to rebuild a head from its checkpoint (stored as config.json)."""
+
+    mode: str  # "hi" (one global mu, sigma) or "pahi" (prompt-adaptive)
+    latent_shape: tuple[int, int, int]  # (C, h, w) the head predicts; fixes the image size
+    text_dim: int  # width D of the text embeddings it reads (pahi)
+    hidden: int = 144  # MLP width: ~5M parameters at 512x512 with D = 1024, as in the paper
+    base_model: str = ""  # the diffusion model it was trained for
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "latent_shape": list(self.latent_shape)}
+
+    def problem(self) -> str | None:
+        """What is wrong with these values (a config.json edited by hand), or None."""
+        if self.mode not in ("hi", "pahi"):
+            return f"mode must be hi or pahi, got {self.mode!r}"
+        if len(self.latent_shape) != 3 or not _positive_ints(*self.latent_shape):
+            return f"latent_shape must be 3 positive integers, got {list(self.latent_shape)}"
+        if not _positive_ints(self.text_dim, self.hidden):
+            return f"text_dim and hidden must be positive integers, got {self.text_dim!r}, " \
+                   f"{self.hidden!r}"
+        return None
+
+
+def _positive_ints(*values) -> bool:
+    return all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in values)
