@@ -52,14 +52,14 @@ def test_prompt_file_numbers_images_and_seeds(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (("x", "--height", "100"), "--height must be a multiple of 8"),
-    (("x", "--width", "32"), "--width must be a multiple of 8 and at least 64"),
+    (("x", "--width", "32"), "--width must be a multiple of 8 from 64 to 16384"),
     (("x", "--model", "no-such-preset-here"), "try --model synthetic"),
     (("x", "--model", "./missing-dir"), "not a diffusers model directory"),
     (("--prompts", "missing.txt"), "no such file"),
     (("x", "--dtype", "fp8"), "--precision must be one of"),
     (("x", "--noise", "pahi"), "needs --head"),
     (("x", "--noise", "hi", "--head", "nowhere"), "not a head checkpoint"),
-    (("x", "--steps", "0"), "--steps must be at least 1"),
+    (("x", "--steps", "0"), "--steps must be an integer from 1 to 1000"),
     ((), "give either a PROMPT or --prompts"),
 ])
 def test_bad_input_is_one_line_error(tmp_path, args, message):

@@ -12,8 +12,8 @@ from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
 from .common import (Artifacts, Backend, BestOfOption, Compile, Decoder, Device, DtypeAlias,
                      Height, Model, Noise, Precision, PromptColumn, PromptField, RefineLr,
-                     RefineOption, RefineReg, Scorers, Steps, Width, echo_err, fits,
-                     pick_precision)
+                     RefineOption, RefineReg, Scorers, Steps, Width, check_number, echo_err,
+                     fits, pick_precision)
 
 
 def generate(
@@ -54,10 +54,13 @@ def generate(
     gpus_per_replica: float = typer.Option(0.0, help="--ray: GPUs per actor."),
 ):
     """Generate images (torch reference sampler or exported graphs) and write PNGs."""
+    check_number("--refine-lr", refine_lr, 0.0, 1e4, low_open=True)
+    check_number("--refine-reg", refine_reg, 0.0, 1e4)
+    check_number("--gpus-per-replica", gpus_per_replica, 0.0, 1024.0)
     check_extras("generate", backend=backend, artifacts=artifacts, scorer=scorer, ray=ray)
     from .. import io, progress
     from ..runtime.pipeline import PipelineConfig, check_seeds, load_model, open_pipeline
-    from ..prompts import Prompt, normalise, read_prompts
+    from ..prompts import Prompt, check_text, normalise, read_prompts
     from ..noise.scorers import parse_scorer
     from ..noise.test_time import check_test_time
     from ..specs import check_image_size, parse_mode
@@ -73,6 +76,8 @@ def generate(
     precision = pick_precision(precision, dtype)
     if prompt is not None and not prompt.strip():
         raise InputError("the PROMPT is empty")
+    if prompt is not None:
+        check_text(prompt, "the PROMPT")
     texts = (read_prompts(prompts, prompt_column, prompt_field) if prompts
              else [Prompt(normalise(prompt), 0)])
     check_seeds([seed, seed + len(texts) - 1])  # the whole run's seeds, before any work

@@ -22,11 +22,11 @@ import torch
 
 from .. import sampling
 from ..errors import BackendError, InputError
-from ..specs import BACKENDS, GRAPHS, MODES, PRECISIONS, Mode
+from ..specs import BACKENDS, GRAPHS, MODES, PRECISIONS, SEED_MAX, Mode
 from .backend import Backend, RunConfig, Timer
 
 Log = Callable[[str], None]
-SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes without wrapping
+SEED_RANGE = (0, SEED_MAX)  # what torch.Generator.manual_seed takes without wrapping
 
 
 @dataclass(frozen=True)
