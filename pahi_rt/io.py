@@ -161,6 +161,8 @@ def read_png_metadata(path: str | Path) -> dict[str, str] | None:
     when the file is missing or not an image, or the chunk is not a JSON object."""
     from PIL import Image, UnidentifiedImageError
 
+    if Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir():
+        raise InputError(f"{path}: not a regular file (a FIFO or device), not an image")
     try:
         with Image.open(path) as image:
             text = dict(getattr(image, "text", {}) or {})

@@ -127,6 +127,8 @@ def _cache_path() -> Path:
 def _read_cache() -> dict:
     """The digest cache; anything unreadable or malformed (a list, non-hex values) is ignored
     entry by entry: a cache can only cost time, never give a wrong key."""
+    if not _cache_path().is_file():  # absent, or a FIFO/device that a read would block on
+        return {}
     try:
         data = json.loads(_cache_path().read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
