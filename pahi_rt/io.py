@@ -32,9 +32,12 @@ def json_lines(text: str, where: str):
         if not line.strip():
             continue
         try:
-            yield n, json.loads(line)
+            value = json.loads(line)
         except ValueError:
             raise InputError(f"{where}: line {n}: not JSON ({line[:40]!r})") from None
+        except RecursionError:  # e.g. 100000 nested brackets
+            raise InputError(f"{where}: line {n}: JSON nested too deeply") from None
+        yield n, value
 
 
 def ensure_writable_dir(path: str | Path, option: str = "--out") -> Path:
@@ -144,29 +147,41 @@ def a1111_quote(value: str) -> str:
 
 
 def read_png_metadata(path: str | Path) -> dict[str, str] | None:
-    """The `pahi-rt` fields `png_metadata` wrote into a PNG (all strings), or None when the
-    image has none. Raises InputError when the file is missing or not an image."""
+    """The `pahi-rt` fields `png_metadata` wrote into a PNG (strings when unedited: check them,
+    e.g. with noise.records.parse_record), or None when the image has none. Raises InputError
+    when the file is missing or not an image, or the chunk is not a JSON object."""
     from PIL import Image, UnidentifiedImageError
 
+    if Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir():
+        raise InputError(f"{path}: not a regular file (a FIFO or device), not an image")
     try:
         with Image.open(path) as image:
             text = dict(getattr(image, "text", {}) or {})
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"{path}: not an image ({e})") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not an image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError
+            ) as e:  # PIL: SyntaxError for broken chunks, ValueError for oversized text
+        raise InputError(f"{path}: not an image PIL can read ({str(e)[:80]})") from None
+    if "pahi-rt" not in text:
+        return None
     try:
         fields = json.loads(text["pahi-rt"])
-    except (KeyError, ValueError):
-        return None
-    return fields if isinstance(fields, dict) else None
+    except (ValueError, TypeError, RecursionError):
+        fields = None
+    if not isinstance(fields, dict):
+        raise InputError(f"{path}: its pahi-rt metadata is not a JSON object (damaged or "
+                         "edited)")
+    return fields
 
 
 def png_text(value: str) -> str:
     """A value PNG text chunks may hold: control characters other than tab and newline (NUL is
-    forbidden by the PNG spec) are written as \\xNN / \\uNNNN escapes. The `pahi-rt` JSON
-    chunk keeps the exact text (JSON escapes them itself)."""
-    return "".join(c if c in "\t\n" or unicodedata.category(c) != "Cc" else
+    forbidden by the PNG spec) and lone surrogates (not encodable as UTF-8: a path from
+    undecodable bytes) are written as \\xNN / \\uNNNN escapes. The `pahi-rt` JSON chunk keeps
+    the exact text (JSON escapes them itself)."""
+    return "".join(c if c in "\t\n" or unicodedata.category(c) not in ("Cc", "Cs") else
                    (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}") for c in value)
 
 

@@ -19,6 +19,7 @@ with a K/M/G suffix) replaces it (tests; machines whose limits are not visible).
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,13 +57,21 @@ def available_bytes() -> int:
     return min(c for c in candidates if c is not None)
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, name: str = ENV) -> int:
+    """Bytes from "12884901888", "12G", "1.5GiB", "512M" (K/M/G/T, powers of 1024). InputError
+    naming the variable for anything else: not a number, not finite, zero or negative, or
+    beyond 2^60 (an exabyte: a typo)."""
     units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    raw = text
     text = text.strip().upper().removesuffix("B").removesuffix("I")
     try:
-        return int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units else int(text)
+        number = float(text[:-1]) if text[-1:] in units else float(text)
     except (ValueError, IndexError):
-        raise InputError(f"{ENV}={text!r}: give bytes or a size like 12G") from None
+        number = math.nan
+    value = number * units.get(text[-1:], 1)
+    if not (math.isfinite(value) and 0 < value <= 2**60):
+        raise InputError(f"{name}={raw!r}: give a positive number of bytes or a size like 12G")
+    return int(value)
 
 
 def _meminfo_available() -> int | None:

@@ -31,6 +31,7 @@ from .specs import PRESETS, random_decoder_label
 
 KEY_CHARS = 16  # hex digits kept: 64 bits tell models apart, and records stay short
 DIGEST_CACHE_ENV = "PAHI_RT_DIGEST_CACHE"
+HEX = frozenset("0123456789abcdef")
 _SUFFIXES = (".json", ".txt", ".safetensors")
 _BLOB = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
@@ -122,20 +123,31 @@ def _sha256_json(obj) -> str:
 
 def _cache_path() -> Path:
     default = Path.home() / ".cache" / "pahi-rt" / "file-digests.json"
-    return Path(os.environ.get(DIGEST_CACHE_ENV, default))
+    return Path(os.environ.get(DIGEST_CACHE_ENV) or default)
 
 
 def _read_cache() -> dict:
-    try:
-        return json.loads(_cache_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """The digest cache; anything unreadable or malformed (a list, non-hex values) is ignored
+    entry by entry: a cache can only cost time, never give a wrong key."""
+    if not _cache_path().is_file():  # absent, or a FIFO/device that a read would block on
         return {}
+    try:
+        data = json.loads(_cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items()
+            if isinstance(v, str) and len(v) == 64 and all(c in HEX for c in v)}
 
 
 def _write_cache(cache: dict) -> None:
     """Best effort (it is only a cache): atomic, and silent when the place is not writable."""
     from .io import atomic_write_text
 
+    path = _cache_path()
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return  # never swap a link, device (/dev/null) or folder for a cache file
     try:
         _cache_path().parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(_cache_path(), json.dumps(cache))

@@ -4,7 +4,8 @@ Formats by suffix: `.txt` (one prompt per line), `.csv` / `.tsv` (a column: `--p
 default prompt / Prompt / caption / text; quoted fields may span lines), `.jsonl` (a string field:
 `--prompt-field`, same defaults); `-` reads text lines from standard input. The rules:
 
-- UTF-8; a leading byte-order mark (Excel's CSV) is dropped.
+- UTF-8; a leading byte-order mark (Excel's CSV) is dropped. An undecodable byte, or a JSON
+  string with a lone UTF-16 surrogate ("\\ud83d"), is an error naming the line, before any work.
 - Lines end at "\\n" (or "\\r\\n") only. Other separators Unicode knows (\\v, \\f, \\x1c-\\x1e,
   U+0085, U+2028, U+2029) stay inside their line and, like every run of whitespace, become one
   space; a prompt is its line's text with whitespace collapsed and stripped.
@@ -56,6 +57,8 @@ def read_prompts(source: str | Path, column: str | None = None, field: str | Non
     else:
         prompts = [Prompt(normalise(line), n) for n, line in enumerate(text.split("\n"), 1)]
     prompts = [p for p in prompts if p.text]
+    for p in prompts:
+        check_text(p.text, f"{option} {s}: line {p.line}")
     if not prompts:
         raise InputError(f"{option} {s}: no prompts in it")
     return prompts
@@ -76,8 +79,25 @@ def _read_text(source: str, option: str) -> str:
         raise InputError(f"{option} {source}: cannot read it ({e.strerror or e})") from None
     try:
         return data.decode("utf-8-sig").replace("\r\n", "\n")
-    except UnicodeDecodeError:
-        raise InputError(f"{option} {source}: not UTF-8 text") from None
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise InputError(f"{option} {source}: line {line}: not UTF-8 text (byte "
+                         f"0x{data[e.start]:02x})") from None
+
+
+def check_text(text: str, where: str) -> str:
+    """`text` if it can be written as UTF-8; InputError naming `where` when it holds a lone
+    UTF-16 surrogate: a JSON "\\ud83d" escape, or an argv byte that is not UTF-8 (Python keeps
+    byte 0xNN as U+DCNN). Every prompt passes here before any work, so a run never renders
+    some images and then fails on such a prompt."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        c = ord(text[e.start])
+        what = (f"byte 0x{c - 0xDC00:02x} that is not UTF-8" if 0xDC80 <= c <= 0xDCFF
+                else f"a lone UTF-16 surrogate (U+{c:04X}), which is not text")
+        raise InputError(f"{where} holds {what}; prompts must be UTF-8 text") from None
+    return text
 
 
 def _table(text: str, delimiter: str, column: str | None, source: str, option: str

@@ -46,6 +46,11 @@ GRAPHS = GraphNames()
 ONNX, ENGINE = "onnx", "engine"  # artifact kinds in manifest.json
 PRECISIONS = ("fp32", "fp16", "bf16")  # bf16: torch only
 NOISE_KINDS = ("gaussian", "hi", "pahi")
+# One seed range everywhere (generate, serve, feedback records): what torch.Generator.manual_seed
+# takes without wrapping. Image i of a run uses seed + i, so a run's last seed must fit too.
+SEED_MAX = 2**64 - 1
+MAX_STEPS = 1000  # Euler steps: at most one per training timestep of the schedule
+MAX_IMAGE_SIDE = 16384  # pixels; a typo beyond this, not an image (latent side 2048)
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 # Timed stages of one prompt->image run, in order (the bench's per-stage columns).
 STAGES = ("tokenize", "text_encoder", "head", "unet_step_1", "unet_step_2", "decode", "copy_out")
@@ -78,9 +83,14 @@ def parse_mode(noise: str, steps: int) -> Mode:
     """The mode for `--noise NOISE --steps STEPS`, validated."""
     if noise not in NOISE_KINDS:
         raise InputError(f"--noise must be one of {', '.join(NOISE_KINDS)}, got '{noise}'")
-    if steps < 1:
-        raise InputError(f"--steps must be at least 1, got {steps}")
+    check_steps(steps)
     return Mode(noise, steps)
+
+
+def check_steps(steps: int, where: str = "--steps") -> None:
+    """Euler steps in 1..MAX_STEPS (an int, not a bool); InputError naming `where` otherwise."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise InputError(f"{where} must be an integer from 1 to {MAX_STEPS}, got {steps!r}")
 
 
 @dataclass(frozen=True)
@@ -162,10 +172,13 @@ class ModelSpec:
         return (self.latent_channels, height // f, width // f)
 
 
-def check_image_size(height: int, width: int, multiple: int = 8) -> None:
-    for label, v in (("--height", height), ("--width", width)):
-        if v < 64 or v % multiple:
-            raise InputError(f"{label} must be a multiple of {multiple} and at least 64, got {v}")
+def check_image_size(height: int, width: int, multiple: int = 8, where: str = "",
+                     labels: tuple[str, str] = ("--height", "--width")) -> None:
+    """64..MAX_IMAGE_SIDE pixels, a multiple of `multiple`; InputError (prefixed `where`)."""
+    for label, v in zip(labels, (height, width)):
+        if v < 64 or v > MAX_IMAGE_SIDE or v % multiple:
+            raise InputError(f"{where}{label} must be a multiple of {multiple} from 64 to "
+                             f"{MAX_IMAGE_SIDE}, got {v}")
 
 
 # Architectures. Kept as plain diffusers/transformers config dicts so `--model DIR` checkpoints and
@@ -232,7 +245,7 @@ PRESETS = MappingProxyType({
 DEFAULT_MODEL = "sd-turbo"
 
 
-SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes without wrapping
+SEED_RANGE = (0, SEED_MAX)  # what torch.Generator.manual_seed takes without wrapping
 
 
 def check_seeds(seeds) -> None:

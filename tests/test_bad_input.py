@@ -37,8 +37,9 @@ def gen(tmp_path, *args, out="o"):
     (("x", "--seed", -1), "outside"),
     (("x", "--device", "mps"), "--device 'mps' is not supported"),
     (("x", "--device", "meta"), "--device 'meta' is not supported"),
-    (("x", "--height", 100000, "--width", 100000), "needs about"),
-    (("x", "--steps", 0), "--steps must be at least 1"),
+    (("x", "--height", 16384, "--width", 16384), "needs about"),
+    (("x", "--height", 100000, "--width", 64), "from 64 to 16384"),
+    (("x", "--steps", 0), "--steps must be an integer from 1 to 1000"),
     (("   ",), "the PROMPT is empty"),
 ])
 def test_generate_argument_errors(tmp_path, args, pattern):

@@ -52,7 +52,7 @@ def test_prompt_file_numbers_images_and_seeds(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (("x", "--height", "100"), "--height must be a multiple of 8"),
-    (("x", "--width", "32"), "--width must be a multiple of 8 and at least 64"),
+    (("x", "--width", "32"), "--width must be a multiple of 8 from 64 to 16384"),
     (("x", "--model", "no-such-preset-here"), "not a preset (sd-turbo, synthetic, tiny)"),
     (("x", "--model", "tinny"), "did you mean tiny?"),
     (("x", "--model", "nobody/no-such-model-here"), "try --model synthetic"),
@@ -61,7 +61,7 @@ def test_prompt_file_numbers_images_and_seeds(tmp_path):
     (("x", "--dtype", "fp8"), "--precision must be one of"),
     (("x", "--noise", "pahi"), "needs --head"),
     (("x", "--noise", "hi", "--head", "nowhere"), "not a head checkpoint"),
-    (("x", "--steps", "0"), "--steps must be at least 1"),
+    (("x", "--steps", "0"), "--steps must be an integer from 1 to 1000"),
     ((), "give a PROMPT"),
     (("x", "--prompts", "p.txt"), "give a PROMPT or --prompts FILE, not both"),
     (("x", "--backend", "foo"), "--backend must be one of torch, onnxruntime, tensorrt"),

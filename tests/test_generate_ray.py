@@ -81,3 +81,63 @@ def test_ray_refuses_test_time_options(tmp_path):
     r = run("generate", "--prompts", str(tmp_path / "p.txt"), *SMALL, "--ray", "--best-of", "2",
             "--scorer", "synthetic_scorers:colour_by_word", "--out", str(tmp_path / "o"))
     assert r.exit_code == 2 and "not used with --ray" in r.output, r.output
+
+
+# --- concurrent runs into one directory, resume, and Ray's noise (issues 19 and 20) ----------
+def test_a_second_run_into_a_locked_directory_is_refused(runs):
+    from pahi_rt.serving.ledger import run_lock
+
+    root, prompts = runs
+    out = root / "ray"
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with run_lock(out):  # what a run in progress holds
+        r = run("generate", "--prompts", str(prompts), *SMALL, "--seed", "50", "--ray",
+                "--out", str(out))
+    assert r.exit_code == 2 and "another `generate --ray` run is writing there" in r.output
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_other_seeds_into_the_same_directory_replace_nothing(runs):
+    root, prompts = runs
+    out = root / "ray"
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    r = run("generate", "--prompts", str(prompts), *SMALL, "--seed", "50", "--ray",
+            "--out", str(out))
+    assert r.exit_code == 2 and "holds another image (seed 3" in r.output, r.output
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_a_shorter_rerun_keeps_every_index_entry(runs, tmp_path):
+    root, _ = runs
+    out = root / "ray"
+    short = tmp_path / "short.txt"
+    short.write_text("a red fox\na blue cat in a hat\n")  # the first two images only
+    r = run("generate", "--prompts", str(short), *SMALL, "--ray", "--out", str(out))
+    assert r.exit_code == 0 and "2 of 2 images already done" in r.output, r.output
+    files = [json.loads(x)["file"] for x in (out / "index.jsonl").read_text().splitlines()]
+    assert files == ["00000.png", "00001.png", "00002.png"]
+
+
+def test_ray_matches_a_plain_run_with_two_threads(local_ray, tmp_path):
+    """The actors run the plain run's thread count: at 128x128 the tiny model's pixels differ
+    by one level between 1 and 2 threads, so this fails if the actors keep Ray's 1 thread.
+    Ray's own console lines (execution plans, warnings) stay out of the output."""
+    import torch
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red fox\nthe sea at night\n")
+    size = ["--model", "tiny", "--height", "128", "--width", "128"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for name, extra in (("plain", []), ("ray", ["--ray"])):
+            r = run("generate", "--prompts", str(prompts), *size, *extra, "--out",
+                    str(tmp_path / name))
+            assert r.exit_code == 0, r.output
+    finally:
+        torch.set_num_threads(threads)
+    for i in range(2):
+        name = f"{i:05d}.png"
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
+    assert "[2/2] " in r.output  # the plain run's progress lines
+    assert not any(w in r.output for w in ("INFO", "WARNING", "core_worker", "Dataset")), r.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import sys
 import warnings
@@ -64,6 +65,19 @@ def command(fn, keep_memory: bool = True):
         except KeyboardInterrupt:
             fail("interrupted", 130)
     return wrapper
+
+
+def check_number(option: str, value: float | None, low: float, high: float,
+                 low_open: bool = False) -> None:
+    """A float option, before any work: finite (typer takes "nan" and "inf") and in
+    [low, high], or (low, high] with `low_open`; None (not given) passes. One-line InputError
+    naming the option otherwise."""
+    if value is None:
+        return
+    above = value > low if low_open else value >= low
+    if not (math.isfinite(value) and above and value <= high):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise InputError(f"{option} must be a finite number in {interval}, got {value}")
 
 
 def pick_precision(precision: str, dtype_alias: str | None) -> str:

@@ -12,8 +12,8 @@ from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
 from .common import (Artifacts, Backend, BestOfOption, Compile, Decoder, Device, DtypeAlias,
                      Height, Model, Noise, Precision, PromptColumn, PromptField, RefineLr,
-                     RefineOption, RefineReg, Scorers, Steps, Width, check_backend, echo_err,
-                     fits, pick_precision)
+                     RefineOption, RefineReg, Scorers, Steps, Width, check_backend, check_number,
+                     echo_err, fits, pick_precision)
 
 
 def generate(
@@ -62,8 +62,12 @@ def generate(
     files with their generation metadata."""
     from .. import image_files
     from ..noise.options import check_test_time, parse_scorer
-    from ..prompts import Prompt, normalise, read_prompts
+    from ..prompts import Prompt, check_text, normalise, read_prompts
     from ..specs import check_image_size, check_model_source, check_seeds, parse_mode
+
+    check_number("--refine-lr", refine_lr, 0.0, 1e4, low_open=True)
+    check_number("--refine-reg", refine_reg, 0.0, 1e4)
+    check_number("--gpus-per-replica", gpus_per_replica, 0.0, 1024.0)
 
     # every argument is checked before torch and the model libraries are imported (seconds)
     if prompt is not None and prompts is not None:
@@ -82,6 +86,8 @@ def generate(
     precision = pick_precision(precision, dtype)
     if prompt is not None and not prompt.strip():
         raise InputError("the PROMPT is empty")
+    if prompt is not None:
+        check_text(prompt, "the PROMPT")
     texts = (read_prompts(prompts, prompt_column, prompt_field) if prompts
              else [Prompt(normalise(prompt), 0)])
     check_seeds([seed, seed + len(texts) - 1])  # the whole run's seeds, before any work

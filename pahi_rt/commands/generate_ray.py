@@ -2,10 +2,10 @@
 (`pahi_rt.serving.offline`), written as OUT/{i:05d}.png plus OUT/index.jsonl; re-runs resume."""
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from pathlib import Path
-
-import typer
 
 from ..errors import BackendError, InputError, PahiError
 from .common import echo_err
@@ -16,7 +16,7 @@ def generate_ray(texts, options: dict, seed: int, out: str, overwrite: bool, ray
                  gpus_per_replica: float) -> None:
     """Render `texts` (prompts.Prompt) with image i from seed + i, skipping verified images."""
     from .. import io
-    from ..serving.ledger import Job, Ledger, plan
+    from ..serving.ledger import Job, Ledger, plan, run_lock
 
     if not ray:
         raise InputError("--address, --replicas and --gpus-per-replica are used with --ray")
@@ -33,37 +33,63 @@ def generate_ray(texts, options: dict, seed: int, out: str, overwrite: bool, ray
     head_label = str(o["head"]) if o["head"] else None
     expect = {"model": o["model"], "steps": str(o["steps"]), "noise": o["noise"],
               "size": f"{o['width']}x{o['height']}", "head": head_label or "none"}
-    todo, done = plan(jobs, directory, expect, overwrite)
-    echo_err(f"{len(done)} of {len(jobs)} images already done (sha256 verified); "
-             f"rendering {len(todo)} on Ray with {replicas} actor(s)")
-    if todo:
-        _render(todo, done, directory, o, head_label, address, replicas, gpus_per_replica)
-    else:
-        Ledger(directory, done).close()
+    with run_lock(directory):
+        todo, known = plan(jobs, directory, expect, overwrite)
+        echo_err(f"{len(jobs) - len(todo)} of {len(jobs)} images already done (sha256 "
+                 f"verified); rendering {len(todo)} on Ray with {replicas} actor(s)")
+        if todo:
+            _render(todo, known, directory, o, head_label, address, replicas, gpus_per_replica)
+        else:
+            Ledger(directory, known).close()
 
 
-def _render(todo, done, directory, o, head_label, address, replicas, gpus) -> None:
-    from ..serving import cluster, offline
-    from ..serving.ledger import Ledger
+def _render(todo, known, directory, o, head_label, address, replicas, gpus) -> None:
+    from ..serving import cluster
     from ..serving.schema import ServeSettings
     from .serve import _absolute
+
+    replaceable = {j.path.name for j in todo if j.path.exists() or j.path.is_symlink()}
 
     settings = ServeSettings(
         _absolute(o["model"]), _absolute(o["decoder"]), _absolute(o["head"]), o["noise"],
         o["backend"], _absolute(o["artifacts"]), o["precision"], o["height"], o["width"],
         o["steps"], o["device"], max_batch=1)
-    how = cluster.connect(address)
-    ledger = Ledger(directory, done)
-    t0, count = time.perf_counter(), 0
+    log = Path(tempfile.gettempdir()) / f"pahi-rt-ray-{os.getpid()}.log"
     try:
-        for job, png in offline.render(todo, settings, o["model"], head_label, replicas, gpus):
+        with cluster.native_stderr_to(log):  # Ray's own messages: a file, not the terminal
+            _run(todo, known, directory, settings, o["model"], head_label, address, replicas,
+                 gpus, replaceable)
+    except PahiError as e:
+        raise type(e)(f"{e} (Ray's messages: {log})") from None
+    log.unlink(missing_ok=True)
+
+
+def _run(todo, known, directory, settings, model_label, head_label, address, replicas, gpus,
+         replaceable) -> None:
+    import torch
+
+    from ..progress import ImageProgress
+    from ..serving import cluster, offline
+    from ..serving.ledger import Ledger
+
+    how = cluster.connect(address)
+    ledger = Ledger(directory, known)
+    t0, count, bar = time.perf_counter(), 0, ImageProgress(todo)
+    last = t0
+    try:
+        # actors run the plain run's torch thread count: same kernels, same reduction order,
+        # so the PNGs are byte-identical to `generate` without --ray on this machine
+        for job, png in offline.render(todo, settings, model_label, head_label, replicas, gpus,
+                                       threads=torch.get_num_threads()):
             try:
-                ledger.add(job, png)
+                ledger.add(job, png, replace=job.path.name in replaceable)
             except OSError as e:
                 raise InputError(f"writing {job.path} failed ({e.strerror or e}); {count} of "
                                  f"{len(todo)} images were written") from None
             count += 1
-            typer.echo(f"{job.path}  seed {job.seed}", err=True)
+            now = time.perf_counter()
+            echo_err(bar.line(job.path, job.seed, now - last))
+            last = now
     except PahiError:
         raise
     except Exception as e:  # an actor failed (its model did not load, ...): its last line

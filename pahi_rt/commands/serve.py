@@ -12,7 +12,7 @@ import typer
 from ..errors import BackendError, InputError
 from ..specs import DEFAULT_MODEL
 from .common import (Artifacts, Backend, Decoder, Device, Height, Model, Noise, Precision, Steps,
-                     Width, echo_err, pick_precision)
+                     Width, check_number, echo_err, pick_precision)
 
 Address = typer.Option(None, help="Ray cluster to deploy to (default: $RAY_ADDRESS, else an "
                        "embedded local Ray on 127.0.0.1, stopped on exit).")
@@ -54,8 +54,7 @@ def serve(
     parse_mode(noise, steps)
     check_image_size(height, width)
     _check_ranges(port, replicas, gpus_per_replica, max_batch, batch_wait_ms, max_queued)
-    if cpus_per_replica <= 0:
-        raise InputError(f"--cpus-per-replica must be positive, got {cpus_per_replica}")
+    check_number("--cpus-per-replica", cpus_per_replica, 0.0, 1024.0, low_open=True)
     settings = ServeSettings(
         _absolute(model), _absolute(decoder), _absolute(head), noise, backend,
         _absolute(artifacts), pick_precision(precision, None), height, width, steps, device,
@@ -73,8 +72,8 @@ def _check_ranges(port, replicas, gpus, max_batch, wait_ms, max_queued) -> None:
                                 ("--max-queued", max_queued, 0, 1_000_000)):
         if not lo <= value <= hi:
             raise InputError(f"{name} must be in {lo}..{hi}, got {value}")
-    if gpus < 0 or wait_ms < 0:
-        raise InputError("--gpus-per-replica and --batch-wait-ms must not be negative")
+    check_number("--gpus-per-replica", gpus, 0.0, 1024.0)
+    check_number("--batch-wait-ms", wait_ms, 0.0, 60_000.0)
 
 
 def _precheck(settings) -> None:

@@ -11,7 +11,7 @@ from ..errors import InputError
 from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
 from .common import (SCORER_HELP, Decoder, Device, DtypeAlias, Precision, PromptColumn,
-                     PromptField, pick_precision)
+                     PromptField, check_number, pick_precision)
 from .train_progress import Progress, report
 
 
@@ -77,6 +77,9 @@ def train(
 ):
     """Train a noise head: on a preference scorer (paper Eq. 4, with Eq. 10 pretraining), or
     from users' feedback records (KTO / DPO on the head's density)."""
+    for option, value, high in (("--beta", beta, 1e4), ("--good-weight", good_weight, 1e4),
+                                ("--bad-weight", bad_weight, 1e4), ("--lr", lr, 10.0)):
+        check_number(option, value, 0.0, high, low_open=True)
     check_extras("train", scorer=scorer)
     from ..components import resolve_device
     from ..noise.train import TrainConfig

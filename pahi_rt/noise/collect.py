@@ -9,50 +9,57 @@ are as generate saw them: run from the same directory).
 from __future__ import annotations
 
 import os
+import stat
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from .. import io
 from ..errors import InputError
-from .records import Record, Source, common_source, dedupe, parse_size, read_records
+from .records import (Record, Source, common_source, dedupe, parse_record, parse_records,
+                      read_feedback_text, validate_record)
 
 
 def source_from_png(path: str | Path) -> tuple[str, int, Source]:
-    """(prompt, seed, Source) of an image written by `pahi-rt generate`."""
+    """(prompt, seed, Source) of an image written by `pahi-rt generate`. The metadata is checked
+    field by field as a record line is (records.parse_record): an edited PNG is refused here,
+    never written into a feedback file that later reads would reject."""
     from ..model_key import model_key
 
     meta = io.read_png_metadata(path)
     if meta is None:
-        raise InputError(f"{path}: no pahi-rt metadata (only PNGs written by `pahi-rt "
+        raise InputError(f"{path}: no pahi-rt metadata (only images written by `pahi-rt "
                          "generate` or `serve` can be added; other tools can write JSONL "
                          "records)")
     if "refine" in meta:
         raise InputError(f"{path} was made with --refine: its initial noise was optimised, so "
                          "its seed does not give the x_T behind it; label unrefined images")
-    try:
-        prompt, seed, steps = meta["prompt"], int(meta["seed"]), int(meta["steps"])
-        noise, model, size = meta["noise"], meta["model"], meta["size"]
-        decoder, head = meta.get("decoder"), meta.get("head", "none")
-    except (KeyError, ValueError) as e:
-        raise InputError(f"{path}: incomplete pahi-rt metadata ({e})") from None
-    parse_size(size, str(path))
-    head_dir, key = None, None
+    where = f"{path}: pahi-rt metadata"
+    missing = [k for k in ("prompt", "seed", "steps", "noise", "model", "size") if k not in meta]
+    if missing:
+        raise InputError(f"{where} is incomplete (no {', '.join(missing)})")
+    head = meta.get("head", "none")
+    fields = {k: meta.get(k) for k in ("prompt", "seed", "steps", "noise", "model", "decoder",
+                                       "size")}
+    noise = meta["noise"]
+    parsed = parse_record({**fields, "label": "good",
+                           "head": None if noise == "gaussian" or head == "none" else head},
+                          where)
+    source, key = parsed.source, None
     if noise != "gaussian":
         from .checkpoint import head_key
 
-        head_dir = head
         try:
-            key = head_key(head_dir)
+            key = head_key(source.head)
         except (InputError, OSError) as e:
-            raise InputError(f"{path} was made with --noise {noise} --head {head_dir}, which "
-                             f"does not load here ({e}); its x_T cannot be recomputed (run "
-                             "from the directory generate ran in)") from None
-        _same_key(path, f"--head {head_dir}", meta.get("head_key"), key)
-    current = model_key(model, decoder)
-    _same_key(path, f"--model {model}", meta.get("model_key"), current)
-    source = Source(model=model, decoder=decoder, model_key=current,
-                    size=size, steps=steps, noise=noise, head=head_dir, head_key=key)
-    return prompt, seed, source
+            raise InputError(f"{path} was made with --noise {noise} --head {source.head}, "
+                             f"which does not load here ({e}); its x_T cannot be recomputed "
+                             "(run from the directory generate ran in)") from None
+        _same_key(path, f"--head {source.head}", meta.get("head_key"), key)
+    current = model_key(source.model, source.decoder)
+    _same_key(path, f"--model {source.model}", meta.get("model_key"), current)
+    source = replace(source, model_key=current, head_key=key)
+    return parsed.prompt, parsed.seeds[0], source
 
 
 def _same_key(path, what: str, recorded: str | None, now: str) -> None:
@@ -92,12 +99,16 @@ def pair_record(winner, loser) -> Record:
 def append_records(path: str | Path, new: list[Record]) -> list[Record]:
     """Append `new` to the JSONL file `path` (created if missing) as one atomic replace, under
     an exclusive lock: readers and a crash see the old file or the new one, and two commands
-    cannot interleave. Records already in the file (same images and verdict) are skipped with a
-    warning; records for another model, size or steps than the file's raise InputError and
-    nothing is written. Returns the records written."""
+    cannot interleave. Every record is validated first (records.validate_record), so the file
+    never holds one that later reads refuse. Records already in the file (same images and
+    verdict) are skipped with a warning; records for another model, size or steps than the
+    file's raise InputError and nothing is written. `path` must be a regular file or a new name
+    (see `check_feedback_path`). Returns the records written."""
     import fcntl
 
-    path = Path(path)
+    path = check_feedback_path(path)
+    for r in new:
+        validate_record(r, _at_new(r))
     lock_path = path.with_name(f".{path.name}.lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,9 +117,9 @@ def append_records(path: str | Path, new: list[Record]) -> list[Record]:
         raise InputError(f"--to {path}: cannot write there ({e.strerror or e})") from None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        old_text = path.read_text(encoding="utf-8") if path.is_file() and path.stat().st_size \
-            else ""
-        old = read_records(path) if old_text.strip() else []
+        path = check_feedback_path(path)  # again, under the lock
+        old_text = read_feedback_text(path, "--to") if path.exists() else ""
+        old = parse_records(old_text, str(path))
         common_source(old + new, str(path))
         seen = {(r.identity(), r.label, r.seeds) for r in old}
         fresh = [r for r in new if (r.identity(), r.label, r.seeds) not in seen]
@@ -124,6 +135,41 @@ def append_records(path: str | Path, new: list[Record]) -> list[Record]:
             mode = path.stat().st_mode & 0o777 if path.exists() else _default_mode()
             io.atomic_write(path, lambda tmp: _write_synced(tmp, old_text + sep + lines, mode))
     return fresh
+
+
+def _at_new(record: Record) -> str:
+    return record.images[0] if record.images else f"record for {record.prompt[:40]!r}"
+
+
+def check_feedback_path(path: str | Path, option: str = "--to") -> Path:
+    """The file to append to: a regular file (a symlink to one: its target, so the link stays)
+    or a new name in a directory. Anything else is refused in one line (InputError): a
+    directory, a device (/dev/null), a FIFO or socket, a dangling link, a file with other hard
+    links or without write permission - an atomic replace would swap such a thing for a new
+    regular file."""
+    path = Path(path)
+    if not str(path).strip():
+        raise InputError(f"{option} is empty; give a file name")
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.exists():
+            raise InputError(f"{option} {path}: a link to {target}, which does not exist")
+        path = target
+    if path.exists():
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a directory" if path.is_dir() else
+                    "not a regular file (a device, FIFO or socket)")
+            raise InputError(f"{option} {path}: is {kind}; give a feedback file (JSON lines)")
+        if st.st_nlink > 1:
+            raise InputError(f"{option} {path}: has {st.st_nlink} hard links; appending replaces "
+                             "the file, which would split them: give a file with one name")
+        if not os.access(path, os.W_OK):
+            raise InputError(f"{option} {path}: not writable (permission denied)")
+    elif path.parent.exists() and not path.parent.is_dir():
+        raise InputError(f"{option} {path}: cannot write there ({path.parent} is not a "
+                         "directory)")
+    return path
 
 
 def _write_synced(tmp: Path, text: str, mode: int) -> None:

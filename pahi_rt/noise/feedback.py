@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,11 +48,13 @@ class FeedbackConfig:
     val_fraction: float = VAL_FRACTION
 
     def check(self) -> None:
-        if self.beta <= 0:
-            raise InputError(f"--beta must be > 0, got {self.beta}")
+        if not (math.isfinite(self.beta) and self.beta > 0):
+            raise InputError(f"--beta must be a finite number > 0, got {self.beta}")
         for name in ("good_weight", "bad_weight"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise InputError(f"--{name.replace('_', '-')} must be > 0")
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InputError(f"--{name.replace('_', '-')} must be a finite number > 0, "
+                                 f"got {value}")
 
 
 def split_records(records: list[Record], fraction: float) -> tuple[list[Record], list[Record]]:

@@ -11,6 +11,8 @@ paired comparison, and both expose `distribution(text_embeddings) -> (mu, sigma)
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -77,11 +79,20 @@ class NoiseHead(nn.Module):
 
     @torch.no_grad()
     def fit_feature_stats(self, text_embeddings: torch.Tensor) -> None:
-        """Set the standardisation from embeddings [N, 77, D] of (a sample of) training prompts."""
-        f = self.pooled(text_embeddings).float()
+        """Set the standardisation from embeddings [N, 77, D] of (a sample of) the training
+        prompts, each prompt once (repeats would shrink the std; callers pass unique prompts,
+        and identical rows are dropped here too). Degenerate cases: with fewer than two distinct
+        features (one prompt) there is no spread to measure, so the scale is 1 (the feature is
+        only centred); a dimension whose spread is below 1e-3 of the largest is scaled by that
+        floor, never by ~0."""
+        f = torch.unique(self.pooled(text_embeddings).float(), dim=0)
         self.feature_mean.copy_(f.mean(0))
-        std = f.std(0) if f.shape[0] > 1 else torch.ones_like(f[0])
-        self.feature_scale.copy_(std.clamp_min(1e-3 * max(std.max().item(), 1e-6)))
+        std = f.std(0) if f.shape[0] > 1 else torch.zeros_like(f[0])
+        top = std.max().item()
+        if not top > 1e-6 or not math.isfinite(top):  # one distinct prompt: nothing to scale by
+            self.feature_scale.fill_(1.0)
+        else:
+            self.feature_scale.copy_(std.clamp_min(1e-3 * top))
 
     def distribution(self, text_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(text_embeddings)

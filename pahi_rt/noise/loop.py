@@ -74,7 +74,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "val_every", "hidden"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.peak_lr() <= 0 or self.warmup_steps() < 0 or self.patience < 0:
+        if not math.isfinite(self.peak_lr()) or self.peak_lr() <= 0 or self.warmup_steps() < 0 \
+                or self.patience < 0:
             raise InputError("--lr must be > 0, --warmup and --patience >= 0")
 
 
@@ -173,7 +174,7 @@ def fit(head, objective: Objective, config: TrainConfig, out: str | Path, accele
         _record(run, metrics, config)
         if not all(torch.isfinite(p).all() for p in head.parameters()):
             raise InputError(f"training stopped at step {run.step}: the head's weights are not "
-                             "finite; nothing non-finite is saved")
+                             f"finite ({_suspects(config)}); nothing non-finite is saved")
         if accelerator.is_main_process:
             if run.best_step == run.step:
                 save_head_in_place(head, out, _training_info(run, info, objective))
@@ -206,8 +207,8 @@ def _loop(run, model, optimizer, scheduler, accelerator, objective, config, emit
         loss = _train_step(model, optimizer, accelerator, objective, config, run.step)
         if not math.isfinite(loss):
             raise InputError(f"training stopped at step {run.step + 1}: the loss is {loss} "
-                             "(a scorer returned nan/inf, or the learning rate is too high); "
-                             f"the best head so far (step {run.best_step}) is kept")
+                             f"({_suspects(config)}); the best head so far (step "
+                             f"{run.best_step}) is kept")
         scheduler.step()
         run.step += 1
         recent_losses.append(loss)
@@ -216,6 +217,14 @@ def _loop(run, model, optimizer, scheduler, accelerator, objective, config, emit
                                 "seconds": time.perf_counter() - t0})
         if run.step % config.val_every == 0 or run.step == config.steps:
             evaluate_and_save()
+
+
+def _suspects(config: TrainConfig) -> str:
+    """What can make a run non-finite, for the objective at hand (feedback runs have no
+    scorer: scorers that return nan/inf are refused by name where they are called)."""
+    if config.objective == "scorer":
+        return f"a scorer returned nan/inf, or --lr {config.peak_lr():g} is too high"
+    return f"--lr {config.peak_lr():g} or --beta too high for these {config.objective} records"
 
 
 def _train_step(model, optimizer, accelerator, objective: Objective, config: TrainConfig,

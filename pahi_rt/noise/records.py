@@ -24,11 +24,11 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io import json_lines
-from ..specs import NOISE_KINDS
+from ..specs import MAX_STEPS, NOISE_KINDS, SEED_MAX
+from .record_fields import integer as _integer, parse_size, short as _short, text as _text
 
 LABELS = {"good": True, "bad": False, True: True, False: False}  # 1 and 0 hash as True, False
 SOURCE_FIELDS = ("model", "decoder", "model_key", "size", "steps", "noise", "head", "head_key")
-MAX_SEED = 2**63  # torch.Generator.manual_seed takes seeds below this
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,15 @@ class Record:
 
 
 def parse_record(obj, where: str) -> Record:
-    """A Record from one decoded JSON line; `where` ("FILE line N") prefixes every error."""
+    """A Record from one decoded JSON line (or PNG metadata); `where` ("FILE line N") prefixes
+    every error. Every field is checked here, so a record that parses is one every reader and
+    training run accepts: seeds 0..2^64-1 (specs.SEED_MAX, as generate and serve), steps
+    1..specs.MAX_STEPS, a size generate could make, text without lone surrogates."""
     if not isinstance(obj, dict):
         raise InputError(f"{where}: not a JSON object")
-    prompt = obj.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InputError(f"{where}: needs a non-empty 'prompt'")
+    prompt = _text(obj.get("prompt"), "prompt", where)
+    if prompt is None or not prompt.strip():
+        raise InputError(f"{where}: needs a non-empty 'prompt' (a string)")
     if "seed_win" in obj or "seed_lose" in obj:
         seeds = (_seed(obj, "seed_win", where), _seed(obj, "seed_lose", where))
         if seeds[0] == seeds[1]:
@@ -101,13 +104,15 @@ def parse_record(obj, where: str) -> Record:
     return Record(prompt, seeds, label, _source(obj, where))
 
 
+def validate_record(record: Record, where: str = "record") -> Record:
+    """`record` itself if it is one `parse_record` would accept (InputError naming `where` and
+    the field otherwise): for stores that build records in code (feedback add, a database)."""
+    parse_record(record.to_json(), where)
+    return record
+
+
 def _seed(obj: dict, key: str, where: str) -> int:
-    value = obj.get(key)
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_SEED:
-        raise InputError(f"{where}: '{key}' must be an integer in [0, 2^63), got {value!r}")
-    return value
+    return _integer(obj.get(key), key, where, 0, SEED_MAX, "2^64-1")
 
 
 def _label(obj: dict, where: str) -> bool:
@@ -119,47 +124,58 @@ def _label(obj: dict, where: str) -> bool:
         return LABELS[key]
     except (KeyError, TypeError):
         raise InputError(f"{where}: 'label' must be good/bad, true/false or 1/0, "
-                         f"got {value!r}") from None
+                         f"got {_short(value)}") from None
 
 
 def _source(obj: dict, where: str) -> Source:
     fields = {k: obj[k] for k in SOURCE_FIELDS if obj.get(k) is not None}
     for k in ("model", "decoder", "model_key", "size", "noise", "head", "head_key"):
-        if k in fields and not isinstance(fields[k], str):
-            raise InputError(f"{where}: '{k}' must be a string")
+        if k in fields:
+            _text(fields[k], k, where)
     if "size" in fields:
         parse_size(fields["size"], where)
     if "steps" in fields:
-        fields["steps"] = _seed({"steps": fields["steps"]}, "steps", where)
+        fields["steps"] = _integer(fields["steps"], "steps", where, 1, MAX_STEPS, str(MAX_STEPS))
     noise = fields.get("noise", "gaussian")
     if noise not in NOISE_KINDS:
         raise InputError(f"{where}: 'noise' must be one of {', '.join(NOISE_KINDS)}, "
-                         f"got '{noise}'")
+                         f"got {_short(noise)}")
     if noise != "gaussian" and not fields.get("head"):
         raise InputError(f"{where}: noise '{noise}' needs the 'head' that made the image")
     return Source(**fields)
 
 
-def parse_size(size: str, where: str = "size") -> tuple[int, int]:
-    """"WxH" -> (width, height)."""
-    w, sep, h = size.partition("x")
-    if not sep or not w.isdigit() or not h.isdigit():
-        raise InputError(f"{where}: size must look like 512x512 (WxH), got '{size}'")
-    return int(w), int(h)
+def read_feedback_text(path: str | Path, option: str = "--feedback") -> str:
+    """The text of a feedback file: UTF-8, a leading byte-order mark dropped (as prompt files).
+    InputError (one line naming the file, and the line of an undecodable byte) otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{option} {path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{option} {path}: not a regular file (expected JSON lines)")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{option} {path}: cannot read it ({e.strerror or e})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise InputError(f"{path} line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
+                         "feedback files are UTF-8 JSON lines") from None
+
+
+def parse_records(text: str, where: str) -> list[Record]:
+    """Every record of a JSON-lines text, in order (blank lines skipped); InputError naming
+    `where` and the line of the first bad one."""
+    return [replace(parse_record(obj, f"{where} line {n}"), line=n)
+            for n, obj in json_lines(text, where)]
 
 
 def read_records(path: str | Path) -> list[Record]:
     """Every record of a JSONL file, in file order (blank lines skipped). Raises InputError on
     a missing, empty, non-UTF-8 or malformed file, naming the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"--feedback {path}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text (expected JSON lines)") from None
-    records = [replace(parse_record(obj, f"{path} line {n}"), line=n)
-               for n, obj in json_lines(text, str(path))]
+    records = parse_records(read_feedback_text(path), str(path))
     if not records:
         raise InputError(f"{path}: no feedback records (add some with `pahi-rt feedback add`)")
     return records

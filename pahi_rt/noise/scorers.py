@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..errors import InputError, ModelLoadError, require
+from ..errors import InputError, ModelLoadError, PahiError, require
 from ..hub import local_snapshot
 from .options import BUILTIN, ScorerSpec, parse_scorer  # noqa: F401
 from .clip_image import CLIP_MEAN, CLIP_STD, ClipImagePreprocess, pooled as _pooled  # noqa: F401
@@ -126,6 +126,11 @@ class ImageRewardScorer(nn.Module):
         return (reward - m.mean) / m.std
 
 
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
 def load_factory(name: str) -> ScoreFn:
     """`module:factory` -> factory(), checked to be callable."""
     module_name, _, attr = name.partition(":")
@@ -135,10 +140,16 @@ def load_factory(name: str) -> ScoreFn:
         raise InputError(f"--scorer {name}: cannot import '{module_name}' ({e})") from None
     except AttributeError:
         raise InputError(f"--scorer {name}: '{module_name}' has no '{attr}'") from None
+    except Exception as e:  # the module itself failed while importing (its own bug)
+        raise InputError(f"--scorer {name}: importing '{module_name}' failed "
+                         f"({_reason(e)})") from None
     if not callable(factory):
         raise InputError(f"--scorer {name}: '{module_name}.{attr}' is a "
                          f"{type(factory).__name__}, not a factory function")
-    scorer = factory()
+    try:
+        scorer = factory()
+    except Exception as e:
+        raise InputError(f"--scorer {name}: {attr}() failed ({_reason(e)})") from None
     if not callable(scorer):
         raise InputError(f"--scorer {name}: {attr}() must return a callable "
                          "(images [B,3,H,W] in [0,1], prompts) -> scores [B]")
@@ -195,7 +206,12 @@ class ScorerSet:
         """Per-scorer scores, each [B] float32."""
         out = []
         for spec, scorer in zip(self.specs, self.scorers):
-            s = scorer(images, list(prompts))
+            try:
+                s = scorer(images, list(prompts))
+            except (PahiError, torch.cuda.OutOfMemoryError):
+                raise
+            except Exception as e:  # a scorer's own bug or bad weights: name it, one line
+                raise InputError(f"--scorer {spec.label} failed ({_reason(e)})") from None
             if not isinstance(s, torch.Tensor) or s.numel() != images.shape[0]:
                 raise InputError(f"--scorer {spec.label} returned "
                                  f"{getattr(s, 'shape', type(s).__name__)}, expected "
@@ -203,12 +219,22 @@ class ScorerSet:
             if images.requires_grad and torch.is_grad_enabled() and not s.requires_grad:
                 raise InputError(f"--scorer {spec.label} is not differentiable: its scores do "
                                  "not depend on the images through torch operations")
-            out.append(s.reshape(images.shape[0]).float().to(images.device))
+            s = s.reshape(images.shape[0]).float().to(images.device)
+            bad = (~torch.isfinite(s.detach())).nonzero().flatten().tolist()
+            if bad:  # best-of would keep a nan candidate, training would go nan
+                raise InputError(f"--scorer {spec.label} returned {s[bad[0]].item()} for image "
+                                 f"{bad[0]} of {len(s)} (scores must be finite numbers)")
+            out.append(s)
         return out
 
     def total(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        """Weighted sum [B] of all scorers: the score s in the loss softplus(s - s')."""
-        return sum(spec.weight * s for spec, s in zip(self.specs, self.each(images, prompts)))
+        """Weighted sum [B] of all scorers: the score s in the loss softplus(s - s').
+        InputError when a scorer fails or returns nan/inf, or when weight x score overflows."""
+        total = sum(spec.weight * s for spec, s in zip(self.specs, self.each(images, prompts)))
+        if not torch.isfinite(total.detach()).all():
+            raise InputError(f"the weighted scores of {self} are not finite (weight x score "
+                             "overflows float32); use smaller --scorer weights")
+        return total
 
     def __str__(self) -> str:
         return " + ".join(str(s) for s in self.specs)

@@ -140,7 +140,7 @@ def prepare_head(head, components, prompts: list[str], config: TrainConfig, emit
     """A fresh PAHI head: text-feature statistics of the training prompts, then pretraining
     (Eq. 10); returns the pretraining summary. HI heads need neither."""
     if config.mode == "pahi":  # standardise the text feature with training-prompt statistics
-        sample = prompts[:FEATURE_STAT_PROMPTS]
+        sample = list(dict.fromkeys(prompts))[:FEATURE_STAT_PROMPTS]  # each prompt once
         head.fit_feature_stats(torch.cat([text_embeddings(components, sample[i:i + 64])
                                           for i in range(0, len(sample), 64)]).float())
     return pretrain(head, components, prompts,

@@ -24,8 +24,8 @@ from .torch_backend import TorchBackend
 
 def cache_dir() -> Path:
     """Where inductor keeps compiled kernels across runs (unless TORCHINDUCTOR_CACHE_DIR is set)."""
-    base = os.environ.get("PAHI_RT_CACHE", Path.home() / ".cache" / "pahi-rt" / "artifacts")
-    path = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR", Path(base).parent / "inductor"))
+    base = os.environ.get("PAHI_RT_CACHE") or Path.home() / ".cache" / "pahi-rt" / "artifacts"
+    path = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or Path(base).parent / "inductor")
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(path))
     return path
 

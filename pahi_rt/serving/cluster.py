@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from contextlib import contextmanager
 
 from ..errors import BackendError, require
 
@@ -16,7 +18,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
     if ray.is_initialized():
         return ""
     address = address or os.environ.get("RAY_ADDRESS") or None
-    quiet = dict(log_to_driver=False, logging_level=logging.WARNING)
+    quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -56,3 +58,30 @@ def metrics_urls() -> list[str]:
 
     return [f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
             for n in ray.nodes() if n.get("Alive") and n.get("MetricsExportPort")]
+
+
+@contextmanager
+def native_stderr_to(path):
+    """Send what is written to file descriptor 2 (Ray's C++ core worker: `core_worker.cc ... E`
+    lines, its Python log handlers) to the file `path` for the block, while `sys.stderr` (our
+    progress lines, warnings and errors) still reaches the user's terminal."""
+    try:
+        ours = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a test runner's capture: not fd 2
+        ours = False
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    old = sys.stderr
+    if ours:
+        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=old.encoding,
+                               errors="backslashreplace")
+    try:
+        yield
+    finally:
+        if ours:
+            sys.stderr.close()
+            sys.stderr = old
+        os.dup2(saved, 2)
+        os.close(saved)

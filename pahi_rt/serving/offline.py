@@ -5,6 +5,7 @@ pipeline call, exactly as the non-Ray run renders it, so the files are byte-iden
 from __future__ import annotations
 
 import logging
+import os
 from typing import Iterator
 
 import numpy as np
@@ -19,11 +20,17 @@ ROWS_PER_CALL = 8  # rows an actor takes per call (fewer round trips), still one
 class Renderer:
     """A Ray Data actor: the model loaded and the pipeline opened once, in its constructor."""
 
-    def __init__(self, settings: ServeSettings, model_label: str, head_label: str | None):
+    def __init__(self, settings: ServeSettings, model_label: str, head_label: str | None,
+                 threads: int | None = None):
         from pathlib import Path
+
+        import torch
 
         from ..runtime.pipeline import PipelineConfig, load_model, open_pipeline
         from ..specs import parse_mode
+
+        if threads:  # Ray gives an actor OMP_NUM_THREADS = its CPUs (1); the driver decides
+            torch.set_num_threads(threads)
 
         s = self.settings = settings
         self.labels = (model_label, head_label)
@@ -46,21 +53,43 @@ class Renderer:
         return {"i": batch["i"], "png": np.array(pngs, dtype=object)}
 
 
+def _quiet_console() -> None:
+    """Ray Data logs INFO lines (execution plans, "progress bars disabled") to the console of
+    every run; keep them in its log files (under the Ray session's logs/ray-data) and show only
+    errors. It rebuilds its handlers from its default config on each run, hence both edits.
+    RAY_DATA_LOGGING_CONFIG, when set, is the user's choice and left alone."""
+    if os.environ.get("RAY_DATA_LOGGING_CONFIG"):
+        return
+    try:
+        from ray.data._internal.logging import DEFAULT_CONFIG
+
+        DEFAULT_CONFIG["handlers"]["console"]["level"] = "ERROR"
+    except (ImportError, KeyError, TypeError):  # another Ray version: its default logging
+        pass
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ == "PlainRayHandler":
+            handler.setLevel(logging.ERROR)
+
+
 def render(jobs: list[Job], settings: ServeSettings, model_label: str, head_label: str | None,
-           replicas: int = 1, gpus_per_replica: float = 0.0) -> Iterator[tuple[Job, bytes]]:
-    """(job, PNG bytes) as the actors finish them (any order); Ray must be connected."""
+           replicas: int = 1, gpus_per_replica: float = 0.0, threads: int | None = None
+           ) -> Iterator[tuple[Job, bytes]]:
+    """(job, PNG bytes) as the actors finish them (any order); Ray must be connected.
+    `threads`: torch intra-op threads per actor (None: Ray's default, one per actor CPU).
+    CPU kernels reduce in an order that depends on the thread count, so images match a plain
+    run byte for byte only with its thread count."""
     import ray
 
+    _quiet_console()
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     by_index = {job.i: job for job in jobs}
     # seeds travel as text: up to 2**64-1 does not fit an Arrow int64
     rows = [{"i": j.i, "prompt": j.prompt, "seed": str(j.seed), "line": j.line} for j in jobs]
     blocks = max(1, min(len(rows), replicas * 4))  # enough blocks for every actor to work
     ds = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
         Renderer, fn_constructor_kwargs=dict(settings=settings, model_label=model_label,
-                                             head_label=head_label),
+                                             head_label=head_label, threads=threads),
         batch_size=ROWS_PER_CALL, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=replicas),
         num_cpus=1, num_gpus=gpus_per_replica or None)

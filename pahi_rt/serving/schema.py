@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..prompts import normalise
+from ..specs import SEED_MAX
 
 MAX_IMAGES = 8  # `n` limit, as the OpenAI API's dall-e-2 limit is 10: small batches per request
-SEED_MAX = 2**64 - 1
 
 
 @dataclass(frozen=True)
