@@ -141,7 +141,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def png_metadata(prompt: str, seed: int, steps: int, noise: str, model: str, head: str | None,
                  height: int, width: int, decoder: str, extra: dict | None = None
                  ) -> dict[str, str]:
-    """PNG text chunks: one per field, `pahi-rt` (JSON), and A1111's `parameters` line.
+    """PNG text chunks, the prompt once in each: `pahi-rt` (JSON of every field; what
+    `read_png_metadata` reads) and A1111's `parameters` line (what PNG-info readers read).
     `extra` adds fields (values become strings)."""
     fields = {"prompt": prompt, "seed": str(seed), "steps": str(steps), "noise": noise,
               "model": model, "decoder": decoder, "head": head or "none",
@@ -149,7 +150,7 @@ def png_metadata(prompt: str, seed: int, steps: int, noise: str, model: str, hea
     parameters = (f"{prompt}\nSteps: {steps}, Sampler: Euler, CFG scale: 0, Seed: {seed}, "
                   f"Size: {width}x{height}, Model: {model}, VAE: {decoder}, Noise: {noise}, "
                   f"Head: {head or 'none'}")
-    return {**fields, "parameters": parameters, "pahi-rt": json.dumps(fields, sort_keys=True)}
+    return {"parameters": parameters, "pahi-rt": json.dumps(fields, sort_keys=True)}
 
 
 def read_png_metadata(path: str | Path) -> dict[str, str] | None:
