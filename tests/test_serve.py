@@ -232,8 +232,13 @@ def test_zz_killed_replica_gives_5xx_then_recovers(server):
     assert status == 200 and body["data"][0]["b64_json"]
 
 
-def test_serve_cli_refuses_bad_options_in_one_line(busy_port):
+def test_serve_cli_refuses_bad_options_in_one_line(busy_port, tmp_path):
+    from helpers import random_head
+
     from pahi_rt.cli import app
+    from pahi_rt.noise.checkpoint import save_head
+
+    save_head(random_head("hi"), tmp_path / "hi")
 
     for args, words in ((["--port", "0"], "--port"), (["--max-batch", "0"], "--max-batch"),
                         (["--height", "65"], "multiple of 8"),
@@ -241,6 +246,7 @@ def test_serve_cli_refuses_bad_options_in_one_line(busy_port):
                         (["--noise", "pahi", "--head", "/no/such/dir"], "no such directory"),
                         (["--cpus-per-replica", "0"], "--cpus-per-replica"),
                         (["--noise", "pahi"], "needs --head"),
+                        (["--noise", "pahi", "--head", str(tmp_path / "hi")], "a 'hi' head"),
                         (["--sizes", "64x64,64x6"], "multiple of 8"),
                         (["--sizes", "64"], "not WxH"), (["--step-counts", "1,0"], "1,2"),
                         (["--ui"], "--feedback-db"), (["--max-body-bytes", "0"], "positive"),
