@@ -63,4 +63,6 @@ def drain(app: str, replicas: int, timeout_s: float) -> tuple[float, int]:
             break
         time.sleep(POLL_S / 2)
     set_state(app, "stopping")
+    if left:  # the replicas answer what they still hold with 503 before Ray stops
+        time.sleep(3 * POLL_S)
     return time.monotonic() - t0, max(left, 0)
