@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -237,7 +238,8 @@ def main(argv: list[str]) -> None:
     results = []
     if args.requests:
         for batch in (8, 1):
-            store = ["--feedback-db", str(logdir / "serve-feedback.db")] if batch == 8 else []
+            db = Path(tempfile.mkdtemp(prefix="pahi-serve-load-")) / "feedback.db"
+            store = ["--feedback-db", str(db)] if batch == 8 else []
             results.append(run_config(f"tiny --max-batch {batch}", [*tiny, "--max-batch",
                                       str(batch), *store], args.concurrency, args.requests,
                                       "64x64", args.timeout, logdir, feedback=bool(store)))
