@@ -181,10 +181,23 @@ def run_config(name: str, args: list[str], concurrencies, count, size, timeout, 
             "loadavg_1min": [load_before, os.getloadavg()[0]]}
 
 
+def cpu_name() -> str:
+    """The CPU's model name and the vector features that matter here (from /proc/cpuinfo)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "CPU unknown"
+    name = info.split("model name", 1)[-1].split("\n", 1)[0].strip(": \t")
+    flags = set(info.split("\nflags", 1)[-1].split("\n", 1)[0].split())
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+    return f"{name}: {', '.join(f for f in wanted if f in flags) or 'no AVX2'}"
+
+
 def markdown(results: list[dict], argv: list[str]) -> str:
     lines = ["# `pahi-rt serve` load test (cpu-2core)", "",
-             "Client and server on one shared 2-core CPU machine (other jobs were running: "
-             "numbers are indicative), loopback only. Produced by:", "",
+             f"Client (locust {locust.__version__}) and server on one shared 2-core CPU machine "
+             f"({cpu_name()}; other jobs were running: numbers are indicative), loopback only. "
+             "Produced by:", "",
              "```bash", "python scripts/serve_load.py " + " ".join(argv), "```", ""]
     for res in results:
         h = res["health"]
@@ -219,7 +232,8 @@ def markdown(results: list[dict], argv: list[str]) -> str:
               "`--max-batch 1` a replica renders 1 image at a time, the rest wait in its batch "
               "queue. Errors count anything but HTTP 200 (none expected "
               "below `--max-queued` 64). The full-size rows use the `synthetic` preset (SD-Turbo "
-              "architecture, random weights) with 2 torch threads.", ""]
+              "architecture, random weights) with 2 torch threads. Locust keeps response times "
+              "over 10 s to 2 significant digits (17.000 means 17 s +- 0.5).", ""]
     return "\n".join(lines)
 
 
