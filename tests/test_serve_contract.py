@@ -150,6 +150,13 @@ def test_feedback_endpoint_stores_what_feedback_add_would(server, feedback_db):
         assert st in (400, 404) and err["error"]["param"] == param, err
 
 
+def test_drain_time_default_is_the_longest_batch_plus_a_margin():
+    from pahi_rt.serving.control import drain_bound
+
+    assert drain_bound(None, 0.0) == 10.0 and drain_bound(None, 30.0) == 35.0
+    assert drain_bound(2.0, 30.0) == 2.0  # --drain-timeout says so
+
+
 def test_schema_rules_without_a_server():
     from pahi_rt.serving.schema import ApiError, ServeSettings, parse_request
 

@@ -26,8 +26,9 @@ API_KEY = typer.Option(None, "--api-key", envvar="PAHI_RT_API_KEY", show_envvar=
                        "the variable takes them space-separated). /healthz stays open.")
 TIMEOUT = typer.Option(300.0, help="Default deadline of a request in seconds (504 past it; "
                        "clients may pass a shorter `timeout`); 0: none.")
-DRAIN = typer.Option(10.0, help="On Ctrl-C/SIGTERM: seconds accepted requests get to finish "
-                     "(new ones get 503) before the server stops.")
+DRAIN = typer.Option(None, help="On Ctrl-C/SIGTERM: seconds accepted requests get to finish "
+                     "(new ones get 503) before the server stops [default: the longest batch "
+                     "so far + 5, at least 10].")
 FEEDBACK_DB = typer.Option(None, help="SQLite file (WAL) storing served images' generation "
                            "records and POST /v1/images/feedback ratings; off when not given.")
 
@@ -58,7 +59,7 @@ def serve(
     max_queued: int = typer.Option(64, help="Requests a replica holds beyond the 2 x "
                                    "--max-batch it renders; past it: 503 with Retry-After."),
     request_timeout: float = TIMEOUT,
-    drain_timeout: float = DRAIN,
+    drain_timeout: Optional[float] = DRAIN,
     max_prompt_bytes: int = typer.Option(4096, help="Longest prompt (UTF-8 bytes; 400 past)."),
     max_body_bytes: int = typer.Option(65536, help="Largest request body (bytes; 413 past)."),
     api_key: Optional[List[str]] = API_KEY,
@@ -81,7 +82,7 @@ def serve(
                         ("--max-body-bytes", max_body_bytes)):
         if value <= 0:
             raise InputError(f"{name} must be positive, got {value}")
-    if request_timeout < 0 or drain_timeout < 0:
+    if request_timeout < 0 or (drain_timeout or 0) < 0:
         raise InputError("--request-timeout and --drain-timeout must not be negative")
     if ui and feedback_db is None:
         raise InputError("--ui posts ratings to the feedback store: give --feedback-db FILE")

@@ -102,7 +102,7 @@ def _stop(signum, frame):
 
 
 def run(settings, host: str, port: int, address: str | None, options: dict,
-        drain_s: float) -> None:
+        drain_s: float | None) -> None:
     from ..serving import app, cluster, control
 
     how = cluster.connect(address)
@@ -129,7 +129,8 @@ def run(settings, host: str, port: int, address: str | None, options: dict,
             time.sleep(0.5)
     except KeyboardInterrupt:
         if deployed:
-            echo_err(f"stopping: new requests get 503, accepted ones get up to {drain_s:g} s")
+            bound = f"{drain_s:g} s" if drain_s is not None else "the longest batch + 5 s"
+            echo_err(f"stopping: new requests get 503, accepted ones get up to {bound}")
             took, left = control.drain(app.APP_NAME, options["replicas"], drain_s)
             echo_err(f"drained in {took:.1f} s" + (f"; {left} request(s) still waiting got "
                                                    "503" if left else ""))

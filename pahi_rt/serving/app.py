@@ -14,6 +14,7 @@ noise), `pahi_request_latency_s` and `pahi_batch_size` (histograms).
 # no `from __future__ import annotations`: FastAPI reads the Request annotation at runtime
 import asyncio
 import logging
+import time
 
 from fastapi import Request
 from ray import serve
@@ -83,7 +84,7 @@ class ImageServer(routes.Routes):
         """Batches run one at a time (Serve's default), so only this thread ever touches the
         tokenizer: a fast tokenizer keeps its padding/truncation state, it is not
         thread-safe."""
-        out: list = [None] * len(items)
+        t0, out = time.perf_counter(), [None] * len(items)
         for gen, key in dict.fromkeys((gen, key) for gen, key, _, _ in items):
             idx = [i for i, item in enumerate(items) if item[0] is gen and item[1] == key]
             pixels = gen.pipes[key]([items[i][2] for i in idx], [items[i][3] for i in idx])
@@ -92,6 +93,7 @@ class ImageServer(routes.Routes):
         read = {p: self._encoded(p) for p in dict.fromkeys(p for _, _, p, _ in items)}
         self.batch_sizes.observe(len(items))
         self.rendered += len(items)
+        self.longest_batch_s = max(self.longest_batch_s, time.perf_counter() - t0)
         return [(px, len(items), *read[p]) for px, (_, _, p, _) in zip(out, items)]
 
     def _encoded(self, prompt: str) -> tuple[int, str]:

@@ -11,6 +11,7 @@ import time
 
 NAMESPACE = "pahi-rt"
 POLL_S = 0.25  # how often a replica reads the state (so a drain starts within this)
+MIN_DRAIN_S, DRAIN_MARGIN_S = 10.0, 5.0  # default drain time: longest batch + margin, >= min
 
 
 def _kv():
@@ -28,20 +29,21 @@ def state(app: str) -> str:
     return value.decode() if value else "serving"
 
 
-def report_active(app: str, replica: str, active: int) -> None:
-    _kv()._internal_kv_put(f"{app}/active/{replica}", f"{active} {time.time()}",
-                           namespace=NAMESPACE)
+def report_active(app: str, replica: str, active: int, longest_batch_s: float) -> None:
+    _kv()._internal_kv_put(f"{app}/active/{replica}",
+                           f"{active} {longest_batch_s} {time.time()}", namespace=NAMESPACE)
 
 
-def active(app: str, since: float) -> dict[str, int]:
-    """replica -> requests it held at its last report made after `since` (time.time())."""
+def active(app: str, since: float) -> dict[str, tuple[int, float]]:
+    """replica -> (requests it held, its longest batch in seconds) at its last report made
+    after `since` (time.time())."""
     kv, out = _kv(), {}
     for key in kv._internal_kv_list(f"{app}/active/", namespace=NAMESPACE):
         value = kv._internal_kv_get(key, namespace=NAMESPACE)
         if value:
-            count, at = value.decode().split()
+            count, longest, at = value.decode().split()
             if float(at) >= since:
-                out[key.decode().rsplit("/", 1)[-1]] = int(count)
+                out[key.decode().rsplit("/", 1)[-1]] = (int(count), float(longest))
     return out
 
 
@@ -49,18 +51,27 @@ def reset(app: str) -> None:
     _kv()._internal_kv_del(f"{app}/", del_by_prefix=True, namespace=NAMESPACE)
 
 
-def drain(app: str, replicas: int, timeout_s: float) -> tuple[float, int]:
-    """Set "draining", wait until every replica reported it holds nothing (or `timeout_s`), then
-    set "stopping" (replicas answer 503 to what is left). Returns (seconds taken, requests still
-    held when the time ran out)."""
+def drain_bound(timeout_s: float | None, longest_batch_s: float) -> float:
+    """The drain time: `timeout_s` when given, else the longest batch any replica ran plus
+    DRAIN_MARGIN_S, at least MIN_DRAIN_S."""
+    if timeout_s is not None:
+        return timeout_s
+    return max(MIN_DRAIN_S, longest_batch_s + DRAIN_MARGIN_S)
+
+
+def drain(app: str, replicas: int, timeout_s: float | None) -> tuple[float, int]:
+    """Set "draining", wait until every replica reported it holds nothing (or the drain time,
+    `drain_bound`), then set "stopping" (replicas answer 503 to what is left). Returns
+    (seconds taken, requests still held when the time ran out)."""
     t0, since = time.monotonic(), time.time()
     set_state(app, "draining")
-    left = -1
-    while time.monotonic() - t0 < timeout_s:
-        counts = active(app, since)
-        left = sum(counts.values())
-        if len(counts) >= replicas and left == 0:
+    left, bound = -1, drain_bound(timeout_s, 0.0)
+    while time.monotonic() - t0 < bound:
+        reports = active(app, since)
+        left = sum(count for count, _ in reports.values())
+        if len(reports) >= replicas and left == 0:
             break
+        bound = drain_bound(timeout_s, max((b for _, b in reports.values()), default=0.0))
         time.sleep(POLL_S / 2)
     set_state(app, "stopping")
     if left:  # the replicas answer what they still hold with 503 before Ray stops

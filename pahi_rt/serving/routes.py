@@ -30,6 +30,7 @@ class Routes:
         s = self.settings
         self.app_name, self.active, self.state = app_name, 0, "serving"
         self.rendered = 0  # images this replica rendered (dropped requests render none)
+        self.longest_batch_s = 0.0  # sets the default drain time
         self.replica_id = uuid.uuid4().hex[:12]
         self.store = FeedbackStore(s.feedback_db) if s.feedback_db else None
         self.source = {"model": s.model, "decoder": s.decoder,
@@ -44,7 +45,8 @@ class Routes:
             try:
                 self.state = control.state(self.app_name)
                 if self.state != "serving":
-                    control.report_active(self.app_name, self.replica_id, self.active)
+                    control.report_active(self.app_name, self.replica_id, self.active,
+                                          self.longest_batch_s)
             except Exception as e:  # GCS briefly unreachable: keep the last state
                 log.debug("control poll failed: %s", e)
             if self.watch is not None and self.watch.changed():
