@@ -46,7 +46,7 @@ def test_prompt_file_numbers_images_and_seeds(tmp_path):
     assert r.exit_code == 0, r.output
     files = sorted(p.name for p in out.glob("*.png"))
     assert files == ["00000.png", "00001.png", "00002.png"]
-    meta = [Image.open(out / f).text for f in files]
+    meta = [json.loads(Image.open(out / f).text["pahi-rt"]) for f in files]
     assert [m["prompt"] for m in meta] == ["a cat", "a dog", "a bird"]
     assert [m["seed"] for m in meta] == ["3", "4", "5"] and meta[0]["steps"] == "2"
 
