@@ -27,8 +27,8 @@ API_KEY = typer.Option(None, "--api-key", envvar="PAHI_RT_API_KEY", show_envvar=
 TIMEOUT = typer.Option(300.0, help="Default deadline of a request in seconds (504 past it; "
                        "clients may pass a shorter `timeout`); 0: none.")
 DRAIN = typer.Option(None, help="On Ctrl-C/SIGTERM: seconds accepted requests get to finish "
-                     "(new ones get 503) before the server stops [default: the longest batch "
-                     "so far + 5, at least 10].")
+                     "(new ones get 503) before the server stops (default: the longest batch "
+                     "so far + 5, at least 10).")
 FEEDBACK_DB = typer.Option(None, help="SQLite file (WAL) storing served images' generation "
                            "records and POST /v1/images/feedback ratings; off when not given.")
 
