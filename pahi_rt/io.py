@@ -120,7 +120,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def png_metadata(prompt: str, seed: int, steps: int, noise: str, model: str, head: str | None,
                  height: int, width: int, decoder: str, extra: dict | None = None,
                  keys: dict | None = None) -> dict[str, str]:
-    """PNG text chunks: one per field, `pahi-rt` (JSON), and A1111's `parameters` line.
+    """PNG text chunks, the prompt once in each: `pahi-rt` (JSON of every field; what
+    `read_png_metadata` reads) and A1111's `parameters` line (what PNG-info readers read).
     `seed` is the seed that reproduces the pixels (for best-of, the winning candidate's);
     `extra` adds fields (values become strings); `keys` the content keys `model_key` (A1111's
     `Model hash`, its first 10 hex digits) and `head_key`. A refined image (`extra` has
@@ -137,7 +138,7 @@ def png_metadata(prompt: str, seed: int, steps: int, noise: str, model: str, hea
         fields["reproducible"] = "no: refined noise, the seed gives the unrefined image"
         settings["Refined"] = f"{extra['refine']} steps (not reproducible from Seed)"
     line = ", ".join(f"{k}: {a1111_quote(str(v))}" for k, v in settings.items() if v != "")
-    return {**fields, "parameters": f"{prompt}\n{line}",
+    return {"parameters": f"{prompt}\n{line}",
             "pahi-rt": json.dumps(fields, sort_keys=True)}
 
 

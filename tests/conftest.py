@@ -86,18 +86,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-SERVED = dict(model="tiny", height=64, width=64, device="cpu", max_batch=4, batch_wait_ms=100)
+SERVED = dict(model="tiny", height=64, width=64, device="cpu", max_batch=4, batch_wait_ms=100,
+              more_sizes=((64, 128),), more_steps=(2,), max_active=24)
 
 
 @pytest.fixture(scope="session")
-def server(local_ray) -> str:
-    """The real HTTP server (Ray Serve, tiny model at 64x64, batches of up to 4, a replica runs
-    8 requests at a time, at most 16 more wait); its base URL. Serve counts a burst's requests
-    as queued until each is assigned, so the limit must cover the tests' 8-request bursts."""
+def feedback_db(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("feedback") / "feedback.db"
+
+
+@pytest.fixture(scope="session")
+def server(local_ray, feedback_db) -> str:
+    """The real HTTP server (Ray Serve, tiny model at 64x64 (and 128x64), 1 (and 2) steps,
+    batches of up to 4; a replica takes 24 requests at once, 503 beyond; a feedback store);
+    its base URL."""
     from pahi_rt.serving import app
     from pahi_rt.serving.schema import ServeSettings
 
     port = free_port()
-    app.deploy(ServeSettings(**SERVED), "127.0.0.1", port, max_queued=16)
+    app.deploy(ServeSettings(**SERVED, feedback_db=str(feedback_db)), "127.0.0.1", port,
+               max_queued=16)
     yield f"http://127.0.0.1:{port}"
     app.undeploy(started_here=False)

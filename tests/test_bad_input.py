@@ -163,7 +163,7 @@ def test_nul_in_a_prompt_is_escaped_in_png_text(tmp_path):
     r = gen(tmp_path, "a\x00fox")
     assert r.exit_code == 0, r.output
     image = Image.open(tmp_path / "o" / "00000.png")
-    assert image.text["prompt"] == "a\\x00fox"  # the text chunk: no NUL (PNG spec)
+    assert image.text["parameters"].startswith("a\\x00fox\n")  # the text chunk: no NUL (PNG spec)
     assert _meta(tmp_path / "o" / "00000.png")["prompt"] == "a\x00fox"  # the exact prompt
 
 

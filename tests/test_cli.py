@@ -29,11 +29,12 @@ def test_generate_writes_png_with_metadata(tmp_path):
     assert r.exit_code == 0, r.output
     im = Image.open(tmp_path / "00000.png")
     assert im.size == (64, 64)
-    assert im.text["prompt"] == "a red fox in the snow" and im.text["seed"] == "7"
-    assert im.text["noise"] == "gaussian" and im.text["model"] == "tiny"
-    assert im.text["head"] == "none" and im.text["steps"] == "1"
+    meta = json.loads(im.text["pahi-rt"])
+    assert meta["prompt"] == "a red fox in the snow" and meta["seed"] == "7"
+    assert meta["noise"] == "gaussian" and meta["model"] == "tiny"
+    assert meta["head"] == "none" and meta["steps"] == "1"
     assert im.text["parameters"].startswith("a red fox in the snow\nSteps: 1, Sampler: Euler")
-    assert json.loads(im.text["pahi-rt"])["seed"] == "7"
+    assert set(im.text) == {"pahi-rt", "parameters"}  # the prompt once in each
 
 
 def test_prompt_file_numbers_images_and_seeds(tmp_path):
@@ -45,7 +46,7 @@ def test_prompt_file_numbers_images_and_seeds(tmp_path):
     assert r.exit_code == 0, r.output
     files = sorted(p.name for p in out.glob("*.png"))
     assert files == ["00000.png", "00001.png", "00002.png"]
-    meta = [Image.open(out / f).text for f in files]
+    meta = [json.loads(Image.open(out / f).text["pahi-rt"]) for f in files]
     assert [m["prompt"] for m in meta] == ["a cat", "a dog", "a bird"]
     assert [m["seed"] for m in meta] == ["3", "4", "5"] and meta[0]["steps"] == "2"
 

@@ -26,7 +26,8 @@ def pahi_rt_calls() -> list[tuple[str, list[str]]]:
     a `...` elides options."""
     calls = []
     for line in bash_commands():
-        for m in re.finditer(r"pahi-rt (\w+(?: (?:add|pair))?)([^&|;]*)", line.split("  #")[0]):
+        verb = r"pahi-rt (\w+(?: (?:add|pair|export))?)([^&|;]*)"
+        for m in re.finditer(verb, line.split("  #")[0]):
             options = re.findall(r"(?<!\S)(--[a-z0-9-]+)", m.group(2))
             calls.append((m.group(1), options))
     return calls

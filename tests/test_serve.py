@@ -47,6 +47,17 @@ def pixels(b64: str) -> np.ndarray:
     return np.asarray(image(b64).convert("RGB"), dtype=np.int16)
 
 
+@pytest.fixture
+def busy_port():
+    """A port something listens on (a second server must not share it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def client(server):
     return openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0, timeout=60)
@@ -84,7 +95,7 @@ def test_n_images_use_seed_plus_i(client, reference):
     assert len(data) == 2 and not np.array_equal(pixels(data[0].b64_json),
                                                  pixels(data[1].b64_json))
     for i, d in enumerate(data):
-        assert image(d.b64_json).text["seed"] == str(11 + i)
+        assert json.loads(image(d.b64_json).text["pahi-rt"])["seed"] == str(11 + i)
         assert np.abs(pixels(d.b64_json) - reference(PROMPT, 11 + i)).max() <= 1
 
 
@@ -114,7 +125,7 @@ def test_concurrent_requests_are_batched_independently(server, reference):
     ({"prompt": "   "}, "prompt"), ({"prompt": "x", "n": 0}, "n"), ({"prompt": "x", "n": 9}, "n"),
     ({"prompt": "x", "n": "2"}, "n"), ({"prompt": "x", "n": True}, "n"),
     ({"prompt": "x", "seed": -1}, "seed"), ({"prompt": "x", "seed": 1.5}, "seed"),
-    ({"prompt": "x", "size": 64}, "size"), ({"prompt": "x", "steps": 2}, "steps"),
+    ({"prompt": "x", "size": 64}, "size"), ({"prompt": "x", "steps": 3}, "steps"),
     ({"prompt": "x", "noise": "pahi"}, "noise"), ({"prompt": "x", "model": "dall-e-3"}, "model"),
     ({"prompt": "x", "response_format": "png"}, "response_format"),
 ])
@@ -143,7 +154,7 @@ def test_long_prompt_is_truncated_with_a_warning_header(server):
 def test_health_models_and_unknown_routes(server, client):
     with urllib.request.urlopen(server + "/healthz", timeout=10) as r:
         health = json.loads(r.read())
-    assert r.status == 200 and health["status"] == "ok" and health["sizes"] == ["64x64"]
+    assert r.status == 200 and health["status"] == "ok" and health["sizes"] == ["64x64", "128x64"]
     assert [m.id for m in client.models.list().data] == ["tiny"]
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(server + "/v1/nothing", timeout=10)
@@ -168,8 +179,9 @@ def test_overload_is_503_with_retry_after_never_a_hang(server):
     [t.start() for t in threads]
     [t.join(150) for t in threads]
     assert len(results) == 48 and time.monotonic() - t0 < 150
-    rejected = [h for status, h, _ in results if status == 503]
-    assert rejected and all(h.get("retry-after") or h.get("Retry-After") for h in rejected)
+    rejected = [(h, body) for status, h, body in results if status == 503]
+    assert rejected and all(h.get("retry-after") or h.get("Retry-After") for h, _ in rejected)
+    assert all(body["error"]["type"] == "server_error" for _, body in rejected)  # OpenAI shape
     assert {status for status, _, _ in results} <= {200, 503}
     assert sum(status == 200 for status, _, _ in results) >= 8
 
@@ -220,16 +232,38 @@ def test_zz_killed_replica_gives_5xx_then_recovers(server):
     assert status == 200 and body["data"][0]["b64_json"]
 
 
-def test_serve_cli_refuses_bad_options_in_one_line():
+def test_serve_cli_refuses_bad_options_in_one_line(busy_port, tmp_path):
+    from helpers import random_head
+
     from pahi_rt.cli import app
+    from pahi_rt.noise.checkpoint import save_head
+
+    save_head(random_head("hi"), tmp_path / "hi")
 
     for args, words in ((["--port", "0"], "--port"), (["--max-batch", "0"], "--max-batch"),
                         (["--height", "65"], "multiple of 8"),
                         (["--head", "x"], "--head is only used"),
                         (["--noise", "pahi", "--head", "/no/such/dir"], "no such directory"),
-                        (["--cpus-per-replica", "0"], "--cpus-per-replica")):
+                        (["--cpus-per-replica", "0"], "--cpus-per-replica"),
+                        (["--noise", "pahi"], "needs --head"),
+                        (["--noise", "pahi", "--head", str(tmp_path / "hi")], "a 'hi' head"),
+                        (["--sizes", "64x64,64x6"], "multiple of 8"),
+                        (["--sizes", "64"], "not WxH"), (["--step-counts", "1,0"], "1,2"),
+                        (["--ui"], "--feedback-db"), (["--max-body-bytes", "0"], "positive"),
+                        (["--port", str(busy_port)], "already in use")):
         r = CliRunner().invoke(app, ["serve", "--model", "tiny", *args])  # before Ray starts
         assert r.exit_code == 2 and "Traceback" not in r.output, r.output
         assert r.output.startswith("error:") and words in r.output, r.output
     r = CliRunner().invoke(app, ["serve", "--model", "/no/such/model"])
     assert r.exit_code == 2 and "not a diffusers model directory" in r.output
+
+
+def test_a_bad_address_fails_in_seconds_on_that_address():
+    from pahi_rt.errors import BackendError
+    from pahi_rt.serving.cluster import check_address
+
+    t0 = time.monotonic()
+    for address in ("127.0.0.1:1", "ray://127.0.0.1:1", "nonsense"):
+        with pytest.raises(BackendError, match="127.0.0.1:1|HOST:PORT"):
+            check_address(address)
+    assert time.monotonic() - t0 < 10

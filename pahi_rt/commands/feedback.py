@@ -1,5 +1,6 @@
 """`pahi-rt feedback add|pair`: thumbs-up/down and pairwise picks on pahi-rt PNGs, appended to
-a JSONL file for `pahi-rt train --objective kto|dpo`."""
+a JSONL file for `pahi-rt train --objective kto|dpo`; `feedback export`: a serve feedback store
+(SQLite) as that JSONL."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,3 +44,23 @@ def pair(
 
     written = append_records(to, [pair_record(winner, loser)])
     typer.echo(f"{to}: added {len(written)} pair record(s)")
+
+
+@feedback_app.command("export")
+@command
+def export(
+    store: Path = typer.Argument(..., help="The feedback store of `pahi-rt serve "
+                                 "--feedback-db` (SQLite)."),
+    to: Path = typer.Option(Path("feedback.jsonl"), help="JSONL file written (replaced "
+                            "atomically)."),
+):
+    """Write a serve feedback store's records as JSON lines (what `feedback add|pair` write)."""
+    import json
+
+    from .. import io
+    from ..noise.feedback_store import FeedbackStore
+
+    records = FeedbackStore(store, create=False).records()
+    io.atomic_write_text(to, "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n"
+                                     for r in records))
+    typer.echo(f"{to}: wrote {len(records)} record(s) from {store}")

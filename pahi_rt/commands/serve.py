@@ -1,69 +1,126 @@
-"""`pahi-rt serve`: the OpenAI-compatible image API on Ray Serve (`pahi_rt.serving.app`)."""
+"""`pahi-rt serve`: the OpenAI-compatible image API on Ray Serve (`pahi_rt.serving.app`).
+Everything checkable is checked here, before Ray starts (`serve_run` runs it)."""
 from __future__ import annotations
 
 import os
-import signal
-import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from ..errors import BackendError, InputError
+from ..errors import InputError
 from ..specs import DEFAULT_MODEL
 from .common import (Artifacts, Backend, Decoder, Device, Height, Model, Noise, Precision, Steps,
-                     Width, check_number, echo_err, pick_precision)
+                     Width, check_number, pick_precision)
 
 Address = typer.Option(None, help="Ray cluster to deploy to (default: $RAY_ADDRESS, else an "
                        "embedded local Ray on 127.0.0.1, stopped on exit).")
+HOST = typer.Option("127.0.0.1", help="Interface the HTTP proxy binds (0.0.0.0 exposes it to "
+                    "the network: set --api-key).")
+SIZES = typer.Option(None, help="Sizes served, e.g. 512x512,768x512 (WxH; the first is the "
+                     "default; overrides --height/--width). Each opens a pipeline at start.")
+STEP_COUNTS = typer.Option(None, help="Step counts served, e.g. 1,2 (the first is the default; "
+                           "overrides --steps).")
+API_KEY = typer.Option(None, "--api-key", envvar="PAHI_RT_API_KEY", show_envvar=True,
+                       help="Require 'Authorization: Bearer KEY' (repeat for several keys; "
+                       "the variable takes them space-separated). /healthz stays open.")
+TIMEOUT = typer.Option(300.0, help="Default deadline of a request in seconds (504 past it; "
+                       "clients may pass a shorter `timeout`); 0: none.")
+DRAIN = typer.Option(None, help="On Ctrl-C/SIGTERM: seconds accepted requests get to finish "
+                     "(new ones get 503) before the server stops (default: the longest batch "
+                     "so far + 5, at least 10).")
+FEEDBACK_DB = typer.Option(None, help="SQLite file (WAL) storing served images' generation "
+                           "records and POST /v1/images/feedback ratings; off when not given.")
 
 
 def serve(
     model: Model = DEFAULT_MODEL,
     decoder: Decoder = None,
     noise: Noise = "gaussian",
-    head: Optional[Path] = typer.Option(None, help="Head checkpoint dir for --noise hi|pahi."),
+    head: Optional[Path] = typer.Option(None, help="Head checkpoint dir for --noise hi|pahi "
+                                        "(watched: a new head in it is taken up live)."),
     steps: Steps = 1,
     height: Height = 512,
     width: Width = 512,
+    sizes: Optional[str] = SIZES,
+    step_counts: Optional[str] = STEP_COUNTS,
     precision: Precision = "fp32",
     device: Device = "auto",
     backend: Backend = "torch",
     artifacts: Artifacts = None,
-    host: str = typer.Option("127.0.0.1", help="Interface the HTTP proxy binds (0.0.0.0 "
-                             "exposes it to the network)."),
-    port: int = typer.Option(8000, help="HTTP port."),
+    host: str = HOST,
+    port: int = typer.Option(8000, help="HTTP port (in use: an error)."),
     replicas: int = typer.Option(1, help="Model replicas (each loads the model once)."),
     gpus_per_replica: float = typer.Option(0.0, help="GPUs per replica (fractions share one)."),
     cpus_per_replica: float = typer.Option(1.0, help="CPUs per replica (a CPU replica runs "
                                            "that many torch threads)."),
     max_batch: int = typer.Option(8, help="Most images per pipeline call (dynamic batching)."),
     batch_wait_ms: float = typer.Option(10.0, help="How long a batch waits to fill up (ms)."),
-    max_queued: int = typer.Option(64, help="Requests waiting beyond what replicas run; past "
-                                   "it: 503 with Retry-After."),
+    max_queued: int = typer.Option(64, help="Requests a replica holds beyond the 2 x "
+                                   "--max-batch it renders; past it: 503 with Retry-After."),
+    request_timeout: float = TIMEOUT,
+    drain_timeout: Optional[float] = DRAIN,
+    max_prompt_bytes: int = typer.Option(4096, help="Longest prompt (UTF-8 bytes; 400 past)."),
+    max_body_bytes: int = typer.Option(65536, help="Largest request body (bytes; 413 past)."),
+    api_key: Optional[List[str]] = API_KEY,
+    feedback_db: Optional[Path] = FEEDBACK_DB,
+    ui: bool = typer.Option(False, help="Serve the rating page at / (needs --feedback-db)."),
     address: Optional[str] = Address,
 ):
-    """Serve POST /v1/images/generations (OpenAI Images API), /v1/models and /healthz."""
+    """Serve POST /v1/images/generations (OpenAI Images API), POST /v1/images/feedback,
+    /v1/models and /healthz."""
     from ..extras import check_extras
     from ..serving.schema import ServeSettings
-    from ..specs import check_image_size, parse_mode
+    from .serve_run import precheck, run
 
     check_extras("serve", backend=backend, artifacts=artifacts)
-    if noise == "gaussian" and head is not None:
-        raise InputError("--head is only used with --noise hi or --noise pahi")
-    parse_mode(noise, steps)
-    check_image_size(height, width)
+    size_list = parse_sizes(sizes if sizes else f"{width}x{height}")
+    step_list = parse_counts(step_counts) if step_counts else [steps]
     _check_ranges(port, replicas, gpus_per_replica, max_batch, batch_wait_ms, max_queued)
     check_number("--cpus-per-replica", cpus_per_replica, 0.0, 1024.0, low_open=True)
+    check_number("--request-timeout", request_timeout, 0.0, 1e6)
+    if drain_timeout is not None:
+        check_number("--drain-timeout", drain_timeout, 0.0, 1e6)
+    for name, value in (("--max-prompt-bytes", max_prompt_bytes),
+                        ("--max-body-bytes", max_body_bytes)):
+        if value <= 0:
+            raise InputError(f"{name} must be positive, got {value}")
+    if ui and feedback_db is None:
+        raise InputError("--ui posts ratings to the feedback store: give --feedback-db FILE")
+    keys = tuple(k for value in (api_key or ()) for k in value.split())
+    cluster = bool(address or os.environ.get("RAY_ADDRESS"))
     settings = ServeSettings(
         _absolute(model), _absolute(decoder), _absolute(head), noise, backend,
-        _absolute(artifacts), pick_precision(precision, None), height, width, steps, device,
-        max_batch, batch_wait_ms)
-    if not (address or os.environ.get("RAY_ADDRESS")):
-        _precheck(settings)  # here, not after a minute of Ray start-up and replica retries
-    _run(settings, host, port, address, dict(replicas=replicas, max_queued=max_queued,
-                                             gpus_per_replica=gpus_per_replica,
-                                             cpus_per_replica=cpus_per_replica))
+        _absolute(artifacts), pick_precision(precision, None), size_list[0][0],
+        size_list[0][1], step_list[0], device, max_batch, batch_wait_ms,
+        tuple(size_list[1:]), tuple(step_list[1:]), max_prompt_bytes, max_body_bytes,
+        request_timeout, 2 * max_batch + max_queued, keys,
+        str(feedback_db.resolve()) if feedback_db else None, ui, loopback=not cluster)
+    precheck(settings, host, port, replicas, cluster)
+    run(settings, host, port, address, dict(replicas=replicas, max_queued=max_queued,
+                                            gpus_per_replica=gpus_per_replica,
+                                            cpus_per_replica=cpus_per_replica), drain_timeout)
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """"512x512,768x512" -> [(height, width), ...] (WxH as OpenAI's `size`)."""
+    from ..specs import check_image_size
+
+    out = []
+    for item in text.split(","):
+        w, sep, h = item.strip().partition("x")
+        if not sep or not w.isdigit() or not h.isdigit():
+            raise InputError(f"--sizes: '{item.strip()}' is not WxH (e.g. 512x512)")
+        check_image_size(int(h), int(w))
+        out.append((int(h), int(w)))
+    return list(dict.fromkeys(out))
+
+
+def parse_counts(text: str) -> list[int]:
+    items = [x.strip() for x in text.split(",")]
+    if not all(x.isdigit() and int(x) >= 1 for x in items):
+        raise InputError(f"--step-counts: expected positive integers like 1,2, got '{text}'")
+    return list(dict.fromkeys(int(x) for x in items))
 
 
 def _check_ranges(port, replicas, gpus, max_batch, wait_ms, max_queued) -> None:
@@ -76,56 +133,8 @@ def _check_ranges(port, replicas, gpus, max_batch, wait_ms, max_queued) -> None:
     check_number("--batch-wait-ms", wait_ms, 0.0, 60_000.0)
 
 
-def _precheck(settings) -> None:
-    """What a local replica would fail on first, checked in this process (cheaply: no
-    weights are read): the model source, a decoder for a non-preset model, the head dir."""
-    from ..components import resolve_model_dir
-    from ..specs import PRESETS
-
-    preset = PRESETS.get(settings.model)
-    if preset is None or preset.hub_id is not None:
-        resolve_model_dir(preset.hub_id if preset else settings.model, preset is not None)
-    if preset is None and settings.decoder is None:
-        raise InputError(f"--model {settings.model} needs --decoder (an AutoencoderTiny "
-                         "directory or HF id, e.g. madebyollin/taesd)")
-    if settings.head is not None and not Path(settings.head).is_dir():
-        raise InputError(f"--head {settings.head}: no such directory")
-
-
 def _absolute(path) -> str | None:
     """Replicas do not run in this directory: local paths travel as absolute ones."""
     if path is None:
         return None
     return str(Path(path).resolve()) if Path(path).exists() else str(path)
-
-
-def _stop(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _run(settings, host: str, port: int, address: str | None, options: dict) -> None:
-    from ..serving import app, cluster
-
-    how = cluster.connect(address)
-    previous = signal.signal(signal.SIGTERM, _stop)
-    try:
-        echo_err(f"deploying {settings.model} at {settings.size} ({options['replicas']} "
-                 f"replica(s), batches of up to {settings.max_batch})")
-        try:
-            app.deploy(settings, host, port, **options)
-        except Exception as e:  # a replica failed to start: its own error's last line
-            lines = [x for x in str(e).splitlines() if x.strip()]
-            raise BackendError(f"the deployment failed: {lines[-1] if lines else e}") from None
-        typer.echo(f"serving http://{host}:{port}/v1  (POST /v1/images/generations, "
-                   f"GET /v1/models, GET /healthz; Ctrl-C stops)")
-        echo_err("metrics (Prometheus): " + ", ".join(cluster.metrics_urls()))
-        while True:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        echo_err("stopping")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        try:
-            app.undeploy(how == "local")
-        finally:
-            cluster.disconnect(how)

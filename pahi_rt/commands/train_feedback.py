@@ -18,7 +18,8 @@ def run_feedback_training(settings: dict, feedback: Path | None, init: Path | No
     from ..components import load_text_components
     from ..noise.checkpoint import read_head_config
     from ..noise.feedback import DEFAULT_BETA, FeedbackConfig, train_from_feedback
-    from ..noise.records import common_source, read_records, resolve_target, select_records
+    from ..noise.feedback_store import read_feedback
+    from ..noise.records import common_source, resolve_target, select_records
     from ..noise.train import TrainConfig, make_accelerator
     from .train_progress import Progress, report
 
@@ -30,7 +31,7 @@ def run_feedback_training(settings: dict, feedback: Path | None, init: Path | No
                         bad_weight=bad_weight, init=str(init) if init else None)
     fb.check()
     where = str(feedback)
-    records = select_records(read_records(feedback), objective, where)
+    records = select_records(read_feedback(feedback), objective, where)
     common = common_source(records, where)
     model, decoder, height, width = resolve_target(common, model, decoder, height, width, where)
     if init is not None and hidden is None:

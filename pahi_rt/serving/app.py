@@ -1,58 +1,66 @@
 """The Ray Serve deployment: a FastAPI ingress speaking the OpenAI Images API, one pipeline per
-served noise opened once per replica (`runtime.pipeline.open_pipeline`), and Serve's dynamic
-batching across concurrent requests. Every image is one batch item carrying its own seed, so its
-eps, and therefore its pixels, do not depend on what it was batched with.
+served (noise, steps, size) opened once per replica (`generation.open_generation`), and Serve's
+dynamic batching across concurrent requests. Every image is one batch item carrying its own
+seed, so its eps, and therefore its pixels, do not depend on what it was batched with.
+
+A request is validated whole before any of it joins a batch; one whose client has gone, or whose
+deadline passed, leaves the batch queue before it renders (Serve's batcher skips cancelled
+items). Every error body has the OpenAI shape, this replica's own 503s (overload, draining)
+included.
 
 Metrics (Ray's Prometheus endpoint, beside Serve's own): `pahi_images_generated` (counter, by
 noise), `pahi_request_latency_s` and `pahi_batch_size` (histograms).
 """
 # no `from __future__ import annotations`: FastAPI reads the Request annotation at runtime
 import asyncio
-import base64
 import logging
 import time
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Request
 from ray import serve
 from ray.serve import metrics
 from ray.serve.config import BackpressureConfig
 from starlette.exceptions import HTTPException
 
-from .. import io
-from .schema import ApiError, ServeSettings, error_body, parse_request
+from . import routes
+from .http import error
+from .routes import api
+from .schema import ServeSettings
 
 APP_NAME = "pahi-rt"
 log = logging.getLogger("ray.serve")
-api = FastAPI(title="pahi-rt", docs_url=None, redoc_url=None, openapi_url=None)
 
 
 @api.exception_handler(HTTPException)
 async def _http_error(request: Request, exc: HTTPException):
     """Unknown routes and wrong methods answer in the OpenAI error shape too."""
-    return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))
+    return error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+@api.exception_handler(Exception)
+async def _server_error(request: Request, exc: Exception):
+    log.error("request failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+    return error(500, f"internal error: {type(exc).__name__}")
 
 
 @serve.deployment(name="ImageServer")
 @serve.ingress(api)
-class ImageServer:
-    """One replica: the model loaded once (healthz answers only after), pipelines per noise."""
+class ImageServer(routes.Routes):
+    """One replica: the model loaded once (healthz answers only after), pipelines per served
+    (noise, steps, size), a control thread (drain state, head watch)."""
 
     def __init__(self, settings: ServeSettings):
-        from pathlib import Path
+        from ..runtime.pipeline import load_model
+        from . import cluster
+        from .generation import HeadWatch, open_generation
 
-        from ..runtime.pipeline import PipelineConfig, load_model, open_pipeline
-        from ..specs import parse_mode
-
+        if settings.loopback:
+            cluster.bind_replica_grpc_to_loopback()
         s = self.settings = settings
         self.model = load_model(s.model, s.decoder, device=s.device, head=s.head,
                                 noise=s.noises, height=s.height, width=s.width,
                                 keep_fp32=s.backend != "torch")
-        artifacts = Path(s.artifacts) if s.artifacts else None
-        self.pipes = {noise: open_pipeline(self.model, PipelineConfig(
-            s.backend, parse_mode(noise, s.steps), s.max_batch, s.height, s.width, s.precision,
-            artifacts)) for noise in s.noises}
+        self.gen = open_generation(self.model, s)
         self.render.set_max_batch_size(s.max_batch)
         self.render.set_batch_wait_timeout_s(s.batch_wait_ms / 1000)
         self.images = metrics.Counter("pahi_images_generated", tag_keys=("noise",),
@@ -63,89 +71,60 @@ class ImageServer:
         self.batch_sizes = metrics.Histogram(
             "pahi_batch_size", description="Images per pipeline call (dynamic batch).",
             boundaries=[1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64])
+        self.watch = HeadWatch(s.head) if s.head else None
+        self.setup_routes(APP_NAME)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def render(self, items: list[tuple[str, str, int]]) -> list[tuple[object, int, int]]:
-        """(noise, prompt, seed) items from concurrent requests -> (uint8 image, batch size,
-        prompt tokens)."""
+    async def render(self, items: list[tuple]) -> list[tuple]:
+        """(generation, key, prompt, seed) items from concurrent requests -> (uint8 image,
+        batch size, prompt tokens, the text the text encoder read)."""
         return await asyncio.to_thread(self._render, items)
 
     def _render(self, items):
         """Batches run one at a time (Serve's default), so only this thread ever touches the
         tokenizer: a fast tokenizer keeps its padding/truncation state, it is not
         thread-safe."""
-        out: list = [None] * len(items)
-        for noise in dict.fromkeys(noise for noise, _, _ in items):
-            idx = [i for i, item in enumerate(items) if item[0] == noise]
-            pixels = self.pipes[noise]([items[i][1] for i in idx], [items[i][2] for i in idx])
+        t0, out = time.perf_counter(), [None] * len(items)
+        for gen, key in dict.fromkeys((gen, key) for gen, key, _, _ in items):
+            idx = [i for i, item in enumerate(items) if item[0] is gen and item[1] == key]
+            pixels = gen.pipes[key]([items[i][2] for i in idx], [items[i][3] for i in idx])
             for j, i in enumerate(idx):
                 out[i] = pixels[j]
-        tokenizer = self.model.base.tokenizer
-        tokens = [len(ids) for ids in tokenizer([p for _, p, _ in items], padding="longest",
-                                                truncation=False).input_ids]
+        read = {p: self._encoded(p) for p in dict.fromkeys(p for _, _, p, _ in items)}
         self.batch_sizes.observe(len(items))
-        return [(p, len(items), t) for p, t in zip(out, tokens)]
+        self.rendered += len(items)
+        self.longest_batch_s = max(self.longest_batch_s, time.perf_counter() - t0)
+        return [(px, len(items), *read[p]) for px, (_, _, p, _) in zip(out, items)]
 
-    def _png(self, prompt: str, seed: int, noise: str, pixels) -> str:
-        s, base = self.settings, self.model
-        meta = io.png_metadata(prompt, seed, s.steps, noise, s.model, base.head_path, s.height,
-                               s.width, base.base.decoder_id, keys=base.keys())
-        return base64.b64encode(io.png_bytes(pixels, meta)).decode("ascii")
+    def _encoded(self, prompt: str) -> tuple[int, str]:
+        """(tokens the prompt has, the prompt as far as the text encoder reads it): past the
+        limit the pipeline truncates exactly as `generate` does; the text is then the longest
+        run of whole words that fits (CLIP tokenizes word by word, so that is a prefix)."""
+        tokenizer, limit = self.model.base.tokenizer, self.model.spec.max_tokens
 
-    def _headers(self, req, results) -> dict[str, str]:
-        batch, tokens = max(r[1] for r in results), results[0][2]
-        headers = {"x-pahi-seed": str(req.seed), "x-pahi-batch-size": str(batch)}
-        limit = self.model.spec.max_tokens
-        if tokens > limit:  # the pipeline truncates exactly as `generate` does
-            headers["warning"] = (f'299 pahi-rt "prompt truncated to {limit} tokens '
-                                  f'({tokens} given)"')
-        return headers
+        def count(text: str) -> int:
+            return len(tokenizer(text, truncation=False).input_ids)
 
-    @api.post("/v1/images/generations")
-    async def generations(self, request: Request):
-        t0 = time.perf_counter()
-        try:
-            req = parse_request(await request.body(), self.settings)
-            results = await asyncio.gather(*(self.render((req.noise, req.prompt, seed))
-                                             for seed in req.seeds))
-            data = await asyncio.to_thread(lambda: [
-                {"b64_json": self._png(req.prompt, seed, req.noise, pixels),
-                 "revised_prompt": req.prompt} for seed, (pixels, _, _) in zip(req.seeds, results)])
-        except ApiError as e:
-            return JSONResponse(e.body(), status_code=e.status)
-        except Exception as e:  # a clean 500 in the API's shape; the traceback goes to the log
-            log.exception("images/generations failed")
-            return JSONResponse(error_body(f"generation failed: {type(e).__name__}: {e}",
-                                           "server_error"), status_code=500)
-        self.images.inc(req.n, tags={"noise": req.noise})
-        self.latency.observe(time.perf_counter() - t0)
-        return JSONResponse({"created": int(time.time()), "data": data},
-                            headers=self._headers(req, results))
-
-    @api.get("/v1/models")
-    async def models(self):
-        return {"object": "list", "data": [{"id": self.settings.model_id, "object": "model",
-                                            "created": 0, "owned_by": "pahi-rt"}]}
-
-    @api.get("/healthz")
-    async def healthz(self):
-        """200 once this replica has loaded the model (the constructor has returned)."""
-        import torch
-
-        s = self.settings
-        return {"status": "ok", "model": s.model_id, "sizes": [s.size], "steps": [s.steps],
-                "noise": list(s.noises), "max_batch": s.max_batch,
-                "device": str(self.model.device), "torch_threads": torch.get_num_threads()}
+        tokens = count(prompt)
+        if tokens <= limit:
+            return tokens, prompt
+        words = prompt.split(" ")
+        lo, hi = 0, len(words)  # words[:lo] fits, words[:hi] does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if count(" ".join(words[:mid])) <= limit else (lo, mid)
+        return tokens, " ".join(words[:lo])
 
 
 def application(settings: ServeSettings, replicas: int = 1, gpus_per_replica: float = 0.0,
                 max_queued: int = 64, cpus_per_replica: float = 1.0):
-    """The bound Serve application. Overload: each replica takes 2 x max_batch requests at a
-    time (one batch running, the next filling); past `max_queued` waiting at the proxy, Serve
-    answers 503 with Retry-After."""
+    """The bound Serve application. Overload: each replica takes `settings.max_active`
+    requests at a time (one batch running, the rest waiting to batch) and answers 503 with
+    Retry-After (OpenAI shape) beyond; Serve's own limits stand behind that as a backstop."""
+    headroom = settings.max_active + settings.max_batch
     return ImageServer.options(
-        num_replicas=replicas, max_ongoing_requests=2 * settings.max_batch,
-        max_queued_requests=max_queued,
+        num_replicas=replicas, max_ongoing_requests=headroom,
+        max_queued_requests=max(max_queued, 4 * headroom),
         backpressure_config=BackpressureConfig(status_code=503, retry_after_s=1),
         ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
         health_check_period_s=2, graceful_shutdown_wait_loop_s=0.5,
@@ -155,6 +134,9 @@ def application(settings: ServeSettings, replicas: int = 1, gpus_per_replica: fl
 def deploy(settings: ServeSettings, host: str, port: int, **options) -> None:
     """Start Serve's HTTP proxy on host:port (if this cluster has none yet) and deploy; returns
     once every replica has loaded the model."""
+    from . import control
+
+    control.reset(APP_NAME)
     serve.start(http_options={"host": host, "port": port})
     serve.run(application(settings, **options), name=APP_NAME, route_prefix="/",
               blocking=False)
@@ -166,3 +148,4 @@ def undeploy(started_here: bool) -> None:
         serve.shutdown()
     else:
         serve.delete(APP_NAME)
+

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from contextlib import contextmanager
 
 from ..errors import BackendError, require
+
+# Ray's lines a user of `serve` has no use for: the token-auth notice of a local Ray (token auth
+# stays on), Serve's start-up INFO lines ("New http_options will not be applied", ...).
+QUIET_LOGGERS = {"ray._private.authentication.authentication_token_setup": logging.ERROR,
+                 "ray.serve": logging.WARNING}
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> str:
@@ -19,8 +25,11 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
         return ""
     address = address or os.environ.get("RAY_ADDRESS") or None
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
     try:
         if address:
+            check_address(address)
             ray.init(address=address, **quiet)
             return "cluster"
         _loopback_only()
@@ -42,6 +51,38 @@ def _loopback_only() -> None:
 
     os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def check_address(address: str, timeout_s: float = 3.0) -> None:
+    """Fail in seconds when nothing answers at a `--address HOST:PORT` (Ray itself retries for
+    a minute or more); dials only the address given. "auto" and "local" are Ray's to resolve."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise BackendError(f"--address {address}: expected HOST:PORT (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise BackendError(f"cannot reach the Ray cluster at {address}: "
+                           f"{e.strerror or e} (is `ray start --head` running there?)") from None
+
+
+def bind_replica_grpc_to_loopback() -> None:
+    """Ray 2.60's Serve replica binds its inter-deployment gRPC server to `[::]:0`
+    (serve/_private/replica.py, `_on_initialized`), with no setting to change it. Called in a
+    replica's constructor (which runs before that), this makes it bind 127.0.0.1 instead: the
+    embedded single-node Ray never needs it reachable from elsewhere (with Serve's default
+    RAY_SERVE_USE_GRPC_BY_DEFAULT=0 requests reach replicas as Ray actor calls anyway)."""
+    from ray.serve._private import replica
+
+    bind = getattr(replica, "_pahi_original_bind", replica.add_port_to_grpc_server)
+
+    def loopback_bind(server, address):
+        return bind(server, "127.0.0.1:0" if address == "[::]:0" else address)
+
+    replica._pahi_original_bind = bind
+    replica.add_port_to_grpc_server = loopback_bind
 
 
 def disconnect(how: str) -> None:
