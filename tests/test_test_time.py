@@ -102,7 +102,8 @@ def test_generate_best_of_metadata(tmp_path, tiny):
     assert int(meta["candidate_seed"]) == won and meta["seed"] == str(won)
     assert meta.get("requested_seed", "5") == "5"
     assert f"candidate {k} of 4 won (seed {won}" in r.output
-    sd_parsers = pytest.importorskip("sd_parsers")
+    import sd_parsers
+
     info = sd_parsers.ParserManager().parse(out)
     assert info.samplers[0].parameters["seed"] == str(won)
     written = np.asarray(Image.open(out).convert("RGB"))[None]

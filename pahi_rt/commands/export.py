@@ -8,7 +8,7 @@ import typer
 
 from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
-from .common import Decoder, DtypeAlias, Model, Precision, echo_err, fits, pick_precision
+from .common import Decoder, DtypeAlias, Model, echo_err, fits, pick_precision
 
 
 def export_cmd(
@@ -21,7 +21,8 @@ def export_cmd(
     batch: int = typer.Option(1, help="Batch size (static, or the profile's optimum)."),
     max_batch: int = typer.Option(0, help="> --batch: dynamic batch axis and an engine "
                                   "optimisation profile 1..max-batch."),
-    precision: Precision = "fp32",
+    precision: str = typer.Option("fp32", help="fp32 | fp16: the graphs' and engines' "
+                                  "precision."),
     dtype: DtypeAlias = None,
     out: Path = typer.Option(Path("artifacts"), help="Artifact directory (manifest.json)."),
     graph: List[str] = typer.Option([], help="Export only these graphs (repeatable)."),

@@ -58,8 +58,8 @@ def generate(
     replicas: int = typer.Option(1, help="--ray: actors, each loading the model once."),
     gpus_per_replica: float = typer.Option(0.0, help="--ray: GPUs per actor."),
 ):
-    """Generate images (torch reference sampler or exported graphs) and write PNG, JPEG or WebP
-    files with their generation metadata."""
+    """Generate images (torch reference sampler or exported graphs) and write PNG, JPEG or \
+WebP files with their generation metadata."""
     from .. import image_files
     from ..noise.options import check_test_time, parse_scorer
     from ..prompts import Prompt, normalise, read_prompts
