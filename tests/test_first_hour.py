@@ -196,3 +196,14 @@ def test_tensorrt_without_a_gpu_names_the_cpu_backends(tmp_path):
             "--out", tmp_path / "o")
     assert_one_line_error(r, "torch sees none here; on the CPU use --backend onnxruntime or torch")
     assert "--device cuda" not in r.output
+
+
+def test_a_misspelt_backend_is_not_answered_with_an_install_hint():
+    from pahi_rt.extras import needs
+
+    for verb in ("generate", "serve"):
+        assert not [n for n in needs(verb, backend="foo") if n.extra in ("onnx", "tensorrt-rtx")]
+    r = run("generate", "x", *SMALL, "--backend", "tensorrtt")
+    assert_one_line_error(r, "--backend must be one of torch, onnxruntime, tensorrt, got "
+                             "'tensorrtt'")
+    assert "pip install" not in r.output

@@ -232,4 +232,4 @@ def test_serve_cli_refuses_bad_options_in_one_line():
         assert r.exit_code == 2 and "Traceback" not in r.output, r.output
         assert r.output.startswith("error:") and words in r.output, r.output
     r = CliRunner().invoke(app, ["serve", "--model", "/no/such/model"])
-    assert r.exit_code == 2 and "not a diffusers model directory" in r.output
+    assert r.exit_code == 2 and "--model /no/such/model: no such directory" in r.output
