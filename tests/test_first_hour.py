@@ -109,6 +109,8 @@ def two_pngs(tmp_path_factory):
     (["generate", "x", "--model", "tinny"], "did you mean tiny?"),
     (["generate", "x", "--best-of", "2"], "needs at least one --scorer"),
     (["generate", "x", "--seed", "-1"], "outside 0..2**64-1"),
+    (["export", "--model", "tiny", "--precision", "fp8"], "--precision must be one of"),
+    (["export", "--model", "tiny", "--target", "sm1"], "--target must be among"),
     (["--help"], "Usage"),
     (["generate", "--help"], "Usage"),
     (["--version"], "pahi-rt "),

@@ -35,19 +35,23 @@ def export_cmd(
 ):
     """Export ONNX graphs and TensorRT engines; rebuilds only what changed (content hashes)."""
     check_extras("export")
-    from ..components import load_components
     from ..errors import MissingDependencyError
+    from ..export.engine import DEFAULT_TARGETS, BuildOptions, check_targets, trt_module
+    from ..io import ensure_writable_dir
+    from ..specs import check_image_size, check_model_source
+
+    # arguments first: torch and the model libraries take seconds to import
+    check_model_source(model)
+    check_image_size(height, width)
+    pick_precision(precision, dtype)
+    check_targets(target or DEFAULT_TARGETS)
+    ensure_writable_dir(out, "--out")  # before any loading (an existing file, /proc/...)
+    from ..components import load_components
     from ..export.artifacts import export_artifacts
     from ..export.build import ExportOptions, graph_plan
-    from ..export.engine import DEFAULT_TARGETS, BuildOptions, check_targets, trt_module
     from ..noise.checkpoint import load_head
-    from ..specs import check_image_size
-
-    from ..io import ensure_writable_dir
     from ..runtime.pipeline import PipelineConfig
 
-    check_image_size(height, width)
-    ensure_writable_dir(out, "--out")  # before any loading (an existing file, /proc/...)
     fits(model, PipelineConfig("onnxruntime", batch=max(batch, max_batch), height=height,
                                width=width, precision=pick_precision(precision, dtype)),
          "cpu", export=True, run=False)
