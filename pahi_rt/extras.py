@@ -32,7 +32,7 @@ def _scorers(scorer) -> list[Need]:
 
 
 def _backend(backend: str, artifacts) -> list[Need]:
-    if backend == "torch":
+    if backend not in ("onnxruntime", "tensorrt"):  # torch, or a typo the verb names itself
         return []
     why = f"--backend {backend}"
     found = ([Need(("onnxruntime",), "onnx", why)] if backend == "onnxruntime" else

@@ -2,6 +2,8 @@
 as the staged path and as torch; weights stored once and shared."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -70,6 +72,16 @@ def test_fused_graphs_hold_no_copy_of_the_weights(request, which):
         inline = sum(len(t.raw_data) for t in model.graph.initializer)
         assert inline < 64 << 10, f"{mode}: {inline} bytes of weights inside the fused graph"
         assert {d for d, _ in entry["depends"]} == {loc for loc, _, _ in refs}
+
+
+def test_fused_graphs_follow_the_umask(tiny_artifacts):
+    """The composed .onnx is written through a temp file (mkstemp: 0600), then given the mode a
+    plain open() gives, like every other artifact (issue 19 item 10)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    fused = [p for p in tiny_artifacts.directory.glob("*-*step.onnx")]
+    assert fused and {p.stat().st_mode & 0o777 for p in fused} == {0o666 & ~mask}
+    assert (tiny_artifacts.directory / "unet.onnx").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_two_step_graph_shares_the_unet_initializers(tiny_artifacts):

@@ -42,6 +42,23 @@ def test_text_dim_mismatch_refused(tmp_path):
         load_head(tmp_path / "h", SPEC, 64, 64)
 
 
+def test_base_model_is_checked(tmp_path):
+    """A head names the model it was trained on: refused on a model whose conditioning differs
+    (both named), used with a warning naming both on one whose shapes match."""
+    save_head(build_head(HeadConfig("pahi", (4, 8, 8), 32, hidden=8, base_model="tiny")),
+              tmp_path / "h")
+    wide = ModelSpec(name="synthetic", text_dim=1024)
+    with pytest.raises(InputError, match="trained on tiny .*--model synthetic gives 1024-wide"):
+        load_head(tmp_path / "h", wide, 64, 64)
+    with pytest.warns(UserWarning, match="trained on tiny, used here with my/model"):
+        load_head(tmp_path / "h", ModelSpec(name="my/model", text_dim=32), 64, 64)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same model: silent
+        load_head(tmp_path / "h", ModelSpec(name="tiny", text_dim=32), 64, 64)
+
+
 def test_generate_with_head_uses_it(tmp_path):
     from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
     from pahi_rt.specs import MODES

@@ -102,7 +102,8 @@ def test_generate_best_of_metadata(tmp_path, tiny):
     assert int(meta["candidate_seed"]) == won and meta["seed"] == str(won)
     assert meta.get("requested_seed", "5") == "5"
     assert f"candidate {k} of 4 won (seed {won}" in r.output
-    sd_parsers = pytest.importorskip("sd_parsers")
+    import sd_parsers
+
     info = sd_parsers.ParserManager().parse(out)
     assert info.samplers[0].parameters["seed"] == str(won)
     written = np.asarray(Image.open(out).convert("RGB"))[None]
@@ -143,7 +144,7 @@ def test_generate_refine_batch_of_prompts(tmp_path):
     (("--refine", "0", "--scorer", COLOUR), "--refine must be between 1 and 1000"),
     (("--refine", "5000", "--scorer", COLOUR), "--refine must be between 1 and 1000"),
     (("--refine", "2", "--best-of", "2", "--scorer", COLOUR), "not both"),
-    (("--refine", "2", "--refine-lr", "0", "--scorer", COLOUR), "--refine-lr must be > 0"),
+    (("--refine", "2", "--refine-lr", "0", "--scorer", COLOUR), "--refine-lr must be a finite number in (0"),
     (("--refine", "2", "--scorer", COLOUR, "--backend", "onnxruntime"), "use --backend torch"),
     (("--refine", "2", "--scorer", "synthetic_scorers:not_differentiable"),
      "is not differentiable; --refine needs gradients"),

@@ -10,8 +10,9 @@ import typer
 
 from ..errors import InputError
 from ..extras import check_extras
-from .common import (Artifacts, BestOfOption, Decoder, Device, DtypeAlias, Height, Precision,
-                     RefineLr, RefineOption, RefineReg, Width, echo_err, fits, pick_precision)
+from .common import (SCORER_SYNTAX, Artifacts, BestOfOption, Decoder, Device, DtypeAlias,
+                     Height, Precision, RefineLr, RefineOption, RefineReg, Width, echo_err, fits,
+                     pick_precision)
 
 DEFAULT_BACKENDS = "torch,onnxruntime,tensorrt,diffusers"
 DEFAULT_MODES = "pahi-1step,gaussian-1step,gaussian-2step"
@@ -70,8 +71,9 @@ def bench(
     precision: Precision = "fp32",
     dtype: DtypeAlias = None,
     device: Device = "auto",
-    warmup: int = typer.Option(2, min=0),
-    iters: int = typer.Option(10, min=1),
+    warmup: int = typer.Option(2, min=0, help="Untimed calls per row before timing (first-call "
+                               "costs: allocation, kernel selection, compilation)."),
+    iters: int = typer.Option(10, min=1, help="Timed calls per row; p50/p90/p99 are over these."),
     prompts: Optional[Path] = typer.Option(None, help="Prompt file cycled through the runs."),
     artifacts: Artifacts = None,
     fused: bool = typer.Option(True, hidden=True, help="Old switch: --no-fused runs the "
@@ -80,8 +82,7 @@ def bench(
     markdown: Optional[Path] = typer.Option(None, help="Write the markdown tables."),
     plot: Optional[Path] = typer.Option(None, help="Write a PNG chart."),
     scorer: List[str] = typer.Option([], help="Also score the timed images (mean score column, "
-                                     "like the paper's Table 2): NAME[@SOURCE][=WEIGHT], "
-                                     "repeatable; pickscore, imagereward or module:factory."),
+                                     f"like the paper's Table 2), repeatable: {SCORER_SYNTAX}."),
     best_of: BestOfOption = 1,
     refine: RefineOption = None,
     refine_lr: RefineLr = 5.0,

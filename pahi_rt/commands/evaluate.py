@@ -39,8 +39,8 @@ def evaluate(
     refine_lr: RefineLr = 5.0,
     refine_reg: RefineReg = 0.01,
 ):
-    """Win rate (%) of HI/PAHI noise vs standard Gaussian noise, same prompt and eps; with
-    --best-of/--refine every method spends that test-time compute (ranked by the weighted sum)."""
+    """Win rate (%) of HI/PAHI noise vs standard Gaussian noise (same prompt and eps); with \
+--best-of/--refine every method spends that test-time compute."""
     check_extras("eval", scorer=scorer)
     from .. import io
     from ..components import load_components

@@ -8,7 +8,7 @@ import typer
 
 from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
-from .common import Decoder, DtypeAlias, Model, Precision, echo_err, fits, pick_precision
+from .common import Decoder, DtypeAlias, Model, echo_err, fits, pick_precision
 
 
 def export_cmd(
@@ -21,7 +21,8 @@ def export_cmd(
     batch: int = typer.Option(1, help="Batch size (static, or the profile's optimum)."),
     max_batch: int = typer.Option(0, help="> --batch: dynamic batch axis and an engine "
                                   "optimisation profile 1..max-batch."),
-    precision: Precision = "fp32",
+    precision: str = typer.Option("fp32", help="fp32 | fp16: the graphs' and engines' "
+                                  "precision."),
     dtype: DtypeAlias = None,
     out: Path = typer.Option(Path("artifacts"), help="Artifact directory (manifest.json)."),
     graph: List[str] = typer.Option([], help="Export only these graphs (repeatable)."),
@@ -34,19 +35,23 @@ def export_cmd(
 ):
     """Export ONNX graphs and TensorRT engines; rebuilds only what changed (content hashes)."""
     check_extras("export")
-    from ..components import load_components
     from ..errors import MissingDependencyError
+    from ..export.engine import DEFAULT_TARGETS, BuildOptions, check_targets, trt_module
+    from ..io import ensure_writable_dir
+    from ..specs import check_image_size, check_model_source
+
+    # arguments first: torch and the model libraries take seconds to import
+    check_model_source(model)
+    check_image_size(height, width)
+    pick_precision(precision, dtype)
+    check_targets(target or DEFAULT_TARGETS)
+    ensure_writable_dir(out, "--out")  # before any loading (an existing file, /proc/...)
+    from ..components import load_components
     from ..export.artifacts import export_artifacts
     from ..export.build import ExportOptions, graph_plan
-    from ..export.engine import DEFAULT_TARGETS, BuildOptions, check_targets, trt_module
     from ..noise.checkpoint import load_head
-    from ..specs import check_image_size
-
-    from ..io import ensure_writable_dir
     from ..runtime.pipeline import PipelineConfig
 
-    check_image_size(height, width)
-    ensure_writable_dir(out, "--out")  # before any loading (an existing file, /proc/...)
     fits(model, PipelineConfig("onnxruntime", batch=max(batch, max_batch), height=height,
                                width=width, precision=pick_precision(precision, dtype)),
          "cpu", export=True, run=False)

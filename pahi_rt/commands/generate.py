@@ -58,11 +58,11 @@ def generate(
     replicas: int = typer.Option(1, help="--ray: actors, each loading the model once."),
     gpus_per_replica: float = typer.Option(0.0, help="--ray: GPUs per actor."),
 ):
-    """Generate images (torch reference sampler or exported graphs) and write PNG, JPEG or WebP
-    files with their generation metadata."""
+    """Generate images (torch reference sampler or exported graphs) and write PNG, JPEG or \
+WebP files with their generation metadata."""
     from .. import image_files
     from ..noise.options import check_test_time, parse_scorer
-    from ..prompts import Prompt, check_text, normalise, read_prompts
+    from ..prompts import Prompt, normalise, read_prompts
     from ..specs import check_image_size, check_model_source, check_seeds, parse_mode
 
     check_number("--refine-lr", refine_lr, 0.0, 1e4, low_open=True)
@@ -70,10 +70,7 @@ def generate(
     check_number("--gpus-per-replica", gpus_per_replica, 0.0, 1024.0)
 
     # every argument is checked before torch and the model libraries are imported (seconds)
-    if prompt is not None and prompts is not None:
-        raise InputError("give a PROMPT or --prompts FILE, not both")
-    if prompt is None and prompts is None:
-        raise InputError("give a PROMPT (pahi-rt generate \"a red fox\") or --prompts FILE")
+    _check_prompt_source(prompt, prompts)
     if noise == "gaussian" and head is not None:
         raise InputError("--head is only used with --noise hi or --noise pahi")
     check_backend(backend, device)
@@ -84,10 +81,6 @@ def generate(
     [parse_scorer(s) for s in scorer]  # syntax errors before any loading
     check_image_size(height, width)
     precision = pick_precision(precision, dtype)
-    if prompt is not None and not prompt.strip():
-        raise InputError("the PROMPT is empty")
-    if prompt is not None:
-        check_text(prompt, "the PROMPT")
     texts = (read_prompts(prompts, prompt_column, prompt_field) if prompts
              else [Prompt(normalise(prompt), 0)])
     check_seeds([seed, seed + len(texts) - 1])  # the whole run's seeds, before any work
@@ -120,6 +113,20 @@ def generate(
     _write_all(pipe, loaded, test_time, scorers, texts, seed, outputs,
                dict(steps=steps, noise=noise, model=model, height=height, width=width),
                prompts is not None)
+
+
+def _check_prompt_source(prompt: str | None, prompts: str | None) -> None:
+    """Exactly one of PROMPT and --prompts; a PROMPT that is not blank and encodes as UTF-8."""
+    from ..prompts import check_text
+
+    if prompt is not None and prompts is not None:
+        raise InputError("give a PROMPT or --prompts FILE, not both")
+    if prompt is None and prompts is None:
+        raise InputError("give a PROMPT (pahi-rt generate \"a red fox\") or --prompts FILE")
+    if prompt is not None and not prompt.strip():
+        raise InputError("the PROMPT is empty")
+    if prompt is not None:
+        check_text(prompt, "the PROMPT")
 
 
 def _write_all(pipe, loaded, test_time, scorers, texts, seed, outputs, settings: dict,

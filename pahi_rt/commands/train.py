@@ -10,8 +10,8 @@ import typer
 from ..errors import InputError
 from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
-from .common import (SCORER_HELP, Decoder, Device, DtypeAlias, Precision, PromptColumn,
-                     PromptField, check_number, pick_precision)
+from .common import (SCORER_HELP, Decoder, Device, DtypeAlias, PromptColumn, PromptField,
+                     check_number, pick_precision)
 from .train_progress import Progress, report
 
 
@@ -64,9 +64,13 @@ def train(
                                         "records')."),
     seed: int = typer.Option(0, help="Seed of data order, noise and pretraining."),
     device: Device = "auto",
-    precision: Precision = "fp32",
+    precision: str = typer.Option("fp32", help="fp32 | fp16 | bf16: the dtype the frozen "
+                                  "model's weights are stored in. --bf16 is separate: autocast "
+                                  "of the computation; the usual mixed precision is fp32 weights "
+                                  "with --bf16."),
     dtype: DtypeAlias = None,
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast "
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast of the "
+                                        "forward/backward pass over whatever --precision stores "
                                         "(default: on for CUDA)."),
     grad_checkpointing: Optional[bool] = typer.Option(None, "--grad-checkpointing/"
                                                       "--no-grad-checkpointing",
@@ -75,8 +79,8 @@ def train(
     out: Path = typer.Option(..., help="Output dir: the best head + train_state/ for --resume."),
     resume: bool = typer.Option(False, help="Continue the run saved in --out exactly."),
 ):
-    """Train a noise head: on a preference scorer (paper Eq. 4, with Eq. 10 pretraining), or
-    from users' feedback records (KTO / DPO on the head's density)."""
+    """Train a noise head on a preference scorer (paper Eq. 4, with Eq. 10 pretraining) or \
+on users' feedback records (KTO / DPO on the head's density)."""
     for option, value, high in (("--beta", beta, 1e4), ("--good-weight", good_weight, 1e4),
                                 ("--bad-weight", bad_weight, 1e4), ("--lr", lr, 10.0)):
         check_number(option, value, 0.0, high, low_open=True)
