@@ -157,7 +157,7 @@ def need_bytes(params: Params, *, height: int, width: int, batch: int = 1,
         running = (2 * params.total if precision != "fp32" and on_cpu else 0) + (act if on_cpu
                                                                                 else 0)
     elif run:
-        weights = (2 if precision == "fp16" else 4) * params.total
+        weights = {"fp16": 2, "bf16": 2, "int8": 1.5}.get(precision, 4) * params.total
         running = 2 * weights + (act if on_cpu else 0)  # a fused and the component sessions
     return need + max(exporting, running)
 

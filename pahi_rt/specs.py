@@ -44,9 +44,9 @@ class GraphNames:
 
 GRAPHS = GraphNames()
 ONNX, ENGINE = "onnx", "engine"  # artifact kinds in manifest.json
-PRECISIONS = ("fp32", "fp16", "bf16")  # bf16: torch only
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # bf16: torch, openvino; int8: openvino (UNet)
 NOISE_KINDS = ("gaussian", "hi", "pahi")
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "openvino")
 # Timed stages of one prompt->image run, in order (the bench's per-stage columns).
 STAGES = ("tokenize", "text_encoder", "head", "unet_step_1", "unet_step_2", "decode", "copy_out")
 

@@ -13,7 +13,7 @@ from ..specs import DEFAULT_MODEL
 from .common import (Artifacts, Backend, BestOfOption, Compile, Decoder, Device, DtypeAlias,
                      Height, Model, Noise, Precision, PromptColumn, PromptField, RefineLr,
                      RefineOption, RefineReg, Scorers, Steps, Width, echo_err, fits,
-                     pick_precision)
+                     pick_precision, resolve_precision)
 
 
 def generate(
@@ -70,7 +70,7 @@ def generate(
     test_time = check_test_time(best_of, refine, refine_lr, refine_reg, scorer, backend)
     [parse_scorer(s) for s in scorer]  # syntax errors before any loading
     check_image_size(height, width)
-    precision = pick_precision(precision, dtype)
+    precision = resolve_precision(pick_precision(precision, dtype), backend, device)
     if prompt is not None and not prompt.strip():
         raise InputError("the PROMPT is empty")
     texts = (read_prompts(prompts, prompt_column, prompt_field) if prompts

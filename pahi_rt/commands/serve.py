@@ -12,7 +12,7 @@ import typer
 from ..errors import BackendError, InputError
 from ..specs import DEFAULT_MODEL
 from .common import (Artifacts, Backend, Decoder, Device, Height, Model, Noise, Precision, Steps,
-                     Width, echo_err, pick_precision)
+                     Width, echo_err, pick_precision, resolve_precision)
 
 Address = typer.Option(None, help="Ray cluster to deploy to (default: $RAY_ADDRESS, else an "
                        "embedded local Ray on 127.0.0.1, stopped on exit).")
@@ -58,7 +58,8 @@ def serve(
         raise InputError(f"--cpus-per-replica must be positive, got {cpus_per_replica}")
     settings = ServeSettings(
         _absolute(model), _absolute(decoder), _absolute(head), noise, backend,
-        _absolute(artifacts), pick_precision(precision, None), height, width, steps, device,
+        _absolute(artifacts), resolve_precision(pick_precision(precision, None), backend, device),
+        height, width, steps, device,
         max_batch, batch_wait_ms)
     if not (address or os.environ.get("RAY_ADDRESS")):
         _precheck(settings)  # here, not after a minute of Ray start-up and replica retries
