@@ -233,3 +233,16 @@ def test_serve_cli_refuses_bad_options_in_one_line():
         assert r.output.startswith("error:") and words in r.output, r.output
     r = CliRunner().invoke(app, ["serve", "--model", "/no/such/model"])
     assert r.exit_code == 2 and "not a diffusers model directory" in r.output
+
+
+def test_repeated_prompt_hits_the_prompt_cache(server):
+    """The replica's per-prompt cache (text embeddings, head mu/sigma) reports its counters."""
+    def stats():
+        with urllib.request.urlopen(server + "/healthz", timeout=10) as r:
+            return json.loads(r.read())["prompt_cache"]
+    before = stats()
+    for seed in (1, 2):
+        assert post(server, {"prompt": "a prompt only this test sends", "seed": seed})[0] == 200
+    after = stats()
+    assert after["hits"] >= before["hits"] + 1 and after["misses"] >= before["misses"] + 1
+    assert after["entries"] <= after["max_entries"]

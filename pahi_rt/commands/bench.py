@@ -14,6 +14,7 @@ from .common import (Artifacts, BestOfOption, Decoder, Device, DtypeAlias, Heigh
 
 DEFAULT_BACKENDS = "torch,onnxruntime,tensorrt,diffusers"
 DEFAULT_MODES = "pahi-1step,gaussian-1step,gaussian-2step"
+CALIBRATION_PROMPTS = 8  # openvino-int8: the first N prompts of --calibration-prompts
 
 
 def split_list(value: str, allowed, label: str) -> tuple[str, ...]:
@@ -77,8 +78,8 @@ def bench(
                                     "round-robin (ratios hold under load); --no-interleave: "
                                     "one row after another."),
     calibration_prompts: Optional[Path] = typer.Option(
-        None, help="openvino-int8: prompt file whose UNet inputs calibrate the quantization "
-        "(default: 8 built-in prompts)."),
+        None, help="openvino-int8: prompt file whose first 8 prompts' UNet inputs calibrate the "
+        "quantization (default: 8 built-in prompts)."),
     prompts: Optional[Path] = typer.Option(None, help="Prompt file cycled through the runs."),
     artifacts: Artifacts = None,
     fused: bool = typer.Option(True, hidden=True, help="Old switch: --no-fused runs the "
@@ -111,7 +112,7 @@ def bench(
     check_image_size(height, width)
     texts = ([p.text for p in read_prompts(prompts)] if prompts
              else ["a red fox in the snow, photograph"])
-    calibration = (tuple(p.text for p in read_prompts(calibration_prompts))
+    calibration = (tuple(p.text for p in read_prompts(calibration_prompts))[:CALIBRATION_PROMPTS]
                    if calibration_prompts else None)
     for p, option in ((json_path, "--json"), (markdown, "--markdown"), (plot, "--plot")):
         check_output_file(p, option)

@@ -94,6 +94,10 @@ def generate(
     loaded = load_model(model, decoder, device=device, head=head, noise=(noise,), height=height,
                         width=width, keep_fp32=backend != "torch", log=echo_err)
     pipe = open_pipeline(loaded, config, log=echo_err)
+    if best_of > 1 or len({p.text for p in texts}) < len(texts):  # a prompt comes again
+        from ..runtime.prompt_cache import PromptCache
+
+        pipe.prompt_cache = PromptCache()
     with progress.ImageProgress(texts) as bar:  # a line per image (stderr), ETA after warm-up
         for i, pixels, extra, seconds in _images(pipe, loaded, test_time, scorers, noise, texts,
                                                  seed):

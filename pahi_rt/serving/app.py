@@ -53,6 +53,13 @@ class ImageServer:
         self.pipes = {noise: open_pipeline(self.model, PipelineConfig(
             s.backend, parse_mode(noise, s.steps), s.max_batch, s.height, s.width, s.precision,
             artifacts)) for noise in s.noises}
+        from ..runtime.prompt_cache import PromptCache
+
+        # repeated prompts skip the text encoder and head; not on a fused graph/engine, whose
+        # one call would be split into stages to use it
+        self.prompt_cache = PromptCache(256)
+        for pipe in self.pipes.values():
+            pipe.prompt_cache = None if pipe.fused else self.prompt_cache
         self.render.set_max_batch_size(s.max_batch)
         self.render.set_batch_wait_timeout_s(s.batch_wait_ms / 1000)
         self.images = metrics.Counter("pahi_images_generated", tag_keys=("noise",),
@@ -135,7 +142,8 @@ class ImageServer:
         s = self.settings
         return {"status": "ok", "model": s.model_id, "sizes": [s.size], "steps": [s.steps],
                 "noise": list(s.noises), "max_batch": s.max_batch,
-                "device": str(self.model.device), "torch_threads": torch.get_num_threads()}
+                "device": str(self.model.device), "torch_threads": torch.get_num_threads(),
+                "prompt_cache": self.prompt_cache.stats()}
 
 
 def application(settings: ServeSettings, replicas: int = 1, gpus_per_replica: float = 0.0,
