@@ -143,9 +143,9 @@ def plot(result: dict, path: Path) -> None:
         left = [sum(st.get(x, 0.0) for x in STAGES[:STAGES.index(s)]) for st in stages]
         ax.barh(labels, [st.get(s, 0.0) for st in stages], left=left, label=s)
     fused = [(label, r["p50_ms"]) for label, r in zip(labels, rows) if r.get("fused")]
-    if fused:  # one call: its stages are not separable, so one bar of the fused call's p50
+    if fused:  # one call (fused graph, stock pipeline): its stages are not separable
         ax.barh([f for f, _ in fused], [ms for _, ms in fused], color="0.6", hatch="//",
-                label="fused (one call)")
+                label="one call (fused)")
     ax.scatter([r["p50_ms"] for r in rows], labels, marker="|", s=300, color="black",
                label="end to end p50", zorder=3)
     ax.set_xlabel("ms (p50)")

@@ -47,6 +47,7 @@ class BenchConfig:
     test_time: object = None  # noise.test_time.TestTime: best-of-N / refinement per image
     interleave: bool = True  # timed iterations round-robin over the rows open together
     calibration: tuple[str, ...] | None = None  # openvino int8 calibration prompts
+    fused_stages: bool = True  # fused rows also time their stages (component graphs beside)
 
 
 @dataclass
@@ -139,7 +140,7 @@ def _time_group(group: list[OpenRow], config: BenchConfig, number: int, peaks, w
                         row.label["batch"], peaks.device, timing,
                         works[row.label["batch"]], peaks, config.iters, config.warmup, score,
                         open_s=row.open_s, notes=notes,
-                        fused=row.run.fused and row.run.staged is not None)
+                        fused=row.run.fused)
         made["group"] = number
         out.append(made)
     return out
@@ -233,7 +234,8 @@ def _fits(model: LoadedModel, config: BenchConfig, name: str, batch: int, artifa
     memory.check(memory.model_params(model.base.model_id), f"this row ({name}, batch {batch})",
                  {}, height=config.height, width=config.width, batch=batch,
                  precision=precision, backend=backend, device=model.device.type,
-                 export=backend != "torch" and artifacts is None, loaded=True)
+                 export=backend != "torch" and artifacts is None, loaded=True,
+                 sessions=2 if config.fused_stages and "staged" not in name else 1)
 
 
 def _runners(model, config: BenchConfig, name, mode, batch, artifacts, log, precision):
@@ -263,7 +265,8 @@ def _runners(model, config: BenchConfig, name, mode, batch, artifacts, log, prec
             notes.append(f"compile + capture {seconds:.1f} s (first call)")
         pipe.close()
         return notes
-    return pipe, pipe.run_staged, pipe.fused, timer, close
+    staged = pipe.run_staged if config.fused_stages or not pipe.fused else None
+    return pipe, staged, pipe.fused, timer, close
 
 
 def _with_test_time(pipe, model: LoadedModel, config: BenchConfig, mode, scorers):

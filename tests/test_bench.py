@@ -189,3 +189,14 @@ def test_plot_stages_of_fused_and_gaussian_rows():
     assert "head" not in plot_stages({"fused": False, "mode": "gaussian-1step",
                                       "stages": stages})
     assert plot_stages({"fused": False, "mode": "pahi-1step", "stages": stages}) == stages
+
+
+def test_no_fused_stages_times_the_fused_call_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAHI_RT_CACHE", str(tmp_path / "cache"))
+    r = runner.invoke(app, [
+        "bench", "--model", "tiny", "--height", "64", "--width", "64", "--warmup", "0",
+        "--iters", "1", "--backends", "onnxruntime", "--modes", "gaussian-1step",
+        "--no-fused-stages", "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    row = json.loads((tmp_path / "r.json").read_text())["rows"][0]
+    assert row["fused"] is True and row["stages"] == {} and row["p50_ms"] > 0

@@ -12,7 +12,7 @@ from ..extras import check_extras
 from .common import (Artifacts, BestOfOption, Decoder, Device, DtypeAlias, Height, Precision,
                      RefineLr, RefineOption, RefineReg, Width, echo_err, fits, pick_precision)
 
-DEFAULT_BACKENDS = "torch,onnxruntime,tensorrt,diffusers"
+DEFAULT_BACKENDS = "torch,onnxruntime,tensorrt,openvino,diffusers"
 DEFAULT_MODES = "pahi-1step,gaussian-1step,gaussian-2step"
 CALIBRATION_PROMPTS = 8  # openvino-int8: the first N prompts of --calibration-prompts
 
@@ -77,6 +77,11 @@ def bench(
     interleave: bool = typer.Option(True, help="Time the rows that fit in memory together "
                                     "round-robin (ratios hold under load); --no-interleave: "
                                     "one row after another."),
+    fused_stages: bool = typer.Option(True, help="Fused rows also time each stage in a "
+                                      "separate staged call (the component graphs open beside "
+                                      "the fused one: twice the weights in memory); "
+                                      "--no-fused-stages: end to end only (the -staged rows "
+                                      "have the stages)."),
     calibration_prompts: Optional[Path] = typer.Option(
         None, help="openvino-int8: prompt file whose first 8 prompts' UNet inputs calibrate the "
         "quantization (default: 8 built-in prompts)."),
@@ -121,7 +126,7 @@ def bench(
     test_time = check_test_time(best_of, refine, refine_lr, refine_reg, scorer)
     cfg = BenchConfig(names, mode_names, parse_batches(batch), height, width,
                       pick_precision(precision, dtype), warmup, iters, test_time, interleave,
-                      calibration)
+                      calibration, fused_stages)
     if scorer:
         from ..noise.scorers import ScorerSet, parse_scorer
 
