@@ -61,7 +61,10 @@ def test_bf16_runs_and_stays_close(tiny_artifacts, tiny_components, pahi_head):
     out = _ov(tiny_artifacts.directory, tiny_components, "pahi-1step", "bf16").run(
         *_inputs(tiny_components))
     diff = np.abs(out.astype(int) - ref.astype(int))
-    assert diff.mean() <= FP16_MEAN_LEVELS * 4, (diff.max(), diff.mean())
+    # measured on tiny: max 12-18, mean 1.05-1.08 (8 prompts); full size max 12, mean 1.14
+    assert diff.mean() <= FP16_MEAN_LEVELS and diff.max() <= 2 * FP16_MAX_LEVELS, (
+        diff.max(), diff.mean())
+    assert diff.max() > 0, "bf16 really ran (OpenVINO's precision hint was applied)"
 
 
 def test_compiled_model_cache_is_keyed(tiny_artifacts, tiny_components):
