@@ -250,8 +250,8 @@ def _runners(model, config: BenchConfig, name, mode, batch, artifacts, log, prec
         return run, None, True, None, lambda: []
     backend, overrides = VARIANTS[name]
     cfg = replace(PipelineConfig(backend, mode, batch, config.height, config.width,
-                                 precision, artifacts, calibration=config.calibration),
-                  **overrides)
+                                 precision, artifacts if backend != "torch" else None,
+                                 calibration=config.calibration), **overrides)
     pipe = open_pipeline(model, cfg, log)
     if model.device.type == "cuda" and backend == "torch" and not cfg.compile:
         timer = CudaEventTimer

@@ -200,3 +200,15 @@ def test_no_fused_stages_times_the_fused_call_only(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     row = json.loads((tmp_path / "r.json").read_text())["rows"][0]
     assert row["fused"] is True and row["stages"] == {} and row["p50_ms"] > 0
+
+
+def test_artifacts_do_not_skip_the_torch_rows(tmp_path, tiny_artifacts):
+    """--artifacts applies to the artifact rows; the torch rows run beside them."""
+    r = runner.invoke(app, [
+        "bench", "--model", "tiny", "--height", "64", "--width", "64", "--batch", "2",
+        "--warmup", "0", "--iters", "1", "--backends", "torch,onnxruntime",
+        "--modes", "gaussian-1step", "--artifacts", str(tiny_artifacts.directory),
+        "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert {row["backend"] for row in result["rows"]} == {"torch", "onnxruntime"}, result
