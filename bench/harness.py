@@ -52,55 +52,87 @@ def percentile_ms(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1e3, q)) if values else float("nan")
 
 
+class RowRun:
+    """One row's timing: warm-up calls, then timed iterations one call at a time, so a bench can
+    interleave the iterations of several open rows (round-robin). Prompts cycle; image k of
+    the row uses seed k."""
+
+    def __init__(self, e2e: RunFn, staged: Callable | None, prompts: Sequence[str], batch: int,
+                 fused: bool, make_timer: Callable[[], WallTimer], memory: "MemoryProbe",
+                 keep_outputs: bool = False):
+        self.e2e, self.staged, self.prompts, self.batch = e2e, staged, prompts, batch
+        self.fused, self.make_timer, self.memory = fused, make_timer, memory
+        self.keep_outputs = keep_outputs
+        self.timing = Timing()
+        self.calls = 0  # calls so far (warm-up and timed): the next call's index
+
+    def _next(self) -> tuple[list[str], list[int]]:
+        i, b = self.calls, self.batch
+        self.calls += 1
+        idx = [(i * b + j) % len(self.prompts) for j in range(b)]
+        return [self.prompts[k] for k in idx], [i * b + j for j in range(b)]
+
+    def warm_up(self) -> None:
+        """One untimed call (the first one's time is kept: compilation, capture, allocation)."""
+        first = self.calls == 0
+        t0 = time.perf_counter()
+        self.e2e(*self._next())
+        if first:
+            self.timing.first_call_s = time.perf_counter() - t0
+
+    def iteration(self) -> None:
+        """One timed call end to end; per-stage times from the staged path (the same call for a
+        staged row, a separate call for a fused one)."""
+        p, s = self._next()
+        with self.memory.watch():
+            if self.staged is not None and not self.fused:
+                timer = self.make_timer()
+                t0 = time.perf_counter()
+                images = self.staged(p, s, timer)
+                self.timing.e2e.append(time.perf_counter() - t0)
+                self.timing.add_stages(timer.seconds)
+            else:
+                t0 = time.perf_counter()
+                images = self.e2e(p, s)
+                self.timing.e2e.append(time.perf_counter() - t0)
+                if self.staged is not None:
+                    timer = self.make_timer()
+                    self.staged(p, s, timer)
+                    self.timing.add_stages(timer.seconds)
+        self.timing.peak_memory_mb = self.memory.peak_mb
+        if self.keep_outputs:
+            self.timing.outputs.append((p, images))
+
+
 def measure(e2e: RunFn, staged: Callable | None, prompts: Sequence[str], batch: int,
             warmup: int, iters: int, fused: bool, make_timer: Callable[[], WallTimer],
             memory: "MemoryProbe", tick: Callable[[], None] = lambda: None,
             keep_outputs: bool = False) -> Timing:
-    """Warm up, then time `iters` iterations; prompts cycle, image k of the run uses seed k.
-    With `keep_outputs`, the timed iterations' (prompts, images) are kept for scoring."""
-    timing = Timing()
-
-    def batch_at(i):
-        idx = [(i * batch + j) % len(prompts) for j in range(batch)]
-        return [prompts[k] for k in idx], [i * batch + j for j in range(batch)]
-
-    for i in range(warmup):
-        t0 = time.perf_counter()
-        e2e(*batch_at(i))
-        if i == 0:
-            timing.first_call_s = time.perf_counter() - t0
+    """Warm up, then time `iters` iterations of one row (no interleaving)."""
+    run = RowRun(e2e, staged, prompts, batch, fused, make_timer, memory, keep_outputs)
+    for _ in range(warmup):
+        run.warm_up()
         tick()
-    with memory.watch():
-        for i in range(iters):
-            p, s = batch_at(warmup + i)
-            if staged is not None and not fused:
-                timer = make_timer()
-                t0 = time.perf_counter()
-                images = staged(p, s, timer)
-                timing.e2e.append(time.perf_counter() - t0)
-                timing.add_stages(timer.seconds)
-            else:
-                t0 = time.perf_counter()
-                images = e2e(p, s)
-                timing.e2e.append(time.perf_counter() - t0)
-                if staged is not None:
-                    timer = make_timer()
-                    staged(p, s, timer)
-                    timing.add_stages(timer.seconds)
-            if keep_outputs:
-                timing.outputs.append((p, images))
-            tick()
-    timing.peak_memory_mb = memory.peak_mb
-    return timing
+    for _ in range(iters):
+        run.iteration()
+        tick()
+    return run.timing
 
 
 class MemoryProbe:
-    """Peak memory while timing: CUDA allocator peak on a GPU, else process RSS sampled every
-    5 ms by a thread (psutil), reported as the peak in MiB."""
+    """Peak memory over the watched calls: the CUDA allocator's peak on a GPU; on the CPU the
+    process's peak RSS from the standard library: VmHWM of /proc/self/status, reset before each
+    call through /proc/self/clear_refs, or where that cannot be reset, VmRSS sampled every 5 ms
+    by a thread. MiB; None where neither exists. Rows open side by side (interleaved) share the
+    process, so a CPU row's peak includes the rows open beside it."""
 
     def __init__(self, cuda: bool):
         self.cuda = cuda
         self.peak_mb: float | None = None
+
+    def _keep(self, mb: float | None) -> None:
+        if mb is not None:
+            self.peak_mb = max(self.peak_mb or 0.0, mb)
 
     @contextmanager
     def watch(self) -> Iterator[None]:
@@ -109,18 +141,17 @@ class MemoryProbe:
 
             torch.cuda.reset_peak_memory_stats()
             yield
-            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+            self._keep(torch.cuda.max_memory_allocated() / 2**20)
             return
-        try:
-            import psutil
-        except ImportError:
+        if _reset_hwm():
             yield
+            self._keep(_status_kib("VmHWM") and _status_kib("VmHWM") / 1024)
             return
-        proc, peak, stop = psutil.Process(), [0], threading.Event()
+        peak, stop = [0.0], threading.Event()
 
         def sample():
             while not stop.is_set():
-                peak[0] = max(peak[0], proc.memory_info().rss)
+                peak[0] = max(peak[0], _status_kib("VmRSS") or 0)
                 stop.wait(0.005)
 
         thread = threading.Thread(target=sample, daemon=True)
@@ -130,7 +161,29 @@ class MemoryProbe:
         finally:
             stop.set()
             thread.join()
-            self.peak_mb = peak[0] / 2**20
+            self._keep(peak[0] / 1024 if peak[0] else None)
+
+
+def _status_kib(field: str) -> float | None:
+    """A `kB` field of /proc/self/status (VmRSS, VmHWM), or None off Linux."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_hwm() -> bool:
+    """Reset the process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return _status_kib("VmHWM") is not None
+    except OSError:
+        return False
 
 
 class CudaEventTimer:

@@ -18,7 +18,7 @@ METHOD = {"pahi-1step": "PAHI", "hi-1step": "HI", "gaussian-1step": "one step",
 def make_row(mode, backend: str, precision: str, batch: int, device: str, timing: Timing,
              work: dict[str, Work], peaks: Peaks, iters: int, warmup: int,
              score: float | None = None, open_s: float | None = None,
-             notes: list[str] | None = None) -> dict:
+             notes: list[str] | None = None, fused: bool = False) -> dict:
     """One JSON row: latency percentiles, per-stage p50 and their floors."""
     p50 = percentile_ms(timing.e2e, 50)
     stages = {k: percentile_ms(v, 50) for k, v in timing.stages.items()}
@@ -34,13 +34,15 @@ def make_row(mode, backend: str, precision: str, batch: int, device: str, timing
     return {
         "mode": mode.name, "backend": backend, "precision": precision, "batch": batch,
         "device": device, "p50_ms": p50, "p90_ms": percentile_ms(timing.e2e, 90),
-        "p99_ms": percentile_ms(timing.e2e, 99),
+        "p99_ms": percentile_ms(timing.e2e, 99), "p10_ms": percentile_ms(timing.e2e, 10),
+        "min_ms": min(timing.e2e) * 1e3, "max_ms": max(timing.e2e) * 1e3,
         "images_per_s": batch * 1e3 / p50 if p50 > 0 else float("nan"),
         "peak_memory_mb": timing.peak_memory_mb, "stages": stages,
         "floor_ms": floors, "floor_ratio": {k: stages[k] / v for k, v in floors.items() if v > 0},
         "e2e_floor_ms": e2e_floor, "e2e_floor_ratio": p50 / e2e_floor if e2e_floor else None,
         "iters": iters, "warmup": warmup, "score": score,
         "open_s": open_s, "first_call_s": timing.first_call_s, "notes": notes or [],
+        "fused": fused,
     }
 
 
@@ -52,24 +54,30 @@ def _fmt(x, digits=1) -> str:
 
 def markdown(result: dict) -> str:
     rows, m = result["rows"], result["machine"]
+    cpu = (f" CPU: {m['cpu']}, features: {' '.join(m.get('cpu_features') or []) or '-'}."
+           if m.get("cpu") else "")
+    how = (" Rows of one group were timed round-robin (interleaved); spread = min-max ms."
+           if result.get("interleave") else " Rows timed one after another; spread = min-max ms.")
     lines = [f"# pahi-rt bench: {m['device']}", "",
              f"`{result['command']}`", "",
              f"Measured peaks: {m['peak_tflops']:.2f} TFLOP/s ({m['peak_precision']} matmul), "
              f"{m['peak_gbps']:.1f} GB/s (copy). Model `{result['model']}`, "
-             f"{result['height']}x{result['width']}."
+             f"{result['height']}x{result['width']}." + cpu + how
              + (f" Score: mean of `{result['scorer']}` over the timed images."
                 if result.get("scorer") else ""), "",
-             "| Method | Backend | Precision | Batch | Time (s) | p50 ms | p90 ms | p99 ms | "
-             "images/s | peak MiB | floor ms | x floor | Score | setup s |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| Method | Backend | Precision | Batch | Group | Time (s) | p50 ms | spread ms | "
+             "p90 ms | images/s | peak MiB | floor ms | x floor | Score | setup s |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         setup = (r.get("open_s") or 0) + (r.get("first_call_s") or 0)
+        spread = (f"{_fmt(r['min_ms'], 0)}-{_fmt(r['max_ms'], 0)}" if "min_ms" in r else "-")
         lines.append(
             f"| {METHOD.get(r['mode'], r['mode'])} | {r['backend']} | {r['precision']} | "
-            f"{r['batch']} | {r['p50_ms'] / 1e3 / r['batch']:.4f} | {_fmt(r['p50_ms'], 2)} | "
-            f"{_fmt(r['p90_ms'], 2)} | {_fmt(r['p99_ms'], 2)} | {_fmt(r['images_per_s'], 2)} | "
-            f"{_fmt(r['peak_memory_mb'], 0)} | {_fmt(r['e2e_floor_ms'], 2)} | "
-            f"{_fmt(r['e2e_floor_ratio'])} | {_fmt(r.get('score'), 3)} | {_fmt(setup)} |")
+            f"{r['batch']} | {r.get('group', '-')} | {r['p50_ms'] / 1e3 / r['batch']:.4f} | "
+            f"{_fmt(r['p50_ms'], 2)} | {spread} | {_fmt(r['p90_ms'], 2)} | "
+            f"{_fmt(r['images_per_s'], 2)} | {_fmt(r['peak_memory_mb'], 0)} | "
+            f"{_fmt(r['e2e_floor_ms'], 2)} | {_fmt(r['e2e_floor_ratio'])} | "
+            f"{_fmt(r.get('score'), 3)} | {_fmt(setup)} |")
     lines += ["", "Time (s) is p50 per image, the paper's Table 2 unit; setup s = opening the "
               "pipeline (export/engine/session) + the first call (compile, CUDA-graph capture). "
               "Per stage, p50 ms (measured / floor):", "",
@@ -108,6 +116,16 @@ def write_outputs(result: dict, json_path: Path | None, md_path: Path | None,
         plot(result, plot_path)
 
 
+def plot_stages(row: dict) -> dict[str, float]:
+    """The stage bars of a row in the plot: none for a fused row (its stages were timed in a
+    separate staged call and do not add up to the fused call), no head bar for Gaussian noise
+    (no head runs: the stage is the identity)."""
+    if row.get("fused"):
+        return {}
+    skip = {"head"} if row["mode"].startswith("gaussian") else set()
+    return {k: v for k, v in row["stages"].items() if k not in skip}
+
+
 def plot(result: dict, path: Path) -> None:
     """Horizontal stacked bars: per-stage p50 per row, with the end-to-end p50 marked."""
     from pahi_rt.errors import require
@@ -120,9 +138,14 @@ def plot(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.6))
     labels = [f"{METHOD.get(r['mode'], r['mode'])} / {r['backend']} {r['precision']} "
               f"b{r['batch']}" for r in rows]
+    stages = [plot_stages(r) for r in rows]
     for s in STAGES:
-        left = [sum(r["stages"].get(x, 0.0) for x in STAGES[:STAGES.index(s)]) for r in rows]
-        ax.barh(labels, [r["stages"].get(s, 0.0) for r in rows], left=left, label=s)
+        left = [sum(st.get(x, 0.0) for x in STAGES[:STAGES.index(s)]) for st in stages]
+        ax.barh(labels, [st.get(s, 0.0) for st in stages], left=left, label=s)
+    fused = [(label, r["p50_ms"]) for label, r in zip(labels, rows) if r.get("fused")]
+    if fused:  # one call (fused graph, stock pipeline): its stages are not separable
+        ax.barh([f for f, _ in fused], [ms for _, ms in fused], color="0.6", hatch="//",
+                label="one call (fused)")
     ax.scatter([r["p50_ms"] for r in rows], labels, marker="|", s=300, color="black",
                label="end to end p50", zorder=3)
     ax.set_xlabel("ms (p50)")

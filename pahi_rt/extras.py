@@ -35,8 +35,9 @@ def _backend(backend: str, artifacts) -> list[Need]:
     if backend not in ("onnxruntime", "tensorrt"):  # torch, or a typo the verb names itself
         return []
     why = f"--backend {backend}"
-    found = ([Need(("onnxruntime",), "onnx", why)] if backend == "onnxruntime" else
-             [Need(("tensorrt", "tensorrt_rtx"), "tensorrt-rtx", why)])
+    found = {"onnxruntime": [Need(("onnxruntime",), "onnx", why)],
+             "openvino": [Need(("openvino",), "openvino", why)]}.get(
+        backend, [Need(("tensorrt", "tensorrt_rtx"), "tensorrt-rtx", why)])
     # without --artifacts the graphs are exported into the cache first
     return found if artifacts else _onnx_export(why) + found
 

@@ -173,7 +173,8 @@ def _safetensors_params(folder: Path) -> int | None:
 
 def need_bytes(params: Params, *, height: int, width: int, batch: int = 1,
                precision: str = "fp32", backend: str = "torch", device: str = "cpu",
-               export: bool = False, run: bool = True, loaded: bool = False) -> int:
+               export: bool = False, run: bool = True, loaded: bool = False,
+               sessions: int = 2) -> int:
     """Estimated peak host memory of loading + (exporting, then) running at this shape. The
     export's transient peak is over before a session opens, so the two do not add up.
     `loaded`: the process already holds the fp32 model (bench rows), which the available
@@ -187,8 +188,10 @@ def need_bytes(params: Params, *, height: int, width: int, batch: int = 1,
         running = (2 * params.total if precision != "fp32" and on_cpu else 0) + (act if on_cpu
                                                                                 else 0)
     elif run:
-        weights = (2 if precision == "fp16" else 4) * params.total
-        running = 2 * weights + (act if on_cpu else 0)  # a fused and the component sessions
+        weights = {"fp16": 2, "bf16": 2, "int8": 1.5}.get(precision, 4) * params.total
+        # `sessions` 2: a fused graph and the component graphs beside it (bench per-stage
+        # timing, or a mode with and one without a fused graph); 1: one of them
+        running = sessions * weights + (act if on_cpu else 0)
     return need + max(exporting, running)
 
 

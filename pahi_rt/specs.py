@@ -44,14 +44,14 @@ class GraphNames:
 
 GRAPHS = GraphNames()
 ONNX, ENGINE = "onnx", "engine"  # artifact kinds in manifest.json
-PRECISIONS = ("fp32", "fp16", "bf16")  # bf16: torch only
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # bf16: torch, openvino; int8: openvino (UNet)
 NOISE_KINDS = ("gaussian", "hi", "pahi")
 # One seed range everywhere (generate, serve, feedback records): what torch.Generator.manual_seed
 # takes without wrapping. Image i of a run uses seed + i, so a run's last seed must fit too.
 SEED_MAX = 2**64 - 1
 MAX_STEPS = 1000  # Euler steps: at most one per training timestep of the schedule
 MAX_IMAGE_SIDE = 16384  # pixels; a typo beyond this, not an image (latent side 2048)
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "openvino")
 # Timed stages of one prompt->image run, in order (the bench's per-stage columns).
 STAGES = ("tokenize", "text_encoder", "head", "unet_step_1", "unet_step_2", "decode", "copy_out")
 

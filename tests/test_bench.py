@@ -123,3 +123,92 @@ def test_table_comes_before_the_plot(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "error: plot failed" in r.output, r.output
     assert "| one step | torch |" in r.output
     assert (tmp_path / "r.md").is_file() and (tmp_path / "r.json").is_file()
+
+
+def test_interleaved_group_spread_cpu_and_memory(bench_result):
+    """Rows that fit together form one group timed round-robin; every row has a spread, a peak
+    memory (standard library only) and the result names the CPU and its features."""
+    _, result, output = bench_result
+    assert result["interleave"] is True and all(r["group"] >= 1 for r in result["rows"])
+    for r in result["rows"]:
+        assert r["min_ms"] <= r["p50_ms"] <= r["max_ms"] and r["p10_ms"] <= r["p50_ms"]
+        assert r["peak_memory_mb"] and r["peak_memory_mb"] > 10
+    m = result["machine"]
+    assert m["cpu"] and isinstance(m["cpu_features"], list) and "bf16_units" in m
+    assert "spread ms" in output and "features:" in output
+
+
+def test_round_robin_order(monkeypatch):
+    """After the warm-ups, timed calls alternate between the rows of a group."""
+    from pahi_rt.bench import run as bench_run
+    from pahi_rt.bench.harness import MemoryProbe, RowRun
+
+    calls = []
+
+    def row(name):
+        run = RowRun(lambda p, s: calls.append(name), None, ["x"], 1, True, None,
+                     MemoryProbe(False))
+        return bench_run.OpenRow({"backend": name, "mode": "m", "batch": 1, "_mode": None}, run,
+                                 lambda: [], 0.0, "fp32")
+    group = [row("a"), row("b")]
+    monkeypatch.setattr(bench_run, "make_row", lambda *a, **k: {})
+    cfg = bench_run.BenchConfig(("a", "b"), ("gaussian-1step",), iters=3)
+    out = bench_run._time_group(group, cfg, 1, type("P", (), {"device": "cpu"})(), {1: {}}, None,
+                                lambda m: None, lambda: None)
+    assert calls == ["a", "b"] * 3 and [r["group"] for r in out] == [1, 1]
+
+
+def test_peak_memory_without_psutil(monkeypatch):
+    import sys
+
+    from pahi_rt.bench.harness import MemoryProbe
+
+    monkeypatch.setitem(sys.modules, "psutil", None)
+    probe = MemoryProbe(False)
+    with probe.watch():
+        block = bytearray(64 * 2**20)  # touch 64 MiB
+        block[::4096] = b"x" * len(block[::4096])
+    assert probe.peak_mb is not None and probe.peak_mb >= 64
+
+
+def test_stderr_has_no_bare_progress_or_blank_lines(tmp_path):
+    r = CliRunner().invoke(app, [
+        "bench", "--model", "tiny", "--height", "64", "--width", "64", "--warmup", "0",
+        "--iters", "1", "--backends", "torch", "--modes", "gaussian-1step",
+        "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    lines = r.stderr.splitlines()
+    assert lines and all(line.strip() and line.strip() != "bench" for line in lines), lines
+
+
+def test_plot_stages_of_fused_and_gaussian_rows():
+    from pahi_rt.bench.report import plot_stages
+
+    stages = {"text_encoder": 1.0, "head": 0.1, "unet_step_1": 5.0}
+    assert plot_stages({"fused": True, "mode": "pahi-1step", "stages": stages}) == {}
+    assert "head" not in plot_stages({"fused": False, "mode": "gaussian-1step",
+                                      "stages": stages})
+    assert plot_stages({"fused": False, "mode": "pahi-1step", "stages": stages}) == stages
+
+
+def test_no_fused_stages_times_the_fused_call_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAHI_RT_CACHE", str(tmp_path / "cache"))
+    r = runner.invoke(app, [
+        "bench", "--model", "tiny", "--height", "64", "--width", "64", "--warmup", "0",
+        "--iters", "1", "--backends", "onnxruntime", "--modes", "gaussian-1step",
+        "--no-fused-stages", "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    row = json.loads((tmp_path / "r.json").read_text())["rows"][0]
+    assert row["fused"] is True and row["stages"] == {} and row["p50_ms"] > 0
+
+
+def test_artifacts_do_not_skip_the_torch_rows(tmp_path, tiny_artifacts):
+    """--artifacts applies to the artifact rows; the torch rows run beside them."""
+    r = runner.invoke(app, [
+        "bench", "--model", "tiny", "--height", "64", "--width", "64", "--batch", "2",
+        "--warmup", "0", "--iters", "1", "--backends", "torch,onnxruntime",
+        "--modes", "gaussian-1step", "--artifacts", str(tiny_artifacts.directory),
+        "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert {row["backend"] for row in result["rows"]} == {"torch", "onnxruntime"}, result

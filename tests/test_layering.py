@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Lower number = lower layer. A module may import its own layer or lower ones.
 LAYERS = {
-    "errors": 0, "hostmem": 0, "extras": 1, "threads": 0,
+    "errors": 0, "hostmem": 0, "extras": 1, "threads": 0, "cpu": 0,
     "specs": 1, "hub": 1, "tokenizer": 1, "random_init": 1, "io": 1, "image_files": 1,
     "prompts": 1, "progress": 2,
     "taesd": 2, "components": 2, "memory": 2, "model_key": 2, "sampling": 3, "noise": 4,

@@ -267,3 +267,16 @@ def test_a_bad_address_fails_in_seconds_on_that_address():
         with pytest.raises(BackendError, match="127.0.0.1:1|HOST:PORT"):
             check_address(address)
     assert time.monotonic() - t0 < 10
+
+
+def test_repeated_prompt_hits_the_prompt_cache(server):
+    """The replica's per-prompt cache (text embeddings, head mu/sigma) reports its counters."""
+    def stats():
+        with urllib.request.urlopen(server + "/healthz", timeout=10) as r:
+            return json.loads(r.read())["prompt_cache"]
+    before = stats()
+    for seed in (1, 2):
+        assert post(server, {"prompt": "a prompt only this test sends", "seed": seed})[0] == 200
+    after = stats()
+    assert after["hits"] >= before["hits"] + 1 and after["misses"] >= before["misses"] + 1
+    assert after["entries"] <= after["max_entries"]

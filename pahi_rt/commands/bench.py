@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -14,8 +13,9 @@ from .common import (SCORER_SYNTAX, Artifacts, BestOfOption, Decoder, Device, Dt
                      Height, Precision, RefineLr, RefineOption, RefineReg, Width, echo_err, fits,
                      pick_precision)
 
-DEFAULT_BACKENDS = "torch,onnxruntime,tensorrt,diffusers"
+DEFAULT_BACKENDS = "torch,onnxruntime,tensorrt,openvino,diffusers"
 DEFAULT_MODES = "pahi-1step,gaussian-1step,gaussian-2step"
+CALIBRATION_PROMPTS = 8  # openvino-int8: the first N prompts of --calibration-prompts
 
 
 def split_list(value: str, allowed, label: str) -> tuple[str, ...]:
@@ -61,8 +61,10 @@ def bench(
     head: Optional[Path] = typer.Option(None, help="Head checkpoint; without one, a random head "
                                         "of the right shape (latency does not depend on weights)."),
     backends: str = typer.Option(DEFAULT_BACKENDS, help="Comma list of rows: torch, "
-                                 "torch-compile, onnxruntime, onnxruntime-staged, tensorrt, "
-                                 "tensorrt-staged, diffusers (the stock pipeline reference)."),
+                                 "torch-compile, torch-bf16, onnxruntime, onnxruntime-staged, "
+                                 "tensorrt, tensorrt-staged, openvino, openvino-staged, "
+                                 "openvino-bf16, openvino-int8, diffusers (the stock pipeline "
+                                 "reference). A -bf16/-int8 row runs at that precision."),
     modes: str = typer.Option(DEFAULT_MODES, help="Comma list: pahi-1step, hi-1step, "
                               "gaussian-1step, gaussian-2step."),
     batch: str = typer.Option("1", help="Batch size, or a comma list (e.g. 1,4): rows for each."),
@@ -74,6 +76,17 @@ def bench(
     warmup: int = typer.Option(2, min=0, help="Untimed calls per row before timing (first-call "
                                "costs: allocation, kernel selection, compilation)."),
     iters: int = typer.Option(10, min=1, help="Timed calls per row; p50/p90/p99 are over these."),
+    interleave: bool = typer.Option(True, help="Time the rows that fit in memory together "
+                                    "round-robin (ratios hold under load); --no-interleave: "
+                                    "one row after another."),
+    fused_stages: bool = typer.Option(True, help="Fused rows also time each stage in a "
+                                      "separate staged call (the component graphs open beside "
+                                      "the fused one: twice the weights in memory); "
+                                      "--no-fused-stages: end to end only (the -staged rows "
+                                      "have the stages)."),
+    calibration_prompts: Optional[Path] = typer.Option(
+        None, help="openvino-int8: prompt file whose first 8 prompts' UNet inputs calibrate the "
+        "quantization (default: 8 built-in prompts)."),
     prompts: Optional[Path] = typer.Option(None, help="Prompt file cycled through the runs."),
     artifacts: Artifacts = None,
     fused: bool = typer.Option(True, hidden=True, help="Old switch: --no-fused runs the "
@@ -105,13 +118,16 @@ def bench(
     check_image_size(height, width)
     texts = ([p.text for p in read_prompts(prompts)] if prompts
              else ["a red fox in the snow, photograph"])
+    calibration = (tuple(p.text for p in read_prompts(calibration_prompts))[:CALIBRATION_PROMPTS]
+                   if calibration_prompts else None)
     for p, option in ((json_path, "--json"), (markdown, "--markdown"), (plot, "--plot")):
         check_output_file(p, option)
     from ..noise.test_time import check_test_time
 
     test_time = check_test_time(best_of, refine, refine_lr, refine_reg, scorer)
     cfg = BenchConfig(names, mode_names, parse_batches(batch), height, width,
-                      pick_precision(precision, dtype), warmup, iters, test_time)
+                      pick_precision(precision, dtype), warmup, iters, test_time, interleave,
+                      calibration, fused_stages)
     if scorer:
         from ..noise.scorers import ScorerSet, parse_scorer
 
@@ -125,15 +141,13 @@ def bench(
     scorers = ScorerSet.load(scorer, loaded.device) if scorer else None
     if test_time.refine is not None:
         scorers.check_differentiable()
-    total = len(names) * len(mode_names) * len(cfg.batches) * (warmup + iters)
-    with typer.progressbar(length=total, label="bench", file=sys.stderr) as bar:
-        def save(partial: dict) -> dict:  # after every row: nothing is lost
-            partial = {**partial, "command": command_line(ctx), "model": model}
-            write_outputs(partial, json_path, markdown, None)
-            return partial
-        result = run_bench(loaded, cfg, texts, log=lambda m: typer.echo(f"\n{m}", err=True),
-                           tick=lambda: bar.update(1), scorers=scorers, artifacts=artifacts,
-                           on_row=save)
+    def save(partial: dict) -> dict:  # after every group of rows: nothing is lost
+        partial = {**partial, "command": command_line(ctx), "model": model}
+        write_outputs(partial, json_path, markdown, None)
+        return partial
+    # progress: one line per step on stderr (no bar: bench output is often logged to a file)
+    result = run_bench(loaded, cfg, texts, log=echo_err, scorers=scorers, artifacts=artifacts,
+                       on_row=save)
     result = save(result)
     typer.echo(render(result))  # the table first: a failing plot must not lose it
     if plot:

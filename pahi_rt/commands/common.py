@@ -81,10 +81,12 @@ def check_number(option: str, value: float | None, low: float, high: float,
 
 
 def pick_precision(precision: str, dtype_alias: str | None) -> str:
-    """--precision, or the older --dtype spelling when given; validated."""
+    """--precision, or the older --dtype spelling when given; validated ('auto' is resolved
+    later by `resolve_precision`, once the backend and device are known)."""
     value = dtype_alias or precision
-    if value not in PRECISIONS:
-        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{value}'")
+    if value not in PRECISIONS + ("auto",):
+        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)} or auto, got "
+                         f"'{value}'")
     return value
 
 
@@ -98,6 +100,19 @@ def check_backend(backend: str, device: str) -> None:
     if backend == "tensorrt" and device == "cpu":
         raise InputError("--backend tensorrt runs on a CUDA GPU, not --device cpu; on the CPU "
                          "use --backend onnxruntime or torch")
+
+
+def resolve_precision(precision: str, backend: str, device: str, log=echo_err) -> str:
+    """`precision`, or for 'auto' what the backend and this machine's CPU/GPU make fastest,
+    said on stderr (`pahi_rt.cpu.auto_precision`)."""
+    if precision != "auto":
+        return precision
+    from ..components import resolve_device
+    from ..cpu import auto_precision
+
+    picked, why = auto_precision(backend, resolve_device(device).type)
+    log(f"precision auto: {picked} ({why})")
+    return picked
 
 
 def fits(model: str, config, device: str, export: bool = False, run: bool = True) -> None:
@@ -128,19 +143,20 @@ Decoder = Annotated[Optional[str], typer.Option(
     help="AutoencoderTiny dir / HF id, or a taesd_decoder.safetensors file.")]
 Height = Annotated[int, typer.Option(help="Image height, a multiple of 8.")]
 Width = Annotated[int, typer.Option(help="Image width, a multiple of 8.")]
-Precision = Annotated[str, typer.Option(help="fp32 | fp16 | bf16 (bf16: --backend torch "
-                                             "only).")]
+Precision = Annotated[str, typer.Option(
+    help="fp32 | fp16 | bf16 | int8 | auto. bf16: torch, openvino; int8: openvino (NNCF-quantized "
+         "UNet); auto: bf16 on a CPU with bf16 units (torch, openvino), fp16 on a GPU, else fp32.")]
 DtypeAlias = Annotated[Optional[str], typer.Option("--dtype", hidden=True,
                                                    help="Old name of --precision.")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda[:N] (auto: cuda when torch "
                                           "sees a GPU).")]
 Noise = Annotated[str, typer.Option(help="gaussian | hi | pahi")]
 Steps = Annotated[int, typer.Option(help="Euler steps (SD-Turbo: 1 or 2).")]
-Backend = Annotated[str, typer.Option(help="torch | onnxruntime | tensorrt (same pixels for "
-                                           "the same seed).")]
+Backend = Annotated[str, typer.Option(help="torch | onnxruntime | tensorrt | openvino (same "
+                                           "pixels for the same seed at fp32).")]
 Artifacts = Annotated[Optional[Path], typer.Option(
-    help="Artifact dir from `pahi-rt export` (onnxruntime/tensorrt); default: a content-keyed "
-         "cache dir ($PAHI_RT_CACHE), exported on first use.")]
+    help="Artifact dir from `pahi-rt export` (onnxruntime/tensorrt/openvino); default: a "
+         "content-keyed cache dir ($PAHI_RT_CACHE), exported on first use.")]
 Compile = Annotated[bool, typer.Option("--compile/--no-compile", help="torch: torch.compile "
                                        "the path (and replay it as one CUDA graph on a GPU).")]
 PromptColumn = Annotated[Optional[str], typer.Option(

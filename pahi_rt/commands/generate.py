@@ -13,7 +13,7 @@ from ..specs import DEFAULT_MODEL
 from .common import (Artifacts, Backend, BestOfOption, Compile, Decoder, Device, DtypeAlias,
                      Height, Model, Noise, Precision, PromptColumn, PromptField, RefineLr,
                      RefineOption, RefineReg, Scorers, Steps, Width, check_backend, check_number,
-                     echo_err, fits, pick_precision)
+                     echo_err, fits, pick_precision, resolve_precision)
 
 
 def generate(
@@ -80,7 +80,7 @@ WebP files with their generation metadata."""
     test_time = check_test_time(best_of, refine, refine_lr, refine_reg, scorer, backend)
     [parse_scorer(s) for s in scorer]  # syntax errors before any loading
     check_image_size(height, width)
-    precision = pick_precision(precision, dtype)
+    precision = resolve_precision(pick_precision(precision, dtype), backend, device)
     texts = (read_prompts(prompts, prompt_column, prompt_field) if prompts
              else [Prompt(normalise(prompt), 0)])
     check_seeds([seed, seed + len(texts) - 1])  # the whole run's seeds, before any work
@@ -110,6 +110,10 @@ WebP files with their generation metadata."""
     loaded = load_model(model, decoder, device=device, head=head, noise=(noise,), height=height,
                         width=width, keep_fp32=backend != "torch", log=echo_err)
     pipe = open_pipeline(loaded, config, log=echo_err)
+    if best_of > 1 or len({p.text for p in texts}) < len(texts):  # a prompt comes again
+        from ..runtime.prompt_cache import PromptCache
+
+        pipe.prompt_cache = PromptCache()
     _write_all(pipe, loaded, test_time, scorers, texts, seed, outputs,
                dict(steps=steps, noise=noise, model=model, height=height, width=width),
                prompts is not None)

@@ -11,7 +11,7 @@ import typer
 from ..errors import InputError
 from ..specs import DEFAULT_MODEL
 from .common import (Artifacts, Backend, Decoder, Device, Height, Model, Noise, Precision, Steps,
-                     Width, check_number, pick_precision)
+                     Width, check_number, pick_precision, resolve_precision)
 
 Address = typer.Option(None, help="Ray cluster to deploy to (default: $RAY_ADDRESS, else an "
                        "embedded local Ray on 127.0.0.1, stopped on exit).")
@@ -91,7 +91,8 @@ def serve(
     cluster = bool(address or os.environ.get("RAY_ADDRESS"))
     settings = ServeSettings(
         _absolute(model), _absolute(decoder), _absolute(head), noise, backend,
-        _absolute(artifacts), pick_precision(precision, None), size_list[0][0],
+        _absolute(artifacts),
+        resolve_precision(pick_precision(precision, None), backend, device), size_list[0][0],
         size_list[0][1], step_list[0], device, max_batch, batch_wait_ms,
         tuple(size_list[1:]), tuple(step_list[1:]), max_prompt_bytes, max_body_bytes,
         request_timeout, 2 * max_batch + max_queued, keys,

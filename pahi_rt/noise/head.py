@@ -70,7 +70,9 @@ class NoiseHead(nn.Module):
     def pooled(self, text_embeddings: torch.Tensor) -> torch.Tensor:
         """Attention-pooled token embeddings [B, D] (before standardisation)."""
         x = self.norm(text_embeddings.to(self.query.dtype))
-        weights = torch.softmax(x @ self.query / x.shape[-1] ** 0.5, dim=1)  # [B, 77]
+        # the scale goes into the query, not after the MatMul: OpenVINO 2026.4's CPU plugin
+        # fails to compile MatMul(x, 1-D constant) followed by a division (MatMulMultiplyFusion)
+        weights = torch.softmax(x @ (self.query / x.shape[-1] ** 0.5), dim=1)  # [B, 77]
         return (weights.unsqueeze(-1) * x).sum(dim=1)
 
     def features(self, text_embeddings: torch.Tensor) -> torch.Tensor:

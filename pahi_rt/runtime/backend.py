@@ -98,6 +98,28 @@ class Backend(ABC):
         with timer("copy_out"):
             return self.to_host(image)
 
+    def distribution(self, text_embeddings: Any) -> tuple[Any, Any] | None:
+        """The head's (mu, sigma) [B, 4, h, w] for these embeddings where the backend computes
+        them apart from the noise (torch); None: `make_noise` runs the head as one graph."""
+        return None
+
+    def run_conditioned(self, text_embeddings: Any, eps: np.ndarray, mu: Any = None,
+                        sigma: Any = None) -> np.ndarray:
+        """From cached conditioning (`runtime.prompt_cache`): embeddings [B, 77, D] and, when
+        given, mu/sigma [B, 4, h, w] (device), eps [B, 4, h, w] (host, already padded to a
+        static backend's batch) -> uint8 images [B, H, W, 3] on the host. Stage by stage."""
+        if mu is None:
+            x = self.make_noise(eps, text_embeddings)
+        else:
+            x = self.noise_from(mu, sigma, eps)
+        for i in range(self.config.mode.steps):
+            x = self.unet_step(i, x, text_embeddings)
+        return self.to_host(self.decode(x))
+
+    def noise_from(self, mu: Any, sigma: Any, eps: np.ndarray) -> Any:
+        """mu + sigma * eps (the head's formula) for backends whose `distribution` gives them."""
+        raise NotImplementedError(f"{self.name} runs its head as one graph")
+
     def check_inputs(self, ids, eps) -> tuple[int, np.ndarray, np.ndarray]:
         """(images asked for, ids int64, eps float32), checked against this backend's shapes;
         a static backend gets both padded to its batch (the padding is cut from the output)."""

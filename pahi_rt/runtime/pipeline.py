@@ -33,15 +33,21 @@ Log = Callable[[str], None]
 class PipelineConfig:
     """What to run: backend, mode, shapes, precision, and where artifacts come from."""
 
-    backend: str = "torch"  # torch | onnxruntime | tensorrt
+    backend: str = "torch"  # torch | onnxruntime | tensorrt | openvino
     mode: Mode = MODES["gaussian-1step"]
     batch: int = 1
     height: int = 512
     width: int = 512
-    precision: str = "fp32"  # fp32 | fp16 | bf16 (torch only)
+    precision: str = "fp32"  # fp32 | fp16 | bf16 (torch, openvino) | int8 (openvino)
     artifacts: Path | None = None  # exported dir; None: export into the cache on first use
     fused: bool = True  # artifact backends: one fused graph/engine per call when the mode has one
     compile: bool = False  # torch: torch.compile, and CUDA-graph replay on a GPU
+    calibration: tuple[str, ...] | None = None  # openvino int8: calibration prompts
+
+    @property
+    def export_precision(self) -> str:
+        """Precision of the exported graphs: OpenVINO compiles fp32 graphs at any precision."""
+        return "fp32" if self.backend == "openvino" else self.precision
 
     def run_config(self) -> RunConfig:
         return RunConfig(self.mode, self.batch, self.height, self.width, self.precision)
@@ -153,9 +159,13 @@ def random_head(kind: str, spec, height: int, width: int, seed: int = 0):
 class Pipeline:
     """An opened backend plus the host side: prompts and seeds in, uint8 images out."""
 
-    def __init__(self, model: LoadedModel, backend: Backend, config: PipelineConfig):
+    def __init__(self, model: LoadedModel, backend: Backend, config: PipelineConfig,
+                 prompt_cache=None):
         self.model, self.backend, self.config = model, backend, config
         self.latent_shape = model.spec.latent_shape(config.height, config.width)
+        # a runtime.prompt_cache.PromptCache: repeated prompts skip text encoder and head
+        self.prompt_cache = prompt_cache
+        self.cache_prefix: tuple | None = None  # its key prefix, set on first use
 
     @property
     def fused(self) -> bool:
@@ -175,8 +185,11 @@ class Pipeline:
         if len(prompts) != len(seeds) or not len(prompts):
             raise InputError(f"{len(prompts)} prompts and {len(seeds)} seeds: give one seed per "
                              "prompt, at least one")
-        b = self.config.batch
-        out = [self.backend.run(*self.inputs(prompts[i:i + b], seeds[i:i + b]))
+        from .prompt_cache import run_cached
+
+        b, cached = self.config.batch, self.prompt_cache is not None
+        out = [run_cached(self, prompts[i:i + b], seeds[i:i + b]) if cached else
+               self.backend.run(*self.inputs(prompts[i:i + b], seeds[i:i + b]))
                for i in range(0, len(prompts), b)]
         return np.concatenate(out) if len(out) != 1 else out[0]
 
@@ -205,6 +218,14 @@ def open_pipeline(model: LoadedModel, config: PipelineConfig, log: Log = lambda 
 
         backend = OrtBackend(run, directory, model.spec, model.device, fused=config.fused,
                              sessions=model.cache.setdefault("onnxruntime", {}))
+    elif config.backend == "openvino":
+        from .ov_backend import OpenVinoBackend
+
+        def tokenize(prompts):
+            return sampling.tokenize(model.base.tokenizer, prompts, model.spec.max_tokens).numpy()
+        backend = OpenVinoBackend(run, directory, model.spec, fused=config.fused,
+                                  compiled=model.cache.setdefault("openvino", {}),
+                                  calibration=config.calibration, tokenize=tokenize, log=log)
     else:
         from .trt_backend import TrtBackend
 
@@ -223,8 +244,12 @@ def check_config(model: LoadedModel, config: PipelineConfig) -> None:
         raise InputError(f"--batch must be at least 1, got {config.batch}")
     model.spec.latent_shape(config.height, config.width)  # validates the size
     sampling.Schedule.from_spec(model.spec.scheduler, config.mode.steps)  # validates --steps
-    if name != "torch" and precision not in ("fp32", "fp16"):
-        raise BackendError(f"--backend {name} runs fp32 or fp16 graphs, not {precision}")
+    allowed = {"torch": ("fp32", "fp16", "bf16"),
+               "openvino": ("fp32", "bf16", "int8")}.get(name, ("fp32", "fp16"))
+    if precision not in allowed:
+        raise BackendError(f"--backend {name} runs {', '.join(allowed)}, not {precision}")
+    if name == "openvino" and model.device.type != "cpu":
+        raise BackendError("--backend openvino runs on the CPU (use --device cpu)")
     if name == "tensorrt" and model.device.type != "cuda":
         gpu = torch.cuda.is_available()
         raise BackendError("--backend tensorrt needs a CUDA GPU" + (
@@ -233,7 +258,7 @@ def check_config(model: LoadedModel, config: PipelineConfig) -> None:
     if config.compile and name != "torch":
         raise InputError("--compile applies to --backend torch only")
     if name == "torch" and config.artifacts is not None:
-        raise InputError("--artifacts is only used with --backend onnxruntime|tensorrt")
+        raise InputError("--artifacts is only used with --backend onnxruntime|tensorrt|openvino")
 
 
 def _torch_backend(model: LoadedModel, config: PipelineConfig, head) -> Backend:
@@ -268,7 +293,7 @@ def ensure_artifacts(model: LoadedModel, config: PipelineConfig, log: Log) -> Pa
     fused = (mode.name,) if config.fused and mode.name in MODES else ()
     engines = (fused or components) if config.backend == "tensorrt" else ()
     options = ExportOptions(height=config.height, width=config.width, batch=config.batch,
-                            precision=config.precision)
+                            precision=config.export_precision)
     # engines built on first use run here: TensorRT-RTX builds for this GPU
     build = BuildOptions(targets=("current",))
     directory = cache_dir(sources, options)

@@ -30,6 +30,16 @@ class TorchBackend(Backend):
         return self.noise_source(e, text_embeddings)
 
     @torch.inference_mode()
+    def distribution(self, text_embeddings: Any) -> tuple[Any, Any] | None:
+        head_distribution = getattr(self.noise_source, "distribution", None)
+        return None if head_distribution is None else head_distribution(text_embeddings)
+
+    @torch.inference_mode()
+    def noise_from(self, mu: Any, sigma: Any, eps: np.ndarray) -> Any:
+        e = torch.from_numpy(eps).to(self.device, self.comps.dtype)
+        return mu + sigma * e  # NoiseHead.forward / GlobalPrior.forward
+
+    @torch.inference_mode()
     def unet_step(self, index: int, x: Any, text_embeddings: Any) -> Any:
         s = self.schedule
         one = sampling.Schedule(s.timesteps[index:index + 1], s.sigmas[index:index + 2],

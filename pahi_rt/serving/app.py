@@ -60,7 +60,11 @@ class ImageServer(routes.Routes):
         self.model = load_model(s.model, s.decoder, device=s.device, head=s.head,
                                 noise=s.noises, height=s.height, width=s.width,
                                 keep_fp32=s.backend != "torch")
-        self.gen = open_generation(self.model, s)
+        from ..runtime.prompt_cache import PromptCache
+
+        # repeated prompts skip the text encoder and head (not on a fused graph/engine, whose
+        # one call would be split into stages to use it); a new head gets new keys
+        self.gen = open_generation(self.model, s, prompt_cache=PromptCache(256))
         self.render.set_max_batch_size(s.max_batch)
         self.render.set_batch_wait_timeout_s(s.batch_wait_ms / 1000)
         self.images = metrics.Counter("pahi_images_generated", tag_keys=("noise",),

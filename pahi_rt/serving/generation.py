@@ -16,6 +16,7 @@ Key = tuple[str, int, int, int]  # (noise, steps, height, width)
 class Generation:
     pipes: dict
     head_key: str | None  # content key of the head (checkpoint.head_key); None: no head
+    prompt_cache: object = None  # runtime.prompt_cache.PromptCache shared by the pipelines
 
     def key_of(self, noise: str) -> str:
         return "none" if noise == "gaussian" or self.head_key is None else self.head_key
@@ -30,12 +31,15 @@ def served_keys(s: ServeSettings) -> list[Key]:
 
 
 def open_generation(model, s: ServeSettings, old: Generation | None = None,
-                    head_key: str | None = None) -> Generation:
-    """Open the pipelines of every served key (gaussian ones reused from `old`)."""
+                    head_key: str | None = None, prompt_cache=None) -> Generation:
+    """Open the pipelines of every served key (gaussian ones reused from `old`, whose prompt
+    cache is kept: its keys hold the head's content key, so old entries never meet the new
+    head)."""
     from ..runtime.pipeline import PipelineConfig, open_pipeline
     from ..specs import parse_mode
 
     artifacts = Path(s.artifacts) if s.artifacts else None
+    cache = old.prompt_cache if old is not None else prompt_cache
     pipes = {}
     for key in served_keys(s):
         noise, steps, h, w = key
@@ -44,7 +48,8 @@ def open_generation(model, s: ServeSettings, old: Generation | None = None,
             continue
         pipes[key] = open_pipeline(model, PipelineConfig(
             s.backend, parse_mode(noise, steps), s.max_batch, h, w, s.precision, artifacts))
-    return Generation(pipes, head_key or _head_key(s.head))
+        pipes[key].prompt_cache = None if pipes[key].fused else cache
+    return Generation(pipes, head_key or _head_key(s.head), cache)
 
 
 def _head_key(head: str | None) -> str | None:

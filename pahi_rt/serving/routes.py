@@ -200,6 +200,7 @@ class Routes:
         return {"status": "ok", "model": s.model_id, "sizes": s.sizes, "steps": s.step_list,
                 "noise": list(s.noises), "max_batch": s.max_batch,
                 "head_key": self.gen.head_key, "rendered": self.rendered,
+                "prompt_cache": self.gen.prompt_cache.stats() if self.gen.prompt_cache else None,
                 "device": str(self.model.device),
                 "torch_threads": torch.get_num_threads()}
 
