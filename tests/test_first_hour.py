@@ -3,6 +3,7 @@ PNG info that real readers (sd-parsers) parse and that reproduces the image, arg
 `feedback add|pair` without torch, and the project's own errors where numpy's leaked."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ def test_directory_output_numbers_on_and_prints_names(tmp_path):
     assert str(out / "00002.png") in again.output and str(out / "00003.png") in again.output
     assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(4)]
     assert (out / "00000.png").read_bytes() == kept
-    assert Image.open(out / "00003.png").text["seed"] == "10"
+    assert json.loads(Image.open(out / "00003.png").text["pahi-rt"])["seed"] == "10"
     one = run("generate", "a bird", *SMALL, "--out", out, "--format", "jpeg")  # any format counts
     assert one.exit_code == 0 and (out / "00004.jpg").is_file(), one.output
     replaced = run("generate", "--prompts", prompts, *SMALL, "--seed", "9", "--out", out,
@@ -206,6 +207,6 @@ def test_a_misspelt_backend_is_not_answered_with_an_install_hint():
     for verb in ("generate", "serve"):
         assert not [n for n in needs(verb, backend="foo") if n.extra in ("onnx", "tensorrt-rtx")]
     r = run("generate", "x", *SMALL, "--backend", "tensorrtt")
-    assert_one_line_error(r, "--backend must be one of torch, onnxruntime, tensorrt, got "
+    assert_one_line_error(r, "--backend must be one of torch, onnxruntime, tensorrt, openvino, got "
                              "'tensorrtt'")
     assert "pip install" not in r.output

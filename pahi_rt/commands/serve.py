@@ -67,8 +67,8 @@ def serve(
     ui: bool = typer.Option(False, help="Serve the rating page at / (needs --feedback-db)."),
     address: Optional[str] = Address,
 ):
-    """Serve POST /v1/images/generations (OpenAI Images API), POST /v1/images/feedback,
-    /v1/models and /healthz."""
+    """Serve POST /v1/images/generations (OpenAI Images API), POST /v1/images/feedback, \
+/v1/models and /healthz."""
     from ..extras import check_extras
     from ..serving.schema import ServeSettings
     from .serve_run import precheck, run
