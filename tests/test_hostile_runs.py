@@ -44,8 +44,13 @@ def records(path, prompts=("a red fox", "a cat"), n=8):
     (["--lr", "nan"], "--lr must be a finite number in (0, 10], got nan"),
     (["--lr", "1e308"], "--lr must be a finite number"),
     (["--lr", "-inf"], "--lr must be a finite number"),
+    (["--seed", "-1"], "--seed must be in 0..18446744073709551615, got -1"),
+    (["--seed", str(2**64)], "--seed must be in 0..18446744073709551615"),
+    (["--hidden", "0"], "--hidden must be at least 1"),  # was silently 144
+    (["--hidden", str(10**12)], "--hidden must be in 0..65536"),
+    (["--pretrain-steps", "-1"], "--pretrain-steps must be in"),
 ])
-def test_train_float_options(tmp_path, args, error):
+def test_train_number_options(tmp_path, args, error):
     r = invoke("train", "--mode", "hi", "--objective", "kto", "--feedback",
                records(tmp_path / "f.jsonl"), "--out", tmp_path / "run", *args)
     assert_one_line_error(r, error)
@@ -64,6 +69,11 @@ def test_train_float_options(tmp_path, args, error):
 def test_generate_number_options(tmp_path, args, error):
     assert_one_line_error(invoke("generate", "x", *TINY, *args, "--out", tmp_path / "o"), error)
     assert not list(tmp_path.glob("o/*.png"))
+
+
+def test_export_batch_beyond_any_use(tmp_path):
+    r = invoke("export", *TINY, "--batch", 10**9, "--out", tmp_path / "a")
+    assert_one_line_error(r, "--batch and --max-batch must be at most 256")
 
 
 @pytest.mark.parametrize("args,error", [

@@ -110,8 +110,9 @@ def train(
         raise InputError(f"{', '.join(unused)}: only used with --objective kto|dpo")
     if prompts is None:
         raise InputError("--objective scorer needs --prompts")
-    config = TrainConfig(**settings, hidden=hidden or 144, height=height or 512,
+    config = TrainConfig(**settings, hidden=144 if hidden is None else hidden, height=height or 512,
                          width=width or 512)
+    config.check()
     _scorer_training(config, model or DEFAULT_MODEL, decoder, scorer, prompts, val_prompts,
                      prompt_column, prompt_field, max_val_prompts, device, dtype, bf16, out,
                      resume)

@@ -35,8 +35,9 @@ def run_feedback_training(settings: dict, feedback: Path | None, init: Path | No
     model, decoder, height, width = resolve_target(common, model, decoder, height, width, where)
     if init is not None and hidden is None:
         hidden = read_head_config(init)[0].hidden
-    config = TrainConfig(**settings, hidden=hidden or 144, height=height, width=width,
-                         sampler_steps=common.steps or 1)
+    config = TrainConfig(**settings, hidden=144 if hidden is None else hidden, height=height,
+                         width=width, sampler_steps=common.steps or 1)
+    config.check()  # before --out is created
     io.ensure_writable_dir(out)
     accelerator = make_accelerator(device, bf16=False)
     comps = load_text_components(model, dtype, str(accelerator.device))
