@@ -141,3 +141,14 @@ def test_ray_matches_a_plain_run_with_two_threads(local_ray, tmp_path):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
     assert "[2/2] " in r.output  # the plain run's progress lines
     assert not any(w in r.output for w in ("INFO", "WARNING", "core_worker", "Dataset")), r.output
+
+
+@pytest.mark.parametrize("address,words", [("127.0.0.1:18201", "Connection refused"),
+                                           ("no-such-host.invalid:6379", "")])
+def test_unreachable_cluster_is_an_error_not_a_wait(address, words):
+    """Ray retries an unreachable GCS for minutes; the address is tried first (5 s)."""
+    from pahi_rt.errors import BackendError
+    from pahi_rt.serving.cluster import _reachable
+
+    with pytest.raises(BackendError, match=f"cannot reach the Ray cluster at {address}"):
+        _reachable(address)

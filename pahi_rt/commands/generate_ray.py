@@ -60,7 +60,10 @@ def _render(todo, known, directory, o, head_label, address, replicas, gpus) -> N
             _run(todo, known, directory, settings, o["model"], head_label, address, replicas,
                  gpus, replaceable)
     except PahiError as e:
-        raise type(e)(f"{e} (Ray's messages: {log})") from None
+        if log.is_file() and log.stat().st_size:
+            raise type(e)(f"{e} (Ray's messages: {log})") from None
+        log.unlink(missing_ok=True)
+        raise
     log.unlink(missing_ok=True)
 
 

@@ -21,6 +21,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
     try:
         if address:
+            _reachable(address)
             ray.init(address=address, **quiet)
             return "cluster"
         _loopback_only()
@@ -30,6 +31,21 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise BackendError(f"cannot start or reach {where}: {str(e).splitlines()[0]}") from None
     return "local"
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """A HOST:PORT address must accept a TCP connection within `timeout` s: Ray itself retries
+    an unreachable GCS for minutes (a hang to the user). Other forms (auto, ray://) are Ray's."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdecimal():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError, OverflowError) as e:
+        raise BackendError(f"cannot reach the Ray cluster at {address} (--address or "
+                           f"RAY_ADDRESS): {e.strerror or e}") from None
 
 
 def _loopback_only() -> None:
