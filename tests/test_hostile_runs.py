@@ -294,3 +294,17 @@ def test_prompt_file_with_undecodable_text(tmp_path, name, content, error, ray):
     r = invoke("generate", "--prompts", tmp_path / name, *TINY, *ray, "--out", tmp_path / "o")
     assert_one_line_error(r, error)  # before any image (and before Ray starts)
     assert not list(tmp_path.glob("o/*.png"))
+
+
+# --- concurrent runs into one directory --------------------------------------------------------
+def test_a_second_training_run_into_one_out_is_refused(tmp_path):
+    from pahi_rt import io
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with io.run_lock(out, "training run"):  # what a run in progress holds
+        r = invoke("train", "--mode", "hi", "--objective", "kto", "--feedback",
+                   records(tmp_path / "f.jsonl"), "--out", out, "--steps", 2, "--val-every", 1,
+                   "--batch-size", 2)
+    assert_one_line_error(r, "another training run is writing there")
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]

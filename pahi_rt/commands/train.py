@@ -2,6 +2,7 @@
 `accelerate launch`)."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import List, Optional
 
@@ -139,15 +140,18 @@ def _scorer_training(config, model, decoder, scorer, prompts, val_prompts, promp
     val_set = val_set[:max_val_prompts]
     io.ensure_writable_dir(out)
     accelerator = make_accelerator(device, bf16)
-    comps = load_components(model, decoder, dtype, str(accelerator.device))
-    scorers = ScorerSet.load(scorer, accelerator.device)
-    extra = {"model": model, "decoder": comps.decoder_id, "prompts": str(prompts),
-             "train_prompts": len(train_set), "val_prompts": len(val_set)}
-    bar = Progress(config, accelerator.is_main_process)
-    try:
-        run = run_training(comps, scorers, train_set, val_set, config, out, accelerator,
-                           resume=resume, on_event=bar.update, extra_info=extra)
-    finally:
-        bar.close()
+    # two runs into one --out would mix their files; under accelerate launch one lock (rank 0)
+    lock = io.run_lock(out, "training run") if accelerator.is_main_process else nullcontext()
+    with lock:
+        comps = load_components(model, decoder, dtype, str(accelerator.device))
+        scorers = ScorerSet.load(scorer, accelerator.device)
+        extra = {"model": model, "decoder": comps.decoder_id, "prompts": str(prompts),
+                 "train_prompts": len(train_set), "val_prompts": len(val_set)}
+        bar = Progress(config, accelerator.is_main_process)
+        try:
+            run = run_training(comps, scorers, train_set, val_set, config, out, accelerator,
+                               resume=resume, on_event=bar.update, extra_info=extra)
+        finally:
+            bar.close()
     if accelerator.is_main_process:
         report(out, run, bar)

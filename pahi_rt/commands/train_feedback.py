@@ -39,14 +39,15 @@ def run_feedback_training(settings: dict, feedback: Path | None, init: Path | No
                          width=width, sampler_steps=common.steps or 1)
     config.check()  # before --out is created
     io.ensure_writable_dir(out)
-    accelerator = make_accelerator(device, bf16=False)
-    comps = load_text_components(model, dtype, str(accelerator.device))
-    extra = {"model": model, "decoder": decoder, "model_key": common.model_key,
-             "feedback": where, "sampler_steps": config.sampler_steps}
-    bar = Progress(config, accelerator.is_main_process)
-    try:
-        run = train_from_feedback(comps, records, config, fb, out, accelerator, resume=resume,
-                                  on_event=bar.update, extra_info=extra)
-    finally:
-        bar.close()
+    with io.run_lock(out, "training run"):  # two runs into one --out would mix their files
+        accelerator = make_accelerator(device, bf16=False)
+        comps = load_text_components(model, dtype, str(accelerator.device))
+        extra = {"model": model, "decoder": decoder, "model_key": common.model_key,
+                 "feedback": where, "sampler_steps": config.sampler_steps}
+        bar = Progress(config, accelerator.is_main_process)
+        try:
+            run = train_from_feedback(comps, records, config, fb, out, accelerator,
+                                      resume=resume, on_event=bar.update, extra_info=extra)
+        finally:
+            bar.close()
     report(out, run, bar)
