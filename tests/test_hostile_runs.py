@@ -173,6 +173,13 @@ def _moments_of_another_shape(p):
     ("state.json", _json_edit(history="x"), "'history' is not a list"),
     ("state.json", _json_edit(scheduler={"last_epoch": "x"}), "'last_epoch' is not an integer"),
     ("state.json", lambda p: p.write_text("[1]"), "a JSON list, not an object"),
+    ("state.json", _json_edit(step=True), "'step' is 'True'"),
+    ("state.json", _json_edit(step=10**6), "step 1000000 is past the run's 2 steps"),
+    ("state.json", _json_edit(fingerprint="x"), "'fingerprint' is not an object"),
+    ("state.json", lambda p: p.write_text(p.read_text().replace('"best_val_loss": 0',
+                                                                 '"best_val_loss": NaN, "x": 0')),
+     "'best_val_loss' is not a number"),
+    ("state.json", lambda p: (p.unlink(), p.mkdir()), "no training state"),
     ("state.json", lambda p: p.write_text("{" * 10), "not valid JSON"),
     ("state.json", lambda p: p.write_text("[" * 100_000), "not valid JSON"),
 ])
