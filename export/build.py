@@ -31,6 +31,9 @@ GRAPH_CODE = ("pahi_rt.specs", "pahi_rt.sampling", "pahi_rt.noise.head", "pahi_r
 GRAPH_TOOLS = ("torch", "onnx", "onnxslim", "onnxruntime")
 
 
+MAX_EXPORT_BATCH = 256  # images per graph call; serve --max-batch has the same limit
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """Shapes, precision and which engines to build. Static shapes unless max_batch > batch."""
@@ -49,6 +52,9 @@ class ExportOptions:
             raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}")
         if self.batch < 1 or (self.max_batch and self.max_batch < self.batch):
             raise InputError("--batch must be >= 1 and --max-batch >= --batch")
+        if max(self.batch, self.max_batch or 0) > MAX_EXPORT_BATCH:
+            raise InputError(f"--batch and --max-batch must be at most {MAX_EXPORT_BATCH} "
+                             "(serve's largest batch)")
         return self
 
 

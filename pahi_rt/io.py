@@ -5,6 +5,7 @@ import json
 import os
 import unicodedata
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -52,6 +53,27 @@ def ensure_writable_dir(path: str | Path, option: str = "--out") -> Path:
     except OSError as e:
         raise InputError(f"{option} {path}: cannot write there ({e.strerror or e})") from None
     return p
+
+
+@contextmanager
+def run_lock(directory: str | Path, who: str):
+    """Hold an exclusive lock on DIR/.lock for a run that writes into DIR (fcntl: released when
+    the process ends, even by kill -9). A second run into DIR is refused at once (InputError
+    naming `who`) rather than racing the first for its files."""
+    import fcntl
+
+    path = Path(directory) / ".lock"
+    try:
+        f = open(path, "a")
+    except OSError as e:
+        raise InputError(f"{directory}: cannot write there ({e.strerror or e})") from None
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{directory}: another {who} is writing there (it holds {path.name});"
+                             " wait for it, or choose another --out") from None
+        yield
 
 
 def check_output_file(path: str | Path | None, option: str) -> None:

@@ -141,3 +141,32 @@ def test_ray_matches_a_plain_run_with_two_threads(local_ray, tmp_path):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
     assert "[2/2] " in r.output  # the plain run's progress lines
     assert not any(w in r.output for w in ("INFO", "WARNING", "core_worker", "Dataset")), r.output
+
+
+@pytest.mark.parametrize("address,words", [("127.0.0.1:18201", "Connection refused"),
+                                           ("no-such-host.invalid:6379", "")])
+def test_unreachable_cluster_is_an_error_not_a_wait(address, words):
+    """Ray retries an unreachable GCS for minutes; the address is tried first (3 s)."""
+    from pahi_rt.errors import BackendError
+    from pahi_rt.serving.cluster import check_address
+
+    with pytest.raises(BackendError, match=f"cannot reach the Ray cluster at {address}"):
+        check_address(address)
+
+
+def test_an_actor_failure_names_its_cause(local_ray, tmp_path, pahi_head):
+    """What only an actor finds (weights that do not load) comes back as one line with the
+    real cause, not Ray's retries and tracebacks."""
+    from pahi_rt.noise.checkpoint import save_head
+
+    head = tmp_path / "head"
+    save_head(pahi_head, head)
+    (head / "head.safetensors").write_bytes(b"\x00" * 100)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red fox\n")
+    r = run("generate", "--prompts", str(prompts), *SMALL, "--noise", "pahi", "--head",
+            str(head), "--ray", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    error = [x for x in r.output.splitlines() if x.startswith("error:")]
+    assert len(error) == 1 and "the Ray run failed after 0 images: ModelLoadError: --head" in \
+        error[0] and "weights do not load" in error[0], r.output

@@ -44,8 +44,13 @@ def records(path, prompts=("a red fox", "a cat"), n=8):
     (["--lr", "nan"], "--lr must be a finite number in (0, 10], got nan"),
     (["--lr", "1e308"], "--lr must be a finite number"),
     (["--lr", "-inf"], "--lr must be a finite number"),
+    (["--seed", "-1"], "--seed must be in 0..18446744073709551615, got -1"),
+    (["--seed", str(2**64)], "--seed must be in 0..18446744073709551615"),
+    (["--hidden", "0"], "--hidden must be at least 1"),  # was silently 144
+    (["--hidden", str(10**12)], "--hidden must be in 0..65536"),
+    (["--pretrain-steps", "-1"], "--pretrain-steps must be in"),
 ])
-def test_train_float_options(tmp_path, args, error):
+def test_train_number_options(tmp_path, args, error):
     r = invoke("train", "--mode", "hi", "--objective", "kto", "--feedback",
                records(tmp_path / "f.jsonl"), "--out", tmp_path / "run", *args)
     assert_one_line_error(r, error)
@@ -64,6 +69,11 @@ def test_train_float_options(tmp_path, args, error):
 def test_generate_number_options(tmp_path, args, error):
     assert_one_line_error(invoke("generate", "x", *TINY, *args, "--out", tmp_path / "o"), error)
     assert not list(tmp_path.glob("o/*.png"))
+
+
+def test_export_batch_beyond_any_use(tmp_path):
+    r = invoke("export", *TINY, "--batch", 10**9, "--out", tmp_path / "a")
+    assert_one_line_error(r, "--batch and --max-batch must be at most 256")
 
 
 @pytest.mark.parametrize("args,error", [
@@ -163,6 +173,13 @@ def _moments_of_another_shape(p):
     ("state.json", _json_edit(history="x"), "'history' is not a list"),
     ("state.json", _json_edit(scheduler={"last_epoch": "x"}), "'last_epoch' is not an integer"),
     ("state.json", lambda p: p.write_text("[1]"), "a JSON list, not an object"),
+    ("state.json", _json_edit(step=True), "'step' is 'True'"),
+    ("state.json", _json_edit(step=10**6), "step 1000000 is past the run's 2 steps"),
+    ("state.json", _json_edit(fingerprint="x"), "'fingerprint' is not an object"),
+    ("state.json", lambda p: p.write_text(p.read_text().replace('"best_val_loss": 0',
+                                                                 '"best_val_loss": NaN, "x": 0')),
+     "'best_val_loss' is not a number"),
+    ("state.json", lambda p: (p.unlink(), p.mkdir()), "no training state"),
     ("state.json", lambda p: p.write_text("{" * 10), "not valid JSON"),
     ("state.json", lambda p: p.write_text("[" * 100_000), "not valid JSON"),
 ])
@@ -284,3 +301,17 @@ def test_prompt_file_with_undecodable_text(tmp_path, name, content, error, ray):
     r = invoke("generate", "--prompts", tmp_path / name, *TINY, *ray, "--out", tmp_path / "o")
     assert_one_line_error(r, error)  # before any image (and before Ray starts)
     assert not list(tmp_path.glob("o/*.png"))
+
+
+# --- concurrent runs into one directory --------------------------------------------------------
+def test_a_second_training_run_into_one_out_is_refused(tmp_path):
+    from pahi_rt import io
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with io.run_lock(out, "training run"):  # what a run in progress holds
+        r = invoke("train", "--mode", "hi", "--objective", "kto", "--feedback",
+                   records(tmp_path / "f.jsonl"), "--out", out, "--steps", 2, "--val-every", 1,
+                   "--batch-size", 2)
+    assert_one_line_error(r, "another training run is writing there")
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]

@@ -54,18 +54,34 @@ def _render(todo, known, directory, o, head_label, address, replicas, gpus) -> N
         _absolute(o["model"]), _absolute(o["decoder"]), _absolute(o["head"]), o["noise"],
         o["backend"], _absolute(o["artifacts"]), o["precision"], o["height"], o["width"],
         o["steps"], o["device"], max_batch=1)
+    if not (address or os.environ.get("RAY_ADDRESS")):  # here, not after Ray's retries
+        _precheck(settings)
     log = Path(tempfile.gettempdir()) / f"pahi-rt-ray-{os.getpid()}.log"
     try:
-        with cluster.native_stderr_to(log):  # Ray's own messages: a file, not the terminal
+        with cluster.native_output_to(log) as say:  # Ray's own messages: a file
             _run(todo, known, directory, settings, o["model"], head_label, address, replicas,
-                 gpus, replaceable)
+                 gpus, replaceable, say)
     except PahiError as e:
-        raise type(e)(f"{e} (Ray's messages: {log})") from None
+        if log.is_file() and log.stat().st_size:
+            raise type(e)(f"{e} (Ray's messages: {log})") from None
+        log.unlink(missing_ok=True)
+        raise
     log.unlink(missing_ok=True)
 
 
+def _precheck(settings) -> None:
+    """serve's check of the model source and decoder, plus the head's config: what an actor
+    would fail on first, where Ray Data would retry it with pages of tracebacks."""
+    from ..noise.checkpoint import usable_head_config
+    from .serve import _precheck as serve_precheck
+
+    serve_precheck(settings)
+    if settings.head is not None:
+        usable_head_config(settings.head)
+
+
 def _run(todo, known, directory, settings, model_label, head_label, address, replicas, gpus,
-         replaceable) -> None:
+         replaceable, say) -> None:
     import torch
 
     from ..progress import ImageProgress
@@ -88,16 +104,17 @@ def _run(todo, known, directory, settings, model_label, head_label, address, rep
                                  f"{len(todo)} images were written") from None
             count += 1
             now = time.perf_counter()
-            echo_err(bar.line(job.path, job.seed, now - last))
+            say(bar.line(job.path, job.seed, now - last))
             last = now
     except PahiError:
         raise
     except Exception as e:  # an actor failed (its model did not load, ...): its last line
         lines = [x for x in str(e).splitlines() if x.strip()]
+        cause = lines[-1] if lines else type(e).__name__
         raise BackendError(f"the Ray run failed after {count} images: "
-                           f"{lines[-1] if lines else type(e).__name__}") from None
+                           f"{cause.removeprefix('pahi_rt.errors.')}") from None
     finally:
         ledger.close()
         cluster.disconnect(how)
-    echo_err(f"{count} images in {time.perf_counter() - t0:.1f} s; index: "
-             f"{directory / 'index.jsonl'}")
+    say(f"{count} images in {time.perf_counter() - t0:.1f} s; index: "
+        f"{directory / 'index.jsonl'}")

@@ -2,6 +2,7 @@
 `accelerate launch`)."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import List, Optional
 
@@ -114,8 +115,9 @@ on users' feedback records (KTO / DPO on the head's density)."""
         raise InputError(f"{', '.join(unused)}: only used with --objective kto|dpo")
     if prompts is None:
         raise InputError("--objective scorer needs --prompts")
-    config = TrainConfig(**settings, hidden=hidden or 144, height=height or 512,
+    config = TrainConfig(**settings, hidden=144 if hidden is None else hidden, height=height or 512,
                          width=width or 512)
+    config.check()
     _scorer_training(config, model or DEFAULT_MODEL, decoder, scorer, prompts, val_prompts,
                      prompt_column, prompt_field, max_val_prompts, device, dtype, bf16, out,
                      resume)
@@ -142,15 +144,18 @@ def _scorer_training(config, model, decoder, scorer, prompts, val_prompts, promp
     val_set = val_set[:max_val_prompts]
     io.ensure_writable_dir(out)
     accelerator = make_accelerator(device, bf16)
-    comps = load_components(model, decoder, dtype, str(accelerator.device))
-    scorers = ScorerSet.load(scorer, accelerator.device)
-    extra = {"model": model, "decoder": comps.decoder_id, "prompts": str(prompts),
-             "train_prompts": len(train_set), "val_prompts": len(val_set)}
-    bar = Progress(config, accelerator.is_main_process)
-    try:
-        run = run_training(comps, scorers, train_set, val_set, config, out, accelerator,
-                           resume=resume, on_event=bar.update, extra_info=extra)
-    finally:
-        bar.close()
+    # two runs into one --out would mix their files; under accelerate launch one lock (rank 0)
+    lock = io.run_lock(out, "training run") if accelerator.is_main_process else nullcontext()
+    with lock:
+        comps = load_components(model, decoder, dtype, str(accelerator.device))
+        scorers = ScorerSet.load(scorer, accelerator.device)
+        extra = {"model": model, "decoder": comps.decoder_id, "prompts": str(prompts),
+                 "train_prompts": len(train_set), "val_prompts": len(val_set)}
+        bar = Progress(config, accelerator.is_main_process)
+        try:
+            run = run_training(comps, scorers, train_set, val_set, config, out, accelerator,
+                               resume=resume, on_event=bar.update, extra_info=extra)
+        finally:
+            bar.close()
     if accelerator.is_main_process:
         report(out, run, bar)

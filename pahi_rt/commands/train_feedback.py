@@ -36,17 +36,19 @@ def run_feedback_training(settings: dict, feedback: Path | None, init: Path | No
     model, decoder, height, width = resolve_target(common, model, decoder, height, width, where)
     if init is not None and hidden is None:
         hidden = read_head_config(init)[0].hidden
-    config = TrainConfig(**settings, hidden=hidden or 144, height=height, width=width,
-                         sampler_steps=common.steps or 1)
+    config = TrainConfig(**settings, hidden=144 if hidden is None else hidden, height=height,
+                         width=width, sampler_steps=common.steps or 1)
+    config.check()  # before --out is created
     io.ensure_writable_dir(out)
-    accelerator = make_accelerator(device, bf16=False)
-    comps = load_text_components(model, dtype, str(accelerator.device))
-    extra = {"model": model, "decoder": decoder, "model_key": common.model_key,
-             "feedback": where, "sampler_steps": config.sampler_steps}
-    bar = Progress(config, accelerator.is_main_process)
-    try:
-        run = train_from_feedback(comps, records, config, fb, out, accelerator, resume=resume,
-                                  on_event=bar.update, extra_info=extra)
-    finally:
-        bar.close()
+    with io.run_lock(out, "training run"):  # two runs into one --out would mix their files
+        accelerator = make_accelerator(device, bf16=False)
+        comps = load_text_components(model, dtype, str(accelerator.device))
+        extra = {"model": model, "decoder": decoder, "model_key": common.model_key,
+                 "feedback": where, "sampler_steps": config.sampler_steps}
+        bar = Progress(config, accelerator.is_main_process)
+        try:
+            run = train_from_feedback(comps, records, config, fb, out, accelerator,
+                                      resume=resume, on_event=bar.update, extra_info=extra)
+        finally:
+            bar.close()
     report(out, run, bar)

@@ -21,6 +21,7 @@ from typing import Callable, Protocol
 import torch
 
 from ..errors import InputError
+from ..specs import SEED_MAX
 from .checkpoint import save_head_in_place, update_training_info
 from .state import has_train_state, load_train_state, read_train_info, save_train_state
 
@@ -34,6 +35,8 @@ DEFAULT_LR = {"pahi": 1e-3, "hi": 1e-2}
 # held-out records generalised on the tiny task (bench/results/cpu-2core/feedback.md).
 FEEDBACK_LR = {"pahi": 1e-4, "hi": 1e-3}
 OBJECTIVES = ("scorer", "kto", "dpo")
+MAX_HIDDEN = 65536  # head MLP width: beyond this a typo, not a head (memory: hidden x latent)
+MAX_BATCH = 65536
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,12 @@ class TrainConfig:
         for name in ("steps", "batch_size", "val_every", "hidden"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        for name, value, high in (("--hidden", self.hidden, MAX_HIDDEN),
+                                  ("--batch-size", self.batch_size, MAX_BATCH),
+                                  ("--seed", self.seed, SEED_MAX),
+                                  ("--pretrain-steps", self.pretrain_steps, 2**31)):
+            if not 0 <= value <= high:
+                raise InputError(f"{name} must be in 0..{high}, got {value}")
         if not math.isfinite(self.peak_lr()) or self.peak_lr() <= 0 or self.warmup_steps() < 0 \
                 or self.patience < 0:
             raise InputError("--lr must be > 0, --warmup and --patience >= 0")
@@ -130,7 +139,8 @@ def batch_indices(n: int, seed: int, step: int, batch_size: int) -> list[int]:
 
 @functools.lru_cache(maxsize=4)
 def _permutation(n: int, seed: int, epoch: int) -> list[int]:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch)).tolist()
+    seed = (seed * 7919 + epoch) % 2**64  # the same as before for every seed that fit
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
 
 
 def fit(head, objective: Objective, config: TrainConfig, out: str | Path, accelerator, *,

@@ -12,6 +12,7 @@ OUT/train_state/ (swapped in atomically):
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -105,8 +106,14 @@ def check_train_info(info, path) -> None:
         value = info.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             bad(f"'{key}' is {str(value)[:40]!r}, not an integer >= 0")
-    if not _number(info.get("best_val_loss")):
+    if not _number(info.get("best_val_loss")) or math.isnan(info["best_val_loss"]):
         bad("'best_val_loss' is not a number")
+    for key in ("fingerprint", "config"):
+        if key in info and not isinstance(info[key], dict):
+            bad(f"'{key}' is not an object")
+    planned = info.get("config", {}).get("steps")
+    if isinstance(planned, int) and info["step"] > planned:
+        bad(f"step {info['step']} is past the run's {planned} steps")
     history = info.get("history")
     if not isinstance(history, list) or not all(
             isinstance(h, dict) and isinstance(h.get("step"), int) for h in history):

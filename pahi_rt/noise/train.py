@@ -45,7 +45,7 @@ def batch_prompts(prompts: list[str], seed: int, step: int, batch_size: int) -> 
 
 
 def batch_eps(seed: int, step: int, batch_size: int, shape) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + step + 1)
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + step + 1) % 2**64)
     return torch.randn((batch_size, *shape), generator=gen)
 
 

@@ -63,9 +63,10 @@ def check_address(address: str, timeout_s: float = 3.0) -> None:
         raise BackendError(f"--address {address}: expected HOST:PORT (e.g. 10.0.0.5:6379)")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        raise BackendError(f"cannot reach the Ray cluster at {address}: "
-                           f"{e.strerror or e} (is `ray start --head` running there?)") from None
+    except (OSError, ValueError, OverflowError) as e:  # refused, unknown host, port > 65535
+        raise BackendError(f"cannot reach the Ray cluster at {address} (--address or "
+                           f"RAY_ADDRESS): {getattr(e, 'strerror', None) or e} (is `ray start "
+                           "--head` running there?)") from None
 
 
 def bind_replica_grpc_to_loopback() -> None:
@@ -102,27 +103,37 @@ def metrics_urls() -> list[str]:
 
 
 @contextmanager
-def native_stderr_to(path):
-    """Send what is written to file descriptor 2 (Ray's C++ core worker: `core_worker.cc ... E`
-    lines, its Python log handlers) to the file `path` for the block, while `sys.stderr` (our
-    progress lines, warnings and errors) still reaches the user's terminal."""
+def native_output_to(path):
+    """Send what Ray writes during the block to the file `path`: file descriptors 1 and 2 (its
+    C++ core worker: `core_worker.cc ... E` lines) and Python's sys.stdout/sys.stderr (its
+    loggers and the raylet's `(raylet) Task ... failed` reports, printed by a driver thread).
+    Yields `say(line)`, which still reaches the user's stderr (progress lines): the terminal,
+    or a test runner's capture of sys.stderr."""
+    old = sys.stdout, sys.stderr
     try:
-        ours = sys.stderr.fileno() == 2
+        ours = old[1].fileno() == 2
     except (AttributeError, OSError, ValueError):  # a test runner's capture: not fd 2
         ours = False
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 2)
-    old = sys.stderr
-    if ours:
-        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=old.encoding,
-                               errors="backslashreplace")
+    for stream in old:
+        stream.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    terminal = os.fdopen(os.dup(saved[2]), "w", buffering=1, encoding="utf-8",
+                         errors="backslashreplace") if ours else old[1]
+    log = open(path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
+    for fd in saved:
+        os.dup2(log.fileno(), fd)
+    sys.stdout = sys.stderr = log
+
+    def say(line: str) -> None:
+        terminal.write(line + "\n")
+        terminal.flush()
     try:
-        yield
+        yield say
     finally:
+        sys.stdout, sys.stderr = old
+        log.close()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
         if ours:
-            sys.stderr.close()
-            sys.stderr = old
-        os.dup2(saved, 2)
-        os.close(saved)
+            terminal.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,19 +101,10 @@ def plan(jobs: list[Job], directory: Path, settings: dict[str, str], overwrite: 
     return todo, known
 
 
-@contextmanager
 def run_lock(directory: Path):
-    """Hold DIR/.lock for a whole run; a second run into DIR is refused at once (InputError)
-    rather than racing the first for file names and the index."""
-    import fcntl
-
-    with open(directory / LOCK, "a") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"{directory}: another `generate --ray` run is writing there (it "
-                             f"holds {LOCK}); wait for it, or choose another --out") from None
-        yield
+    """Hold DIR/.lock for a whole `generate --ray` run (io.run_lock): a second run into DIR is
+    refused at once rather than racing the first for file names and the index."""
+    return io.run_lock(directory, "`generate --ray` run")
 
 
 class Ledger:
