@@ -187,6 +187,13 @@ def test_train_bad_feedback(labelled, tmp_path):
           "--prompts", labelled)
     fails("--init, --beta: only used with --objective kto|dpo", "--prompts", labelled,
           "--init", tmp_path, "--beta", 1)
+    fails(f"--init {tmp_path / 'nohead'}: not a head checkpoint", "--objective", "kto",
+          "--feedback", labelled, "--init", tmp_path / "nohead")
+    fails("--feedback-method must be one of reward, density", "--objective", "kto",
+          "--feedback", labelled, "--feedback-method", "magic")
+    # the default (reward model) method: 4 labels cannot show a preference; no head is written
+    fails("no preference found in 4 feedback records", "--objective", "kto", "--feedback",
+          labelled)
 
 
 def test_head_made_images_and_init(pngs, tmp_path, monkeypatch):
