@@ -215,7 +215,7 @@ def train_from_feedback(components, records: list[Record], config: TrainConfig,
                          "takes seconds to minutes): run it without accelerate launch")
     emit = on_event or (lambda kind, step, metrics: None)
     shape = components.spec.latent_shape(config.height, config.width)
-    head, reference = _heads(components, config, fb, shape)
+    head, reference = make_heads(components, config, fb, shape)
     try:
         check_grid(fb.update_grid, shape)
     except ValueError as e:
@@ -246,7 +246,7 @@ def train_from_feedback(components, records: list[Record], config: TrainConfig,
                extra_modules={"reference": reference})
 
 
-def _heads(components, config: TrainConfig, fb: FeedbackConfig, shape):
+def make_heads(components, config: TrainConfig, fb: FeedbackConfig, shape):
     """(trainable head, frozen reference of the same config) on the components' device."""
     if fb.init is not None:
         init = load_head(fb.init, components.spec, config.height, config.width,

@@ -21,7 +21,7 @@ import torch
 from .. import sampling
 from ..errors import InputError
 from . import reward_model as rm
-from .feedback import FeedbackData, _heads, split_records, train_from_feedback
+from .feedback import FeedbackData, make_heads, split_records, train_from_feedback
 from .objective import images_from_noise, text_embeddings
 from .scorers import ScorerSet, ScorerSpec
 from .train import train
@@ -122,7 +122,7 @@ def train_feedback(components, records, config, fb, out, accelerator, resume: bo
         raise InputError("training from feedback runs in one process: run it without "
                          "accelerate launch")
     shape = components.spec.latent_shape(config.height, config.width)
-    head = _heads(components, config, fb, shape)[0] if fb.init is not None else None
+    head = make_heads(components, config, fb, shape)[0] if fb.init is not None else None
     train_set, val = split_records(records, fb.val_fraction)
     data = FeedbackData(records, components, shape, needs_text=True)
     scorer, summary = fit_reward_model(data, records, components, config.mode,

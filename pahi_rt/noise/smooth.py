@@ -30,7 +30,7 @@ def check_grid(grid: int, latent_shape) -> None:
     """ValueError unless grid is 0 (full resolution) or divides the latent's height and width."""
     _, h, w = latent_shape
     if grid < 0 or (grid and (h % grid or w % grid)):
-        raise ValueError(f"--update-grid must be 0 (full resolution) or divide the latent size "
+        raise ValueError(f"update_grid must be 0 (full resolution) or divide the latent size "
                          f"{h}x{w}, got {grid}")
 
 
