@@ -152,6 +152,7 @@ VARIANTS = {  # name -> options over the defaults (feedback.feedback_defaults, F
 
 
 def run_grid(comps, tasks, objectives, sizes, variants, seeds, pools, log) -> list[dict]:
+    """Train and judge every (size, task, objective, variant) for each seed in `seeds`."""
     import synthetic_scorers as ss
     from pahi_rt.noise.feedback_reward import NoPreferenceFound
 
@@ -167,7 +168,7 @@ def run_grid(comps, tasks, objectives, sizes, variants, seeds, pools, log) -> li
             for objective in objectives:
                 for name, options in variants.items():
                     wins, runs = [], []
-                    for s in range(seeds):
+                    for s in seeds:
                         records = make_records(pools[pset], scores, objective, n, seed=s)
                         t0 = time.perf_counter()
                         try:
@@ -180,6 +181,7 @@ def run_grid(comps, tasks, objectives, sizes, variants, seeds, pools, log) -> li
                         wins.append(win)
                         runs.append({**meta, "win": win})
                     row = {"task": task, "mode": mode, "objective": objective, "n": n,
+                           "first_seed": seeds[0],
                            "variant": name, "options": options, "win_mean": statistics.fmean(
                                wins), "win_std": statistics.pstdev(wins), "runs": runs}
                     rows.append(row)
@@ -199,6 +201,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=None)
     parser.add_argument("--variants", nargs="+", default=None)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first..first+seeds-1")
     parser.add_argument("--try", dest="extra", action="append", default=[],
                         metavar="NAME=JSON", help="an extra variant: options as a JSON object")
     parser.add_argument("--out", type=Path, default=None)
@@ -222,7 +225,7 @@ def main() -> None:
         tasks = args.tasks or list(TASKS)
         sizes = args.sizes or [30, 100, 300, 1000, 3000, 10000]
         variants = {"default": {}}
-    need = 2 * max(sizes)
+    need = (2 if "dpo" in args.objectives else 1) * max(sizes)  # dpo: 2 images a pair
     pools = {}
     t0 = time.perf_counter()
     for pset, (train, _) in prompt_sets().items():
@@ -231,7 +234,8 @@ def main() -> None:
     print(f"pools: {time.perf_counter() - t0:.0f} s", flush=True)
     out = args.out or ROOT / f"bench/results/cpu-2core/feedback_{args.what}.jsonl"
     with open(out, "a") as log:
-        run_grid(comps, tasks, args.objectives, sizes, variants, args.seeds, pools, log)
+        run_grid(comps, tasks, args.objectives, sizes, variants,
+                 range(args.first_seed, args.first_seed + args.seeds), pools, log)
 
 
 if __name__ == "__main__":

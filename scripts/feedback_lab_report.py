@@ -33,7 +33,7 @@ def pooled(rows: list[dict]) -> dict:
         key = (r["task"], r["objective"], r["n"], r["variant"])
         runs = out.setdefault(key, {})
         for i, run in enumerate(r["runs"]):
-            runs.setdefault(i, run)  # seeds 0..k-1: the same seed gives the same run
+            runs.setdefault(r.get("first_seed", 0) + i, run)  # one run per seed
     return {k: list(v.values()) for k, v in out.items()}
 
 
