@@ -19,6 +19,11 @@ MACHINE = ("shared 2-core AMD EPYC (family 25 model 17, Zen 4: AVX2, AVX512F/BW/
            "AVX512_BF16, AVX512_VNNI, no AMX), no GPU, OMP_NUM_THREADS=1, other agents' jobs "
            "running at the same time")
 HELD_OUT = ("day_night", "warm")
+LAB = "OMP_NUM_THREADS=1 PYTHONPATH=tests python scripts/feedback_lab.py curves"
+CURVE_COMMANDS = [f"{LAB} --tasks day_night warm --sizes 30 100 300 1000 3000 --seeds 1",
+                  f"{LAB} --tasks day_night warm --sizes 100 1000 --seeds 1 --first-seed 1",
+                  f"{LAB} --tasks warm day_night --objectives kto --sizes 10000 --seeds 1",
+                  "python scripts/feedback_lab_report.py"]
 
 
 def read(paths) -> list[dict]:
@@ -90,7 +95,10 @@ def curves_md(rows: list[dict]) -> str:
                      in table else "-" for n in sizes]
             mode = next(r["mode"] for r in rows if r["task"] == task)
             lines.append(f"| {task} | {mode} | {obj} | " + " | ".join(cells) + " |")
-    lines += ["", "Mean wall seconds per training run (no-head runs excluded):", "",
+    lines += ["", "Commands (each appends to feedback_curves.jsonl; then the report):", "",
+              "```bash", *CURVE_COMMANDS, "```", "",
+              "Mean wall seconds per training run (whole in-process call on the shared machine; "
+              "no-head runs excluded):", "",
               "| task | objective | " + " | ".join(f"{n:,}" for n in sizes) + " |",
               "|---|---|" + "---:|" * len(sizes)]
     for task in tasks:
