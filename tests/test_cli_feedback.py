@@ -130,6 +130,7 @@ def labelled(pngs, tmp_path):
 
 
 SHORT = ["--steps", 4, "--val-every", 2, "--batch-size", 4, "--hidden", 16]
+DENSITY = ["--feedback-method", "density"]  # KTO/DPO on the head's density: no UNet
 
 
 @pytest.mark.parametrize("mode,objective", [("pahi", "kto"), ("hi", "dpo")])
@@ -137,18 +138,29 @@ def test_train_from_feedback_without_unet(labelled, tmp_path, monkeypatch, mode,
     forbid_unet(monkeypatch)
     out = tmp_path / "run"
     r = invoke("train", "--mode", mode, "--objective", objective, "--feedback", labelled,
-               *SHORT, "--out", out)
-    assert r.exit_code == 0, r.output
+               *SHORT, *DENSITY, "--out", out)
     assert "best step" in r.output
     meta = json.loads((out / "config.json").read_text())
+    assert_outcome(r, meta["training"])
     assert meta["mode"] == mode and meta["latent_shape"] == [4, 8, 8]
     assert meta["training"]["objective"] == objective and meta["training"]["model"] == "tiny"
     assert meta["training"]["reference"] == "N(0, I)"
     assert [h["step"] for h in meta["training"]["history"]] == [0, 2, 4]
     assert (out / "train_state" / "reference.safetensors").is_file()
     r = invoke("train", "--mode", mode, "--objective", objective, "--feedback", labelled,
-               "--steps", 6, *SHORT[2:], "--out", out, "--resume")
-    assert r.exit_code == 0 and "at step 6" in r.output, r.output
+               "--steps", 6, *SHORT[2:], *DENSITY, "--out", out, "--resume")
+    assert "at step 6" in r.output, r.output
+    assert_outcome(r, json.loads((out / "config.json").read_text())["training"])
+
+
+def assert_outcome(r, training: dict) -> None:
+    """A run that improved on its start exits 0 with status done; one whose best head is the
+    start says so: exit 2, a one-line error and status 'no improvement' (never 'done')."""
+    if training["best_step"] > 0:
+        assert r.exit_code == 0 and training["status"] == "done", r.output
+    else:
+        assert r.exit_code == 2 and training["status"] == "no improvement", r.output
+        assert r.output.strip().splitlines()[-1].startswith("error: no improvement")
 
 
 def test_train_bad_feedback(labelled, tmp_path):
@@ -175,6 +187,13 @@ def test_train_bad_feedback(labelled, tmp_path):
           "--prompts", labelled)
     fails("--init, --beta: only used with --objective kto|dpo", "--prompts", labelled,
           "--init", tmp_path, "--beta", 1)
+    fails(f"--init {tmp_path / 'nohead'}: not a head checkpoint", "--objective", "kto",
+          "--feedback", labelled, "--init", tmp_path / "nohead")
+    fails("--feedback-method must be one of reward, density", "--objective", "kto",
+          "--feedback", labelled, "--feedback-method", "magic")
+    # the default (reward model) method: 4 labels cannot show a preference; no head is written
+    fails("no preference found in 4 feedback records", "--objective", "kto", "--feedback",
+          labelled)
 
 
 def test_head_made_images_and_init(pngs, tmp_path, monkeypatch):
@@ -197,13 +216,13 @@ def test_head_made_images_and_init(pngs, tmp_path, monkeypatch):
     assert {(x["noise"], x["head"]) for x in rows} == {("hi", str(head))}
     forbid_unet(monkeypatch)
     r = invoke("train", "--mode", "hi", "--objective", "kto", "--feedback", f, "--init", head,
-               *SHORT, "--out", tmp_path / "run")
+               *SHORT, *DENSITY, "--out", tmp_path / "run")
     assert r.exit_code == 0, r.output
     meta = json.loads((tmp_path / "run" / "config.json").read_text())["training"]
     assert meta["reference"] == str(head)
     save_head(random_head("hi", seed=3), head)  # retrained in place after the feedback
     r = invoke("train", "--mode", "hi", "--objective", "kto", "--feedback", f, *SHORT,
-               "--out", tmp_path / "run2")
+               *DENSITY, "--out", tmp_path / "run2")
     assert_one_line_error(r, "changed since the feedback was recorded")
     r = invoke("feedback", "add", imgs / "00000.png", "--bad", "--to", tmp_path / "new.jsonl")
     # the PNG records the head's content key (issue 24 item 4): a head retrained in place

@@ -149,3 +149,24 @@ def test_x_t_of_head_made_images(text_components, tmp_path):
     save_head(made_by, tmp_path / "gen")  # retrained in place: the records no longer fit
     with pytest.raises(InputError, match="changed since the feedback was recorded"):
         FeedbackData(records, text_components, SHAPE, needs_text=False)
+
+
+def test_update_grid_keeps_the_update_coarse(text_components, tmp_path):
+    """FeedbackConfig.update_grid (smooth.py, a measured variant): every change to mu and
+    log-sigma is constant over grid x grid blocks; a grid that does not divide the latent is
+    refused."""
+    from pahi_rt.noise.smooth import block_mean
+
+    records = label_records(256, True)
+    for mode in ("hi", "pahi"):
+        train(text_components, records, tmp_path / mode, config(mode=mode, objective="kto",
+                                                                 steps=5, val_every=5),
+              FeedbackConfig(update_grid=2))
+        head = load_head(tmp_path / mode, text_components.spec, 64, 64)
+        mu, sigma = head.distribution(text_embeddings(text_components, PROMPTS[:3]))
+        assert not torch.allclose(mu, torch.zeros_like(mu))
+        for t in (mu, sigma.log()):
+            assert torch.allclose(t, block_mean(t, 2), atol=1e-6)
+    with pytest.raises(InputError, match="update_grid must be 0"):
+        train(text_components, records, tmp_path / "x", config(objective="kto"),
+              FeedbackConfig(update_grid=3))

@@ -42,9 +42,12 @@ SKIP_LINES = {  # command prefix -> why it does not run here
     'fp16': "fp16 on this CPU: ~45 s (a GPU example); tests/test_sampling.py runs fp16 on the CPU",
     "pahi-rt train --mode pahi --model tiny": "about a minute; scripts/train_tiny.sh runs it",
     "pahi-rt eval --head runs/tiny-pahi": "needs the head of the skipped training line",
-    "pahi-rt train --mode pahi --objective kto": "owned by issue 24 (feedback training defaults)",
-    "pahi-rt train --mode hi --objective dpo": "owned by issue 24 (feedback training defaults)",
-    "pahi-rt train --mode pahi --objective dpo": "owned by issue 24 (feedback training defaults)",
+    "pahi-rt train --mode hi --objective kto --feedback sim.jsonl":
+        "a feedback training run re-makes 96 images and trains 200 steps (~35 s of CPU, minutes "
+        "under load); tests/test_feedback_reward.py and test_cli_feedback.py train on tiny",
+    "pahi-rt train --mode pahi --objective dpo --feedback sim-pairs.jsonl":
+        "needs runs/tiny-pahi from the skipped scorer-training line",
+    "pahi-rt eval --head runs/fb-hi": "needs the head of the skipped feedback training line",
     "pahi-rt bench --json bench.json": "full-size benchmark: many minutes",
     "pahi-rt bench --model tiny": "~30 s here; tests/test_bench.py runs the harness on tiny",
     'pahi-rt generate "a red fox" --model tiny --height 64 --width 64 --backend onnxruntime '

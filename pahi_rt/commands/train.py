@@ -15,12 +15,18 @@ from .common import (SCORER_HELP, Decoder, Device, DtypeAlias, PromptColumn, Pro
                      check_number, pick_precision)
 from .train_progress import Progress, report
 
+SCORER_DEFAULTS = {"steps": 100_000, "batch_size": 72, "val_every": 1000, "patience": 5}
+
 
 def train(
     mode: str = typer.Option("pahi", help="pahi (prompt-adaptive) or hi (one global Gaussian)."),
     objective: str = typer.Option("scorer", help="scorer: through the frozen sampler into "
                                   "--scorer (paper Eq. 4); kto: good/bad labels, dpo: pairs, "
-                                  "from --feedback records (no scorer, no UNet)."),
+                                  "from --feedback records."),
+    feedback_method: str = typer.Option("reward", help="kto/dpo: reward (fit a reward model on "
+                                        "the labelled images, train through the sampler "
+                                        "against it) or density (KTO/DPO on the head's own "
+                                        "density: no UNet, needs ~10x more records)."),
     feedback: Optional[Path] = typer.Option(None, help="Feedback records (JSONL, from `pahi-rt "
                                             "feedback add|pair`) for --objective kto|dpo."),
     init: Optional[Path] = typer.Option(None, help="kto/dpo: start from this head; it is also "
@@ -43,9 +49,11 @@ def train(
     prompt_column: PromptColumn = None,
     prompt_field: PromptField = None,
     max_val_prompts: int = typer.Option(500, help="Use at most this many validation prompts."),
-    steps: int = typer.Option(100_000, help="Training steps (early stopping may end sooner)."),
-    batch_size: int = typer.Option(72, help="Global batch size (the paper: 72); kto/dpo: "
-                                   "records or pairs per step."),
+    steps: Optional[int] = typer.Option(None, help="Training steps (early stopping may end "
+                                        "sooner; default 100000; kto/dpo: fitted to the "
+                                        "records, see README)."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch size (default 72, the "
+                                             "paper's; kto/dpo: see README)."),
     lr: Optional[float] = typer.Option(None, help="Peak Adam learning rate after the warm-up "
                                        "(default: 1e-3 for pahi, 1e-2 for hi; kto/dpo: 10x "
                                        "less)."),
@@ -54,9 +62,10 @@ def train(
     pretrain_steps: Optional[int] = typer.Option(None, help="PAHI pretraining steps (Eq. 10); "
                                                  "0 skips (default 1000; kto/dpo: 0). HI needs "
                                                  "none."),
-    val_every: int = typer.Option(1000, help="Validate (and save) every N steps."),
-    patience: int = typer.Option(5, help="Stop after N validations without a lower val loss "
-                                 "(0: never)."),
+    val_every: Optional[int] = typer.Option(None, help="Validate (and save) every N steps "
+                                            "(default 1000; kto/dpo: see README)."),
+    patience: Optional[int] = typer.Option(None, help="Stop after N validations without a "
+                                           "lower val loss (0: never; default 5)."),
     hidden: Optional[int] = typer.Option(None, help="Head MLP width (default 144: ~5M "
                                          "parameters at 512x512; with --init: the head's)."),
     height: Optional[int] = typer.Option(None, help="Image height (default 512; kto/dpo: the "
@@ -92,20 +101,24 @@ on users' feedback records (KTO / DPO on the head's density)."""
     device = str(resolve_device(device))  # under accelerate launch, accelerate decides
     dtype = pick_precision(precision, dtype)
     feedback_run = objective in ("kto", "dpo")
-    settings = dict(mode=mode, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
-                    val_every=val_every, patience=patience, seed=seed, objective=objective,
+    sized = dict(steps=steps, batch_size=batch_size, val_every=val_every, patience=patience)
+    if not feedback_run:  # kto/dpo fill theirs from the number of records
+        sized = {k: SCORER_DEFAULTS[k] if v is None else v for k, v in sized.items()}
+    settings = dict(mode=mode, **sized, lr=lr, warmup=warmup, seed=seed, objective=objective,
                     pretrain_steps=pretrain_steps if pretrain_steps is not None
                     else 0 if feedback_run else 1000,
                     grad_checkpointing=bool(grad_checkpointing if grad_checkpointing is not None
                                             else device.startswith("cuda") and not feedback_run))
-    TrainConfig(**settings).check()
+    TrainConfig(**{k: SCORER_DEFAULTS[k] if v is None and k in SCORER_DEFAULTS else v
+                   for k, v in settings.items()}).check()
     if feedback_run:
         from .train_feedback import run_feedback_training
 
         if prompts or val_prompts:
             raise InputError(f"--prompts/--val-prompts are not used by --objective {objective} "
                              "(the prompts come from the --feedback records)")
-        return run_feedback_training(settings, feedback, init, beta, good_weight, bad_weight,
+        return run_feedback_training(settings, feedback_method, feedback, init, beta,
+                                     good_weight, bad_weight,
                                      model, decoder, hidden, height, width, device, dtype, out,
                                      resume)
     unused = [name for name, v in (("--feedback", feedback), ("--init", init), ("--beta", beta),

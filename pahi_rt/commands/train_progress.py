@@ -5,6 +5,8 @@ import statistics
 
 import typer
 
+from ..errors import InputError
+
 
 class Progress:
     """tqdm bar over steps with loss, val loss and val win rate / accuracy (main process only);
@@ -53,7 +55,10 @@ class Progress:
 
 
 def report(out, run, progress: Progress | None = None) -> None:
-    """The run's last line: where it stopped, its best validation metrics, and its cost."""
+    """The run's last line: where it stopped, its best validation metrics, and its cost; then
+    an InputError (exit 2) when the best head is the starting head."""
+    from ..noise.loop import NO_IMPROVEMENT, final_status
+
     best = next(h for h in run.history if h["step"] == run.best_step)
     stop = "early stop" if run.stopped_early else "done"
     extra = "".join(f" {k.replace('_', ' ')} {100 * best[k]:.1f}%"
@@ -61,3 +66,7 @@ def report(out, run, progress: Progress | None = None) -> None:
                     if k in best and best[k] == best[k])
     typer.echo(f"{out}: {stop} at step {run.step}; best step {run.best_step} val loss "
                f"{best['val_loss']:.4f}{extra}{progress.cost() if progress else ''}")
+    if final_status(run) == NO_IMPROVEMENT:
+        raise InputError(f"no improvement: no step beat the starting head on validation, so "
+                         f"{out} holds the starting head (config.json status '{NO_IMPROVEMENT}'"
+                         "); more feedback, or other --steps/--lr, may help")

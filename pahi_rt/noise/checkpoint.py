@@ -127,6 +127,11 @@ def usable_head_config(directory: str | Path) -> HeadConfig:
     if status.startswith("failed") and not training.get("best_step"):
         raise InputError(f"--head {directory}: its training {status}, before improving on its "
                          "start; train it again (or --resume)")
+    if status == "no improvement":
+        import warnings
+
+        warnings.warn(f"--head {directory}: its training found nothing better than its start; "
+                      "it is the starting head (N(0, I) for a fresh one)", stacklevel=3)
     if status.startswith("failed"):
         import warnings
 

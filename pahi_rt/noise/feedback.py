@@ -29,12 +29,17 @@ from .head import HeadConfig, build_head
 from .loop import TrainConfig, batch_indices, fit
 from .objective import text_embeddings
 from .records import Record
+from .smooth import check_grid, coarsen_updates
 from .train import RESUME_KEYS, prepare_head
 
 # beta on the per-sqrt(n) log-density ratio (preference.py); chosen on the tiny task, where it
 # kept held-out accuracy rising without the mean drifting away from N(0, I) (README)
 DEFAULT_BETA = 10.0
+METHODS = ("reward", "density")
 VAL_FRACTION = 0.1  # records of this share of prompts (stable hash) are held out
+# feedback_defaults: passes over the records, bounds on steps, validations per run, patience
+DEFAULT_BATCH, EPOCHS, MIN_STEPS, MAX_STEPS, VALIDATIONS, PATIENCE = 72, 40, 200, 3000, 20, 5
+REWARD_DEFAULTS = {"batch_size": 8, "steps": 200, "val_every": 20, "patience": 5}
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,13 @@ class FeedbackConfig:
     bad_weight: float | None = None  # KTO lambda_U; None: balance the class counts
     init: str | None = None  # head dir to start from; it is then the reference
     val_fraction: float = VAL_FRACTION
+    update_grid: int = 0  # smooth.py: mu/log-sigma change per grid x grid block; 0: per element
+    method: str = "reward"  # reward: fitted reward model (feedback_reward.py); density: KTO/DPO
 
     def check(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"--feedback-method must be one of {', '.join(METHODS)}, got "
+                             f"'{self.method}'")
         if not (math.isfinite(self.beta) and self.beta > 0):
             raise InputError(f"--beta must be a finite number > 0, got {self.beta}")
         for name in ("good_weight", "bad_weight"):
@@ -55,6 +65,21 @@ class FeedbackConfig:
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise InputError(f"--{name.replace('_', '-')} must be a finite number > 0, "
                                  f"got {value}")
+
+
+def feedback_defaults(n_records: int, method: str = "reward") -> dict:
+    """TrainConfig settings (batch, steps, validation cadence, patience) that fit `n_records`
+    records (or pairs). Scorer training's defaults (100k steps, validation every 1000) would run
+    half an hour on 100 records and stop at their first validation.
+    reward: head training against the fitted reward model costs the same for any number of
+    records: scorer training's tiny recipe (REWARD_DEFAULTS). density: ~EPOCHS passes over the
+    records in MIN_STEPS..MAX_STEPS steps, VALIDATIONS validations, patience PATIENCE."""
+    if method == "reward":
+        return dict(REWARD_DEFAULTS)
+    batch = min(DEFAULT_BATCH, max(8, n_records))
+    steps = min(MAX_STEPS, max(MIN_STEPS, math.ceil(EPOCHS * n_records / batch)))
+    return {"batch_size": batch, "steps": steps, "val_every": max(5, steps // VALIDATIONS),
+            "patience": PATIENCE}
 
 
 def split_records(records: list[Record], fraction: float) -> tuple[list[Record], list[Record]]:
@@ -191,7 +216,12 @@ def train_from_feedback(components, records: list[Record], config: TrainConfig,
                          "takes seconds to minutes): run it without accelerate launch")
     emit = on_event or (lambda kind, step, metrics: None)
     shape = components.spec.latent_shape(config.height, config.width)
-    head, reference = _heads(components, config, fb, shape)
+    head, reference = make_heads(components, config, fb, shape)
+    try:
+        check_grid(fb.update_grid, shape)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    coarsen_updates(head, fb.update_grid)
     train, val = split_records(records, fb.val_fraction)
     if config.objective == "kto" and len({r.label for r in train}) < 2:
         raise InputError("after holding out validation records, the training records are all "
@@ -202,20 +232,22 @@ def train_from_feedback(components, records: list[Record], config: TrainConfig,
     def fresh_start() -> dict:
         summary = {"steps": 0}
         if fb.init is None:
-            summary = prepare_head(head, components, [r.prompt for r in train], config, emit)
+            prompts = list(dict.fromkeys(r.prompt for r in train))  # statistics per prompt
+            summary = prepare_head(head, components, prompts, config, emit)
         reference.load_state_dict(head.state_dict())
         return summary
 
     digest = hashlib.sha256("\n".join(repr(r.to_json()) for r in records).encode()).hexdigest()
     fingerprint = {**{k: getattr(config, k) for k in RESUME_KEYS}, "beta": fb.beta,
-                   "init": fb.init, "feedback_records_sha256": digest[:16]}
+                   "init": fb.init, "update_grid": fb.update_grid,
+                   "feedback_records_sha256": digest[:16]}
     info = {**(extra_info or {}), "config": asdict(config), "feedback_config": asdict(fb)}
     return fit(head, objective, config, out, accelerator, resume=resume, fresh_start=fresh_start,
                fingerprint=fingerprint, info=info, on_event=emit,
                extra_modules={"reference": reference})
 
 
-def _heads(components, config: TrainConfig, fb: FeedbackConfig, shape):
+def make_heads(components, config: TrainConfig, fb: FeedbackConfig, shape):
     """(trainable head, frozen reference of the same config) on the components' device."""
     if fb.init is not None:
         init = load_head(fb.init, components.spec, config.height, config.width,

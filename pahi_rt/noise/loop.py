@@ -204,8 +204,18 @@ def fit(head, objective: Objective, config: TrainConfig, out: str | Path, accele
         raise
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:  # the best weights stay; their record gets the whole run
-        update_training_info(out, {**_training_info(run, info, objective), "status": "done"})
+        update_training_info(out, {**_training_info(run, info, objective),
+                                   "status": final_status(run)})
     return run
+
+
+NO_IMPROVEMENT = "no improvement"
+
+
+def final_status(run: RunState) -> str:
+    """"done", or NO_IMPROVEMENT when no step beat the starting head on validation (the saved
+    head is then the start: never reported as a result)."""
+    return "done" if run.best_step > 0 or run.step == 0 else NO_IMPROVEMENT
 
 
 def _loop(run, model, optimizer, scheduler, accelerator, objective, config, emit,

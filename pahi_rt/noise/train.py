@@ -80,31 +80,37 @@ def make_accelerator(device: str, bf16: bool | None):
 
 def train(components, scorers, train_prompts: list[str], val_prompts: list[str],
           config: TrainConfig, out: str | Path, accelerator, resume: bool = False,
-          on_event: Callable[[str, int, dict], None] | None = None, extra_info: dict | None = None
-          ):
+          on_event: Callable[[str, int, dict], None] | None = None, extra_info: dict | None = None,
+          head=None, fingerprint: dict | None = None):
     """Train a head on the scorers into `out`; returns the final loop.RunState.
     `on_event(kind, step, metrics)` is called with kind "pretrain", "step" or "val" (the CLI
-    draws its progress bar from it)."""
+    draws its progress bar from it). `head`: start from this head (no feature statistics or
+    pretraining) instead of a fresh one; `fingerprint`: more keys --resume must match."""
     config.check()
     emit = on_event or (lambda kind, step, metrics: None)
     shape = components.spec.latent_shape(config.height, config.width)
-    with torch.random.fork_rng(devices=[]):  # the head's init depends on --seed only
-        torch.manual_seed(config.seed)
-        head = build_head(HeadConfig(config.mode, shape, components.spec.text_dim, config.hidden,
-                                     components.model_id)).to(components.device)
+    start = head
+    if head is None:
+        with torch.random.fork_rng(devices=[]):  # the head's init depends on --seed only
+            torch.manual_seed(config.seed)
+            head = build_head(HeadConfig(config.mode, shape, components.spec.text_dim,
+                                         config.hidden, components.model_id))
+    head = head.to(components.device)
     if config.grad_checkpointing:
         components.unet.enable_gradient_checkpointing()
     objective = ScorerObjective(components, scorers, train_prompts, val_prompts, config,
                                 accelerator.autocast)
 
     def fresh_start() -> dict:
+        if start is not None:
+            return {"steps": 0}
         return prepare_head(head, components, train_prompts, config, emit)
 
     return fit(head, objective, config, out, accelerator, resume=resume, fresh_start=fresh_start,
                fingerprint={**{k: getattr(config, k) for k in RESUME_KEYS},
                             "model": components.model_id, "scorer": str(scorers),
                             "prompts": prompt_set_id(train_prompts),
-                            "val_prompts": prompt_set_id(val_prompts)},
+                            "val_prompts": prompt_set_id(val_prompts), **(fingerprint or {})},
                info={**(extra_info or {}), "config": asdict(config)}, on_event=emit)
 
 
