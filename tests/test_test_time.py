@@ -145,7 +145,7 @@ def test_generate_refine_batch_of_prompts(tmp_path):
     (("--refine", "5000", "--scorer", COLOUR), "--refine must be between 1 and 1000"),
     (("--refine", "2", "--best-of", "2", "--scorer", COLOUR), "not both"),
     (("--refine", "2", "--refine-lr", "0", "--scorer", COLOUR),
-     "--refine-lr must be a finite number in (0"),
+     "--refine-lr must be a finite number in (0, 10000], got 0.0"),
     (("--refine", "2", "--scorer", COLOUR, "--backend", "onnxruntime"), "use --backend torch"),
     (("--refine", "2", "--scorer", "synthetic_scorers:not_differentiable"),
      "is not differentiable; --refine needs gradients"),
