@@ -71,7 +71,7 @@ def test_generate_refuses_and_names_what_fits(tmp_path, monkeypatch):
 def test_absurd_size_is_refused_at_once(tmp_path, monkeypatch):
     monkeypatch.delenv(memory.ENV, raising=False)
     t0 = time.perf_counter()
-    r = runner.invoke(app, ["generate", "a cat", "--model", "tiny", "--height", "16384",
+    r = runner.invoke(app, ["generate", "a cat", "--model", "synthetic", "--height", "16384",
                             "--width", "16384", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "needs about" in r.output, r.output
     assert time.perf_counter() - t0 < 20

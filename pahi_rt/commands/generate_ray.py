@@ -70,14 +70,12 @@ def _render(todo, known, directory, o, head_label, address, replicas, gpus) -> N
 
 
 def _precheck(settings) -> None:
-    """serve's check of the model source and decoder, plus the head's config: what an actor
-    would fail on first, where Ray Data would retry it with pages of tracebacks."""
-    from ..noise.checkpoint import usable_head_config
-    from .serve import _precheck as serve_precheck
+    """serve's checks of the model source, decoder and head (its config and kind): what an
+    actor would fail on first, where Ray Data would retry it with pages of tracebacks."""
+    from .serve_run import check_head, check_model
 
-    serve_precheck(settings)
-    if settings.head is not None:
-        usable_head_config(settings.head)
+    check_model(settings)
+    check_head(settings.noise, settings.head)
 
 
 def _run(todo, known, directory, settings, model_label, head_label, address, replicas, gpus,

@@ -23,18 +23,18 @@ def precheck(settings, host: str, port: int, replicas: int, cluster: bool) -> No
 
     for steps in settings.step_list:
         parse_mode(settings.noise, steps)
-    _check_head(settings.noise, settings.head)
+    check_head(settings.noise, settings.head)
     if settings.feedback_db:
         from ..noise.feedback_store import FeedbackStore
 
         FeedbackStore(settings.feedback_db)
     if not cluster:
-        _check_model(settings)
+        check_model(settings)
         check_port(host, port)
         _check_memory(settings, replicas)
 
 
-def _check_head(noise: str, head: str | None) -> None:
+def check_head(noise: str, head: str | None) -> None:
     if noise == "gaussian":
         if head is not None:
             raise InputError("--head is only used with --noise hi or --noise pahi")
@@ -50,7 +50,7 @@ def _check_head(noise: str, head: str | None) -> None:
         raise InputError(f"--head {head} is a '{kind}' head, not '{noise}' (--noise {kind})")
 
 
-def _check_model(settings) -> None:
+def check_model(settings) -> None:
     from ..components import resolve_model_dir
     from ..specs import PRESETS
 
