@@ -19,19 +19,7 @@ from . import floor
 from .harness import CudaEventTimer, MemoryProbe, RowRun, mean_score
 from .report import make_row
 
-REFERENCE = "diffusers"
-# Row name -> (backend, PipelineConfig overrides). "-staged": the component graphs one by one;
-# a precision override pins the row's precision whatever --precision says.
-VARIANTS = {
-    "torch": ("torch", {}), "torch-compile": ("torch", {"compile": True}),
-    "torch-bf16": ("torch", {"precision": "bf16"}),
-    "onnxruntime": ("onnxruntime", {}), "onnxruntime-staged": ("onnxruntime", {"fused": False}),
-    "tensorrt": ("tensorrt", {}), "tensorrt-staged": ("tensorrt", {"fused": False}),
-    "openvino": ("openvino", {}), "openvino-staged": ("openvino", {"fused": False}),
-    "openvino-bf16": ("openvino", {"precision": "bf16"}),
-    "openvino-int8": ("openvino", {"precision": "int8"}),
-}
-ROW_NAMES = tuple(VARIANTS) + (REFERENCE,)
+from .rows import REFERENCE, ROW_NAMES, VARIANTS  # noqa: F401 (the row names' home)
 
 
 @dataclass(frozen=True)

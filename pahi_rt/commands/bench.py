@@ -103,11 +103,11 @@ def bench(
 ):
     """Time prompt-to-image latency per backend and mode, per stage, against the device floor."""
     check_extras("bench", plot=plot, scorer=scorer)
-    from ..bench.report import markdown as render, write_outputs
-    from ..bench.run import ROW_NAMES, BenchConfig, run_bench
+    # every option is checked before torch is imported (seconds)
+    from ..bench.rows import ROW_NAMES
     from ..io import check_output_file
+    from ..noise.options import check_test_time, parse_scorer
     from ..prompts import read_prompts
-    from ..runtime.pipeline import load_model
     from ..specs import MODES, check_image_size
 
     names = split_list(backends, ROW_NAMES, "--backends")
@@ -122,17 +122,16 @@ def bench(
                    if calibration_prompts else None)
     for p, option in ((json_path, "--json"), (markdown, "--markdown"), (plot, "--plot")):
         check_output_file(p, option)
-    from ..noise.test_time import check_test_time
-
     test_time = check_test_time(best_of, refine, refine_lr, refine_reg, scorer)
-    cfg = BenchConfig(names, mode_names, parse_batches(batch), height, width,
-                      pick_precision(precision, dtype), warmup, iters, test_time, interleave,
-                      calibration, fused_stages)
-    if scorer:
-        from ..noise.scorers import ScorerSet, parse_scorer
+    [parse_scorer(s) for s in scorer]  # syntax errors before any loading
+    batches, precision = parse_batches(batch), pick_precision(precision, dtype)
+    from ..bench.report import markdown as render, write_outputs
+    from ..bench.run import BenchConfig, run_bench
+    from ..noise.scorers import ScorerSet
+    from ..runtime.pipeline import PipelineConfig, load_model
 
-        [parse_scorer(s) for s in scorer]  # syntax errors before any loading
-    from ..runtime.pipeline import PipelineConfig
+    cfg = BenchConfig(names, mode_names, batches, height, width, precision, warmup, iters,
+                      test_time, interleave, calibration, fused_stages)
 
     fits(model, PipelineConfig(height=height, width=width), device, run=False)
     loaded = load_model(model, decoder, device=device, head=head, height=height, width=width,

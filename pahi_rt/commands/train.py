@@ -95,10 +95,8 @@ on users' feedback records (KTO / DPO on the head's density)."""
                                 ("--bad-weight", bad_weight, 1e4), ("--lr", lr, 10.0)):
         check_number(option, value, 0.0, high, low_open=True)
     check_extras("train", scorer=scorer)
-    from ..components import resolve_device
-    from ..noise.train import TrainConfig
+    from ..noise.train_config import TrainConfig  # torch-free: options checked before imports
 
-    device = str(resolve_device(device))  # under accelerate launch, accelerate decides
     dtype = pick_precision(precision, dtype)
     feedback_run = objective in ("kto", "dpo")
     sized = dict(steps=steps, batch_size=batch_size, val_every=val_every, patience=patience)
@@ -106,21 +104,39 @@ on users' feedback records (KTO / DPO on the head's density)."""
         sized = {k: SCORER_DEFAULTS[k] if v is None else v for k, v in sized.items()}
     settings = dict(mode=mode, **sized, lr=lr, warmup=warmup, seed=seed, objective=objective,
                     pretrain_steps=pretrain_steps if pretrain_steps is not None
-                    else 0 if feedback_run else 1000,
-                    grad_checkpointing=bool(grad_checkpointing if grad_checkpointing is not None
-                                            else device.startswith("cuda") and not feedback_run))
+                    else 0 if feedback_run else 1000)
     TrainConfig(**{k: SCORER_DEFAULTS[k] if v is None and k in SCORER_DEFAULTS else v
                    for k, v in settings.items()}).check()
+    _check_objective_options(objective, prompts, val_prompts, feedback, init, beta, good_weight,
+                             bad_weight)
+    from ..components import resolve_device
+
+    device = str(resolve_device(device))  # under accelerate launch, accelerate decides
+    settings["grad_checkpointing"] = bool(grad_checkpointing if grad_checkpointing is not None
+                                          else device.startswith("cuda") and not feedback_run)
     if feedback_run:
         from .train_feedback import run_feedback_training
 
-        if prompts or val_prompts:
-            raise InputError(f"--prompts/--val-prompts are not used by --objective {objective} "
-                             "(the prompts come from the --feedback records)")
         return run_feedback_training(settings, feedback_method, feedback, init, beta,
                                      good_weight, bad_weight,
                                      model, decoder, hidden, height, width, device, dtype, out,
                                      resume)
+    config = TrainConfig(**settings, hidden=144 if hidden is None else hidden, height=height or 512,
+                         width=width or 512)
+    config.check()
+    _scorer_training(config, model or DEFAULT_MODEL, decoder, scorer, prompts, val_prompts,
+                     prompt_column, prompt_field, max_val_prompts, device, dtype, bf16, out,
+                     resume)
+
+
+def _check_objective_options(objective, prompts, val_prompts, feedback, init, beta, good_weight,
+                             bad_weight) -> None:
+    """Options that belong to the other kind of run are refused (before any import)."""
+    if objective in ("kto", "dpo"):
+        if prompts or val_prompts:
+            raise InputError(f"--prompts/--val-prompts are not used by --objective {objective} "
+                             "(the prompts come from the --feedback records)")
+        return
     unused = [name for name, v in (("--feedback", feedback), ("--init", init), ("--beta", beta),
                                    ("--good-weight", good_weight),
                                    ("--bad-weight", bad_weight)) if v is not None]
@@ -128,12 +144,6 @@ on users' feedback records (KTO / DPO on the head's density)."""
         raise InputError(f"{', '.join(unused)}: only used with --objective kto|dpo")
     if prompts is None:
         raise InputError("--objective scorer needs --prompts")
-    config = TrainConfig(**settings, hidden=144 if hidden is None else hidden, height=height or 512,
-                         width=width or 512)
-    config.check()
-    _scorer_training(config, model or DEFAULT_MODEL, decoder, scorer, prompts, val_prompts,
-                     prompt_column, prompt_field, max_val_prompts, device, dtype, bf16, out,
-                     resume)
 
 
 def _scorer_training(config, model, decoder, scorer, prompts, val_prompts, prompt_column,
