@@ -23,6 +23,7 @@ LAB = "OMP_NUM_THREADS=1 PYTHONPATH=tests python scripts/feedback_lab.py curves"
 CURVE_COMMANDS = [f"{LAB} --tasks day_night warm --sizes 30 100 300 1000 3000 --seeds 1",
                   f"{LAB} --tasks day_night warm --sizes 100 1000 --seeds 1 --first-seed 1",
                   f"{LAB} --tasks warm day_night --objectives kto --sizes 10000 --seeds 1",
+                  f"{LAB} --tasks warm day_night --objectives dpo --sizes 10000 --seeds 1",
                   "python scripts/feedback_lab_report.py"]
 
 
