@@ -56,6 +56,11 @@ SKIP_LINES = {  # command prefix -> why it does not run here
         "exports into the cache first (~30 s); tests/test_cli.py runs it",
     'pahi-rt generate "a red fox" --model tiny --height 64 --width 64 --backend tensorrt':
         "needs a CUDA GPU",
+    'pahi-rt generate "a red fox" --model tiny --height 64 --width 64 --backend openvino '
+    '--artifacts': "needs artifacts/ from the export block (not run)",
+    'pahi-rt generate "a red fox" --model tiny --height 64 --width 64 --backend openvino '
+    '--precision auto': "exports into the cache first (~30 s); tests/test_runtime_ov.py runs the "
+                        "backend and tests/test_cpu.py what auto picks",
 }
 
 
