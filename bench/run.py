@@ -262,7 +262,7 @@ def _with_test_time(pipe, model: LoadedModel, config: BenchConfig, mode, scorers
     import copy
 
     from pahi_rt import sampling
-    from pahi_rt.noise import test_time as tt
+    from pahi_rt.test_time import search as tt
 
     cfg = config.test_time
     if cfg.refine is None:

@@ -24,7 +24,7 @@ from .engine import BuildOptions
 from .onnx_export import PRECISIONS
 
 # Modules whose code shapes an exported graph: their source is part of every ONNX key.
-GRAPH_CODE = ("pahi_rt.specs", "pahi_rt.sampling", "pahi_rt.noise.head", "pahi_rt.export.graphs",
+GRAPH_CODE = ("pahi_rt.specs", "pahi_rt.sampling", "pahi_rt.heads.head", "pahi_rt.export.graphs",
               "pahi_rt.export.cleanup", "pahi_rt.export.onnx_export", "pahi_rt.export.external",
               "pahi_rt.export.compose")
 # Packages whose version changes the graphs written (exporter, cleanup, fp16 converter).

@@ -49,7 +49,7 @@ def score_pool(n_images: int, prompts: list[str], batch: int = 256) -> dict:
     import synthetic_scorers
     from pahi_rt import sampling
     from pahi_rt.components import load_components
-    from pahi_rt.noise.objective import images_from_noise, text_embeddings
+    from pahi_rt.render import images_from_noise, text_embeddings
 
     comps = load_components("tiny")
     shape = comps.spec.latent_shape(64, 64)

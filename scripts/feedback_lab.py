@@ -50,7 +50,7 @@ class Pool:
 
     def __init__(self, comps, prompts: list[str], size: int, batch: int = 128):
         from pahi_rt import sampling
-        from pahi_rt.noise.objective import images_from_noise, text_embeddings
+        from pahi_rt.render import images_from_noise, text_embeddings
 
         self.prompts, self.shape = prompts, comps.spec.latent_shape(64, 64)
         schedule = sampling.Schedule.from_spec(comps.spec.scheduler, 1)
@@ -72,7 +72,7 @@ class Pool:
 
 
 def make_records(pool: Pool, scores: torch.Tensor, objective: str, n: int, seed: int) -> list:
-    from pahi_rt.noise.records import Record, Source
+    from pahi_rt.feedback.records import Record, Source
 
     source = Source(model="tiny", size="64x64", steps=1)
     p, g = len(pool.prompts), torch.Generator().manual_seed(seed)
@@ -98,7 +98,7 @@ class Judge:
 
     def __init__(self, comps, prompts: list[str], scorer):
         from pahi_rt import sampling
-        from pahi_rt.noise.objective import images_from_noise, text_embeddings
+        from pahi_rt.render import images_from_noise, text_embeddings
 
         self.comps, self.scorer, self.prompts = comps, scorer, prompts
         shape = comps.spec.latent_shape(64, 64)
@@ -124,10 +124,10 @@ class Judge:
 
 def train_one(comps, records, mode: str, objective: str, options: dict, seed: int) -> tuple:
     """(head, training record dict) of one feedback run with `options` over the defaults."""
-    from pahi_rt.noise.checkpoint import load_head
-    from pahi_rt.noise.feedback import FeedbackConfig, feedback_defaults
-    from pahi_rt.noise.feedback_reward import train_feedback
-    from pahi_rt.noise.train import TrainConfig, make_accelerator
+    from pahi_rt.heads.checkpoint import load_head
+    from pahi_rt.training.train_from_feedback import FeedbackConfig, feedback_defaults
+    from pahi_rt.training.train_from_reward import train_feedback
+    from pahi_rt.training.train_with_scorers import TrainConfig, make_accelerator
 
     fb_keys = set(FeedbackConfig.__dataclass_fields__)
     fb = FeedbackConfig(**{k: v for k, v in options.items() if k in fb_keys})
@@ -154,7 +154,7 @@ VARIANTS = {  # name -> options over the defaults (feedback.feedback_defaults, F
 def run_grid(comps, tasks, objectives, sizes, variants, seeds, pools, log) -> list[dict]:
     """Train and judge every (size, task, objective, variant) for each seed in `seeds`."""
     import synthetic_scorers as ss
-    from pahi_rt.noise.feedback_reward import NoPreferenceFound
+    from pahi_rt.training.train_from_reward import NoPreferenceFound
 
     sets, rows, judges = prompt_sets(), [], {}
     for task in tasks:

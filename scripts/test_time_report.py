@@ -62,8 +62,8 @@ def full_size(iters: int = 2) -> dict:
     import torch
 
     from pahi_rt import sampling
-    from pahi_rt.noise import test_time as tt
-    from pahi_rt.noise.scorers import ScorerSet
+    from pahi_rt.test_time import search as tt
+    from pahi_rt.scorers.scorer_set import ScorerSet
     from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
     from pahi_rt.specs import MODES
 

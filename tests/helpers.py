@@ -41,7 +41,7 @@ def save_tiny_checkpoint(root: Path, seed: int, unet_overrides: dict | None = No
 
 def random_head(mode: str = "pahi", latent_shape=(4, 8, 8), text_dim: int = 32, seed: int = 0):
     """A HI/PAHI head with random non-zero weights everywhere, so mu and sigma matter."""
-    from pahi_rt.noise.head import HeadConfig, build_head
+    from pahi_rt.heads.head import HeadConfig, build_head
 
     head = build_head(HeadConfig(mode, tuple(latent_shape), text_dim, hidden=16, base_model="tiny"))
     g = torch.Generator().manual_seed(seed)

@@ -128,7 +128,7 @@ def simulated_feedback(task: str, to, pngs, pairs: bool = False) -> int:
     import numpy as np
     from PIL import Image
 
-    from pahi_rt.noise.collect import append_records, label_records, pair_record, source_from_png
+    from pahi_rt.feedback.collect import append_records, label_records, pair_record, source_from_png
 
     score = globals()[task]()
     by_prompt: dict = {}

@@ -72,7 +72,7 @@ def test_decoder_config_that_is_not_an_object(tmp_path, config, pattern):
     (lambda c: {**c, "latent_shape": [4, 8]}, "latent_shape must be 3"),
     (lambda c: {**c, "mode": "xx"}, "mode must be hi or pahi")])
 def test_head_config_edited_by_hand(tmp_path, edit, pattern):
-    from pahi_rt.noise.checkpoint import save_head
+    from pahi_rt.heads.checkpoint import save_head
 
     from helpers import random_head
 
@@ -265,7 +265,7 @@ def test_resume_checks_what_the_run_was_trained_with(tmp_path):
 
 
 def test_eval_output_paths_are_checked_before_work(tmp_path):
-    from pahi_rt.noise.checkpoint import save_head
+    from pahi_rt.heads.checkpoint import save_head
 
     from helpers import random_head
 
@@ -292,8 +292,8 @@ def test_scheduler_without_timesteps(tmp_path, tiny_checkpoint):
 
 
 def test_train_state_survives_a_crash_between_the_two_renames(tmp_path):
-    from pahi_rt.noise.checkpoint import write_dir_atomically
-    from pahi_rt.noise.state import has_train_state
+    from pahi_rt.heads.checkpoint import write_dir_atomically
+    from pahi_rt.training.state import has_train_state
 
     state = tmp_path / "train_state"
     write_dir_atomically(state, lambda d: (d / "state.json").write_text("{}"))

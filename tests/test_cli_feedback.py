@@ -200,7 +200,7 @@ def test_head_made_images_and_init(pngs, tmp_path, monkeypatch):
     """Feedback on images a head made: x_T through that head; --init makes it the reference;
     a head changed after the feedback was given is refused."""
     from helpers import random_head
-    from pahi_rt.noise.checkpoint import save_head
+    from pahi_rt.heads.checkpoint import save_head
 
     head, f = tmp_path / "h", tmp_path / "fb.jsonl"
     save_head(random_head("hi", seed=2), head)

@@ -59,7 +59,7 @@ def test_editable_install_key_follows_every_graph_source(editable_copy):
                                str(copy / "export" / "build.py")]  # the copy is what runs
     keys = [_key(python)]
     for rel in ("pahi_rt/sampling.py", "pahi_rt/specs.py", "export/compose.py",
-                "pahi_rt/noise/head.py"):
+                "pahi_rt/heads/head.py"):
         with open(copy / rel, "a") as f:
             f.write("\n# a change\n")
         keys.append(_key(python))

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from pahi_rt.noise import preference as pref
-from pahi_rt.noise.head import HeadConfig, build_head
+from pahi_rt.training import density_objectives as pref
+from pahi_rt.heads.head import HeadConfig, build_head
 
 SHAPE = (4, 8, 8)
 

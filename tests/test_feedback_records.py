@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 from pahi_rt.errors import InputError
-from pahi_rt.noise.records import (Record, Source, common_source, dedupe, read_records,
+from pahi_rt.feedback.records import (Record, Source, common_source, dedupe, read_records,
                                    resolve_target, select_records)
 
 

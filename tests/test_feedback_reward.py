@@ -8,13 +8,13 @@ import torch
 
 import synthetic_scorers as ss
 from pahi_rt import sampling
-from pahi_rt.noise import reward_model as rm
-from pahi_rt.noise.feedback import FeedbackConfig, feedback_defaults
-from pahi_rt.noise.feedback_reward import NoPreferenceFound, train_feedback
-from pahi_rt.noise.loop import NO_IMPROVEMENT, RunState, final_status
-from pahi_rt.noise.objective import images_from_noise, text_embeddings
-from pahi_rt.noise.records import Record, Source
-from pahi_rt.noise.train import TrainConfig, make_accelerator
+from pahi_rt.training import reward_model as rm
+from pahi_rt.training.train_from_feedback import FeedbackConfig, feedback_defaults
+from pahi_rt.training.train_from_reward import NoPreferenceFound, train_feedback
+from pahi_rt.training.loop import NO_IMPROVEMENT, RunState, final_status
+from pahi_rt.render import images_from_noise, text_embeddings
+from pahi_rt.feedback.records import Record, Source
+from pahi_rt.training.train_with_scorers import TrainConfig, make_accelerator
 
 SOURCE = Source(model="tiny", size="64x64", steps=1)
 SEED0 = 5000  # record seeds; the win-rate check uses seeds 0.. (other noise)
@@ -63,7 +63,7 @@ def win_rate(comps, head, task: str, prompts: list[str]) -> float:
 def test_a_simulated_users_labels_beat_gaussian_on_held_out_prompts(tiny_components, tmp_path,
                                                                     mode, task):
     """PAHI: the liked colour is named in the prompt; held-out prompts name unseen objects."""
-    from pahi_rt.noise.checkpoint import load_head
+    from pahi_rt.heads.checkpoint import load_head
 
     train_prompts, held_out = (ss.colour_prompts() if task == "colour_by_word"
                                else ss.day_night_prompts())

@@ -10,7 +10,7 @@ import pytest
 from test_cli_feedback import SHORT, invoke
 
 from pahi_rt.errors import InputError
-from pahi_rt.noise.feedback_store import FeedbackStore, read_feedback
+from pahi_rt.feedback.store import FeedbackStore, read_feedback
 
 
 def _source():

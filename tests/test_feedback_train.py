@@ -11,11 +11,11 @@ from safetensors.torch import load_file
 from helpers import random_head
 from pahi_rt import sampling
 from pahi_rt.errors import InputError
-from pahi_rt.noise.checkpoint import head_key, load_head, save_head
-from pahi_rt.noise.feedback import FeedbackConfig, FeedbackData, train_from_feedback
-from pahi_rt.noise.objective import text_embeddings
-from pahi_rt.noise.records import Record, Source
-from pahi_rt.noise.train import TrainConfig, make_accelerator
+from pahi_rt.heads.checkpoint import head_key, load_head, save_head
+from pahi_rt.training.train_from_feedback import FeedbackConfig, FeedbackData, train_from_feedback
+from pahi_rt.render import text_embeddings
+from pahi_rt.feedback.records import Record, Source
+from pahi_rt.training.train_with_scorers import TrainConfig, make_accelerator
 
 SHAPE = (4, 8, 8)
 PROMPTS = [f"a {c} {o}" for c in ("red", "blue") for o in ("cat", "dog", "tree", "car", "cup",
@@ -155,7 +155,7 @@ def test_update_grid_keeps_the_update_coarse(text_components, tmp_path):
     """FeedbackConfig.update_grid (smooth.py, a measured variant): every change to mu and
     log-sigma is constant over grid x grid blocks; a grid that does not divide the latent is
     refused."""
-    from pahi_rt.noise.smooth import block_mean
+    from pahi_rt.training.smooth import block_mean
 
     records = label_records(256, True)
     for mode in ("hi", "pahi"):

@@ -157,7 +157,7 @@ def test_unreachable_cluster_is_an_error_not_a_wait(address, words):
 def test_an_actor_failure_names_its_cause(local_ray, tmp_path, pahi_head):
     """What only an actor finds (weights that do not load) comes back as one line with the
     real cause, not Ray's retries and tracebacks."""
-    from pahi_rt.noise.checkpoint import save_head
+    from pahi_rt.heads.checkpoint import save_head
 
     head = tmp_path / "head"
     save_head(pahi_head, head)

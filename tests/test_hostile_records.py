@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from pahi_rt import io
 from pahi_rt.cli import app
 from pahi_rt.errors import InputError
-from pahi_rt.noise.collect import append_records, source_from_png
-from pahi_rt.noise.records import (Record, parse_record, parse_records, read_records,
+from pahi_rt.feedback.collect import append_records, source_from_png
+from pahi_rt.feedback.records import (Record, parse_record, parse_records, read_records,
                                    validate_record)
 from pahi_rt.specs import SEED_MAX
 from test_cli import assert_one_line_error

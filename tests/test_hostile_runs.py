@@ -228,7 +228,7 @@ def test_kto_on_one_prompt_trains(tmp_path):
 
 
 def test_non_finite_message_names_the_objective():
-    from pahi_rt.noise.loop import TrainConfig, _suspects
+    from pahi_rt.training.loop import TrainConfig, _suspects
 
     assert "scorer" not in _suspects(TrainConfig(objective="kto"))
     assert "--beta" in _suspects(TrainConfig(objective="dpo"))
@@ -237,7 +237,7 @@ def test_non_finite_message_names_the_objective():
 
 # --- scorers that misbehave ---------------------------------------------------------------
 def _scorer_set(fn, weight=1.0):
-    from pahi_rt.noise.scorers import ScorerSet, ScorerSpec
+    from pahi_rt.scorers.scorer_set import ScorerSet, ScorerSpec
 
     return ScorerSet([ScorerSpec("mod:bad", None, weight)], [fn])
 

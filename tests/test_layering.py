@@ -10,9 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     "errors": 0, "hostmem": 0, "extras": 1, "threads": 0, "cpu": 0,
     "specs": 1, "hub": 1, "tokenizer": 1, "random_init": 1, "io": 1, "image_files": 1,
-    "prompts": 1, "progress": 2,
-    "taesd": 2, "components": 2, "memory": 2, "model_key": 2, "sampling": 3, "noise": 4,
-    "export": 5, "runtime": 6, "bench": 7, "serving": 7, "commands": 8, "cli": 9,
+    "prompts": 1, "progress": 2, "prompt_sets": 2,
+    "taesd": 2, "components": 2, "memory": 2, "model_key": 2, "sampling": 3, "render": 3,
+    "heads": 4, "scorers": 5, "feedback": 5, "training": 6, "test_time": 6, "evaluation": 7,
+    "export": 8, "runtime": 9, "bench": 10, "serving": 10, "commands": 11, "cli": 12,
 }
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 300, 60
 
@@ -101,9 +102,9 @@ def test_checkers_see_violations(tmp_path):
     """The walkers work: an upward import, `from pahi_rt import X` and a cycle are reported."""
     f = tmp_path / "x.py"
     f.write_text("def f():\n    from ..cli import app\n")
-    assert "pahi_rt.cli" in list(imports(f, "pahi_rt.noise.head", False))
+    assert "pahi_rt.cli" in list(imports(f, "pahi_rt.heads.head", False))
     f.write_text("from pahi_rt import runtime\n")
-    assert "pahi_rt.runtime" in list(imports(f, "pahi_rt.noise.head", False))
+    assert "pahi_rt.runtime" in list(imports(f, "pahi_rt.heads.head", False))
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
@@ -121,3 +122,11 @@ def test_files_and_functions_stay_small():
                 if n > MAX_FUNCTION_LINES:
                     long.append(f"{module}.{node.name}: {n} lines")
     assert not long, long
+
+
+def test_heads_import_no_training_scorers_or_feedback():
+    """The runtime's heads stand alone: heads/ imports no training, scorer or feedback module."""
+    bad = [f"{m} -> {t}" for m, targets in graph().items() if m.startswith("pahi_rt.heads")
+           for t in targets
+           if t.split(".")[1:2] in (["training"], ["scorers"], ["feedback"], ["test_time"])]
+    assert not bad, bad

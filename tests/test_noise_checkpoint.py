@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from pahi_rt.errors import InputError
-from pahi_rt.noise.checkpoint import load_head, save_head
-from pahi_rt.noise.head import HeadConfig, build_head
+from pahi_rt.heads.checkpoint import load_head, save_head
+from pahi_rt.heads.head import HeadConfig, build_head
 from pahi_rt.specs import ModelSpec
 
 SPEC = ModelSpec(name="tiny", text_dim=32)

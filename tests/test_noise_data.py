@@ -7,7 +7,7 @@ import pytest
 
 from helpers import SHARED
 from pahi_rt.errors import InputError, MissingDependencyError
-from pahi_rt.noise import data
+from pahi_rt import prompt_sets as data
 
 
 def test_txt_dedupes_and_strips(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from pahi_rt import sampling
 from pahi_rt.components import load_components
 from pahi_rt.errors import InputError
-from pahi_rt.noise.diffusers import initial_latents
+from pahi_rt.heads.drop_in import initial_latents
 
 from helpers import random_head
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from helpers import SHARED
 from pahi_rt.errors import InputError, ModelLoadError
-from pahi_rt.noise import hpsv2, scorers as sc
+from pahi_rt.scorers import hpsv2, scorer_set as sc
 
 WIDTH, LAYERS, PATCH, GRID, EMBED = 64, 2, 8, 4, 16
 

@@ -8,7 +8,7 @@ import torch
 
 from helpers import save_tiny_clip
 from pahi_rt.errors import InputError, MissingDependencyError, ModelLoadError
-from pahi_rt.noise import scorers as sc
+from pahi_rt.scorers import scorer_set as sc
 
 
 @pytest.fixture(scope="module")

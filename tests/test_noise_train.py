@@ -10,12 +10,13 @@ import torch
 from helpers import save_tiny_clip
 from synthetic_scorers import colour_prompts
 from pahi_rt import sampling
-from pahi_rt.noise.evaluate import evaluate
-from pahi_rt.noise.head import HeadConfig, build_head
-from pahi_rt.noise.objective import paired_scores, text_embeddings
-from pahi_rt.noise.pretrain import PretrainConfig, kl_to_standard, pretrain
-from pahi_rt.noise.scorers import ScorerSet
-from pahi_rt.noise.train import TrainConfig, make_accelerator, train
+from pahi_rt.evaluation import evaluate
+from pahi_rt.heads.head import HeadConfig, build_head
+from pahi_rt.render import text_embeddings
+from pahi_rt.training.scorer_objective import paired_scores
+from pahi_rt.training.pretrain import PretrainConfig, kl_to_standard, pretrain
+from pahi_rt.scorers.scorer_set import ScorerSet
+from pahi_rt.training.train_with_scorers import TrainConfig, make_accelerator, train
 
 SHAPE = (4, 8, 8)
 
@@ -53,7 +54,7 @@ def test_loss_sign_and_gradients_reach_only_the_head(tiny_components, tmp_path):
 
 
 def test_loss_prefers_the_winner():
-    from pahi_rt.noise.objective import PairScores
+    from pahi_rt.training.scorer_objective import PairScores
 
     s = torch.tensor([0.0, 0.0])
     assert PairScores(s, torch.tensor([1.0, 2.0])).loss() < math.log(2)
@@ -94,7 +95,7 @@ def test_beats_gaussian_on_held_out_prompts(tiny_components, tmp_path, mode, fac
                 make_accelerator("cpu", None))
     assert run.step == config.steps and run.history[0]["step"] == 0
     assert mode == "pahi" or run.history[0]["val_win_rate"] == 0.5  # HI starts at N(0, I)
-    from pahi_rt.noise.checkpoint import load_head
+    from pahi_rt.heads.checkpoint import load_head
 
     head = load_head(tmp_path / "h", comps.spec, 64, 64, expect_mode=mode)
     result = evaluate(head, comps, scorers, held_out, seeds=2, batch_size=16, height=64,

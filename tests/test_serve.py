@@ -236,7 +236,7 @@ def test_serve_cli_refuses_bad_options_in_one_line(busy_port, tmp_path):
     from helpers import random_head
 
     from pahi_rt.cli import app
-    from pahi_rt.noise.checkpoint import save_head
+    from pahi_rt.heads.checkpoint import save_head
 
     save_head(random_head("hi"), tmp_path / "hi")
 

@@ -30,7 +30,7 @@ class Server:
     def __init__(self, tmp: Path):
         from helpers import random_head
 
-        from pahi_rt.noise.checkpoint import save_head
+        from pahi_rt.heads.checkpoint import save_head
 
         self.head, self.db, self.port = tmp / "head", tmp / "feedback.db", free_port()
         save_head(random_head("pahi", seed=1), self.head)
@@ -122,7 +122,7 @@ def test_a_second_server_on_the_port_is_an_error(cli_server):
 def test_a_new_head_is_taken_up_live_with_no_failed_request(cli_server):
     from helpers import random_head
 
-    from pahi_rt.noise.checkpoint import head_key, save_head
+    from pahi_rt.heads.checkpoint import head_key, save_head
 
     old = head_key(cli_server.head)
     results, stop = [], threading.Event()
@@ -156,7 +156,7 @@ def test_a_new_head_is_taken_up_live_with_no_failed_request(cli_server):
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_rating_page_in_headless_chromium(cli_server):
     sync_api = pytest.importorskip("playwright.sync_api")
-    from pahi_rt.noise.feedback_store import read_feedback
+    from pahi_rt.feedback.store import read_feedback
 
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

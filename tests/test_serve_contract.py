@@ -126,7 +126,7 @@ def test_abandoned_requests_do_not_render_and_batching_recovers(server):
 
 
 def test_feedback_endpoint_stores_what_feedback_add_would(server, feedback_db):
-    from pahi_rt.noise.feedback_store import read_feedback
+    from pahi_rt.feedback.store import read_feedback
 
     status, _, body = post(server, {"prompt": PROMPT, "n": 2, "seed": 40})
     a, b = (d["id"] for d in body["data"])

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from helpers import random_head
 from pahi_rt import sampling
 from pahi_rt.cli import app
-from pahi_rt.noise import test_time as tt
-from pahi_rt.noise.scorers import ScorerSet
+from pahi_rt.test_time import search as tt
+from pahi_rt.scorers.scorer_set import ScorerSet
 from test_cli import assert_one_line_error
 
 runner = CliRunner()
@@ -161,7 +161,7 @@ def test_generate_test_time_bad_input(tmp_path, args, message):
 
 @pytest.fixture(scope="module")
 def head_dir(tmp_path_factory):
-    from pahi_rt.noise.checkpoint import save_head
+    from pahi_rt.heads.checkpoint import save_head
 
     return save_head(random_head("pahi"), tmp_path_factory.mktemp("head") / "h")
 

@@ -106,7 +106,8 @@ def bench(
     # every option is checked before torch is imported (seconds)
     from ..bench.rows import ROW_NAMES
     from ..io import check_output_file
-    from ..noise.options import check_test_time, parse_scorer
+    from ..scorers.spec import parse_scorer
+    from ..test_time.options import check_test_time
     from ..prompts import read_prompts
     from ..specs import MODES, check_image_size
 
@@ -127,7 +128,7 @@ def bench(
     batches, precision = parse_batches(batch), pick_precision(precision, dtype)
     from ..bench.report import markdown as render, write_outputs
     from ..bench.run import BenchConfig, run_bench
-    from ..noise.scorers import ScorerSet
+    from ..scorers.scorer_set import ScorerSet
     from ..runtime.pipeline import PipelineConfig, load_model
 
     cfg = BenchConfig(names, mode_names, batches, height, width, precision, warmup, iters,

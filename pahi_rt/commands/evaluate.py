@@ -45,16 +45,16 @@ def evaluate(
     from .. import io
     from ..components import load_components
     from ..errors import InputError
-    from ..noise import data
-    from ..noise.checkpoint import load_head, read_head_config
-    from ..noise.evaluate import evaluate as run_eval, markdown
-    from ..noise.scorers import ScorerSet, parse_scorer
+    from .. import prompt_sets as data
+    from ..heads.checkpoint import load_head, read_head_config
+    from ..evaluation import evaluate as run_eval, markdown
+    from ..scorers.scorer_set import ScorerSet, parse_scorer
 
     if seeds < 1 or batch_size < 1:
         raise InputError("--seeds and --batch-size must be at least 1")
     config, training = read_head_config(head)
     [parse_scorer(s) for s in scorer]
-    from ..noise.test_time import check_test_time
+    from ..test_time.search import check_test_time
 
     test_time = check_test_time(best_of, refine, refine_lr, refine_reg, scorer)
     if max_prompts is not None and max_prompts < 1:

@@ -49,7 +49,7 @@ def export_cmd(
     from ..components import load_components
     from ..export.artifacts import export_artifacts
     from ..export.build import ExportOptions, graph_plan
-    from ..noise.checkpoint import load_head
+    from ..heads.checkpoint import load_head
     from ..runtime.pipeline import PipelineConfig
 
     fits(model, PipelineConfig("onnxruntime", batch=max(batch, max_batch), height=height,

@@ -24,7 +24,7 @@ def add(
     to: Path = typer.Option(Path("feedback.jsonl"), help=TO_HELP),
 ):
     """Label images good or bad (for --objective kto)."""
-    from ..noise.collect import append_records, label_records
+    from ..feedback.collect import append_records, label_records
 
     if good is None:
         raise InputError("say --good or --bad")
@@ -40,7 +40,7 @@ def pair(
     to: Path = typer.Option(Path("feedback.jsonl"), help=TO_HELP),
 ):
     """Record that WINNER is preferred to LOSER (for --objective dpo)."""
-    from ..noise.collect import append_records, pair_record
+    from ..feedback.collect import append_records, pair_record
 
     written = append_records(to, [pair_record(winner, loser)])
     typer.echo(f"{to}: added {len(written)} pair record(s)")
@@ -58,7 +58,7 @@ def export(
     import json
 
     from .. import io
-    from ..noise.feedback_store import FeedbackStore
+    from ..feedback.store import FeedbackStore
 
     records = FeedbackStore(store, create=False).records()
     io.atomic_write_text(to, "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n"

@@ -61,7 +61,8 @@ def generate(
     """Generate images (torch reference sampler or exported graphs) and write PNG, JPEG or \
 WebP files with their generation metadata."""
     from .. import image_files
-    from ..noise.options import check_test_time, parse_scorer
+    from ..scorers.spec import parse_scorer
+    from ..test_time.options import check_test_time
     from ..prompts import Prompt, normalise, read_prompts
     from ..specs import check_image_size, check_model_source, check_seeds, parse_mode
 

@@ -25,7 +25,7 @@ def precheck(settings, host: str, port: int, replicas: int, cluster: bool) -> No
         parse_mode(settings.noise, steps)
     check_head(settings.noise, settings.head)
     if settings.feedback_db:
-        from ..noise.feedback_store import FeedbackStore
+        from ..feedback.store import FeedbackStore
 
         FeedbackStore(settings.feedback_db)
     if not cluster:
@@ -43,7 +43,7 @@ def check_head(noise: str, head: str | None) -> None:
         raise InputError(f"--noise {noise} needs --head DIR (a head trained by `pahi-rt train`)")
     if not Path(head).is_dir():
         raise InputError(f"--head {head}: no such directory")
-    from ..noise.checkpoint import usable_head_config
+    from ..heads.checkpoint import usable_head_config
 
     kind = usable_head_config(head).mode
     if kind != noise:

@@ -8,14 +8,14 @@ import time
 from typing import Callable, Iterator, Sequence
 
 from .. import sampling
-from ..noise import test_time as tt
+from ..test_time import search as tt
 
 REFINE_BATCH = 4  # prompts refined together (each image's step ignores its batch mates)
 
 
 def load_scorers(texts: Sequence[str], tt_config: tt.TestTime, device):
     """The scorer set, refusing non-differentiable ones for --refine."""
-    from ..noise.scorers import ScorerSet
+    from ..scorers.scorer_set import ScorerSet
 
     scorers = ScorerSet.load(texts, device)
     if tt_config.refine is not None:

@@ -95,7 +95,7 @@ on users' feedback records (KTO / DPO on the head's density)."""
                                 ("--bad-weight", bad_weight, 1e4), ("--lr", lr, 10.0)):
         check_number(option, value, 0.0, high, low_open=True)
     check_extras("train", scorer=scorer)
-    from ..noise.train_config import TrainConfig  # torch-free: options checked before imports
+    from ..training.config import TrainConfig  # torch-free: options checked before imports
 
     dtype = pick_precision(precision, dtype)
     feedback_run = objective in ("kto", "dpo")
@@ -150,9 +150,9 @@ def _scorer_training(config, model, decoder, scorer, prompts, val_prompts, promp
                      prompt_field, max_val_prompts, device, dtype, bf16, out, resume) -> None:
     from .. import io
     from ..components import load_components
-    from ..noise import data
-    from ..noise.scorers import ScorerSet, parse_scorer
-    from ..noise.train import make_accelerator, train as run_training
+    from .. import prompt_sets as data
+    from ..scorers.scorer_set import ScorerSet, parse_scorer
+    from ..training.train_with_scorers import make_accelerator, train as run_training
     from ..specs import check_image_size
 
     [parse_scorer(s) for s in scorer]  # syntax errors before any loading

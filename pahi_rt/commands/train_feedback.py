@@ -16,12 +16,12 @@ def run_feedback_training(settings: dict, method: str, feedback: Path | None, in
                           device: str, dtype: str, out: Path, resume: bool) -> None:
     """Read, select and check the records, load what the method needs, train into `out`."""
     from .. import io
-    from ..noise.checkpoint import read_head_config
-    from ..noise.feedback import DEFAULT_BETA, FeedbackConfig, feedback_defaults
-    from ..noise.feedback_reward import train_feedback
-    from ..noise.feedback_store import read_feedback
-    from ..noise.records import common_source, resolve_target, select_records
-    from ..noise.train import TrainConfig, make_accelerator
+    from ..heads.checkpoint import read_head_config
+    from ..training.train_from_feedback import DEFAULT_BETA, FeedbackConfig, feedback_defaults
+    from ..training.train_from_reward import train_feedback
+    from ..feedback.store import read_feedback
+    from ..feedback.records import common_source, resolve_target, select_records
+    from ..training.train_with_scorers import TrainConfig, make_accelerator
     from .train_progress import Progress, report
 
     objective = settings["objective"]

@@ -57,7 +57,7 @@ class Progress:
 def report(out, run, progress: Progress | None = None) -> None:
     """The run's last line: where it stopped, its best validation metrics, and its cost; then
     an InputError (exit 2) when the best head is the starting head."""
-    from ..noise.loop import NO_IMPROVEMENT, final_status
+    from ..training.loop import NO_IMPROVEMENT, final_status
 
     best = next(h for h in run.history if h["step"] == run.best_step)
     stop = "early stop" if run.stopped_early else "done"

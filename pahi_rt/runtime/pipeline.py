@@ -101,7 +101,7 @@ class LoadedModel:
         files, one hash of other weights (then cached by path, size and mtime)."""
         if self._keys is None:
             from ..model_key import model_key
-            from ..noise.checkpoint import head_key
+            from ..heads.checkpoint import head_key
 
             self._keys = {"model_key": model_key(self.base.model_id, self.base.decoder_id),
                           "head_key": head_key(self.head_path) if self.head_path else None}
@@ -129,7 +129,7 @@ def load_model(model: str, decoder: str | None = None, *, device: str = "auto",
     (its own kind), or with `random_heads` a random head of the right shape (latency work)."""
     from .. import progress
     from ..components import load_components, resolve_device
-    from ..noise.checkpoint import load_head
+    from ..heads.checkpoint import load_head
 
     run_device = resolve_device(device)
     with progress.stage(progress.describe_model(model), lambda: progress.parameter_count(comps),
@@ -147,7 +147,7 @@ def load_model(model: str, decoder: str | None = None, *, device: str = "auto",
 @torch.no_grad()
 def random_head(kind: str, spec, height: int, width: int, seed: int = 0):
     """A head of the right shape with small random weights (not the zero-init identity)."""
-    from ..noise.head import HeadConfig, build_head
+    from ..heads.head import HeadConfig, build_head
 
     h = build_head(HeadConfig(kind, spec.latent_shape(height, width), spec.text_dim,
                               base_model=spec.name))

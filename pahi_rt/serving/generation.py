@@ -53,7 +53,7 @@ def open_generation(model, s: ServeSettings, old: Generation | None = None,
 
 
 def _head_key(head: str | None) -> str | None:
-    from ..noise.checkpoint import head_key
+    from ..heads.checkpoint import head_key
 
     return head_key(head) if head else None
 
@@ -67,7 +67,7 @@ class HeadWatch:
         self.stamp = self._stamp()
 
     def _stamp(self):
-        from ..noise.checkpoint import CONFIG, WEIGHTS
+        from ..heads.checkpoint import CONFIG, WEIGHTS
 
         try:
             return tuple((st.st_size, st.st_mtime_ns) for st in
@@ -85,7 +85,7 @@ class HeadWatch:
     def reload(self, model, s: ServeSettings, old: Generation) -> Generation | None:
         """A Generation for the head now in the directory, or None when its key is unchanged.
         Raises what load_head raises (a head that does not fit keeps the old one serving)."""
-        from ..noise.checkpoint import load_head
+        from ..heads.checkpoint import load_head
 
         key = _head_key(s.head)
         if key == old.head_key:

@@ -25,7 +25,7 @@ RETRY = {"Retry-After": "1"}
 class Routes:
     def setup_routes(self, app_name: str) -> None:
         from ..model_key import model_key
-        from ..noise.feedback_store import FeedbackStore
+        from ..feedback.store import FeedbackStore
 
         s = self.settings
         self.app_name, self.active, self.state = app_name, 0, "serving"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .objective import text_embeddings
+from ..render import text_embeddings
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import InputError, require
-from ..hub import hub_reachable
-from ..prompts import DEFAULT_COLUMNS, is_file_source, read_prompts
+from .errors import InputError, require
+from .hub import hub_reachable
+from .prompts import DEFAULT_COLUMNS, is_file_source, read_prompts
 
 
 @dataclass(frozen=True)

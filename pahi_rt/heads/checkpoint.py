@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError, ModelLoadError
-from .head_config import HeadConfig
+from .config import HeadConfig
 
 WEIGHTS, CONFIG = "head.safetensors", "config.json"
 

@@ -1,6 +1,6 @@
-"""The test-time and scorer options as values, validated without torch (an argument error must
-not pay for importing it): `--scorer NAME[@SOURCE][=WEIGHT]` (see `scorers`), `--best-of N`,
-`--refine K` (see `test_time`), and the seeds of best-of candidates."""
+"""The test-time options as values, validated without torch (an argument error must not pay for
+importing it): `--best-of N`, `--refine K` (see `test_time.search`), and the seeds of best-of
+candidates."""
 from __future__ import annotations
 
 import hashlib
@@ -10,46 +10,8 @@ from typing import Sequence
 
 from ..errors import InputError
 
-BUILTIN = ("pickscore", "imagereward", "hpsv2")
 MAX_BEST_OF = 256  # candidates per image: more is a typo, not a plan
 MAX_REFINE = 1000  # gradient steps per image
-
-
-@dataclass(frozen=True)
-class ScorerSpec:
-    """One parsed `--scorer` value."""
-
-    name: str  # builtin name or module:factory
-    source: str | None = None  # weights (HF id or directory) replacing the default
-    weight: float = 1.0
-
-    @property
-    def label(self) -> str:
-        return self.name if self.source is None else f"{self.name}@{self.source}"
-
-    def __str__(self) -> str:
-        return f"{self.label}={self.weight:g}"
-
-
-def parse_scorer(text: str) -> ScorerSpec:
-    """`NAME[@SOURCE][=WEIGHT]` -> ScorerSpec (see the module docstring)."""
-    body, weight = text.strip(), 1.0
-    if "=" in body:
-        head, _, tail = body.rpartition("=")
-        try:
-            body, weight = head, float(tail)
-        except ValueError:
-            weight = float("nan")
-        if not math.isfinite(weight):
-            raise InputError(f"--scorer {text}: weight '{tail}' is not a finite number "
-                             "(syntax NAME[@SOURCE][=WEIGHT])")
-    name, _, source = body.partition("@")
-    if not name or (name not in BUILTIN and ":" not in name):
-        raise InputError(f"--scorer {text}: unknown scorer '{name}' (use {', '.join(BUILTIN)} or "
-                         "module:factory; syntax NAME[@SOURCE][=WEIGHT])")
-    if ":" in name and source:
-        raise InputError(f"--scorer {text}: a module:factory scorer takes no @SOURCE")
-    return ScorerSpec(name, source or None, weight)
 
 
 @dataclass(frozen=True)

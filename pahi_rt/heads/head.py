@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from .head_config import HeadConfig
+from .config import HeadConfig
 
 
 class GlobalPrior(nn.Module):

@@ -22,15 +22,15 @@ import torch
 
 from .. import sampling
 from ..errors import InputError
-from . import preference as pref
-from .checkpoint import head_key, load_head
-from .data import bucket
-from .head import HeadConfig, build_head
+from . import density_objectives as pref
+from ..heads.checkpoint import head_key, load_head
+from ..prompt_sets import bucket
+from ..heads.head import HeadConfig, build_head
 from .loop import TrainConfig, batch_indices, fit
-from .objective import text_embeddings
-from .records import Record
+from ..render import text_embeddings
+from ..feedback.records import Record
 from .smooth import check_grid, coarsen_updates
-from .train import RESUME_KEYS, prepare_head
+from .train_with_scorers import RESUME_KEYS, prepare_head
 
 # beta on the per-sqrt(n) log-density ratio (preference.py); chosen on the tiny task, where it
 # kept held-out accuracy rising without the mean drifting away from N(0, I) (README)

@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 
 from .. import sampling
+from ..render import images_from_noise
 
 
 @dataclass(frozen=True)
@@ -34,21 +35,6 @@ class PairScores:
     def wins(self) -> torch.Tensor:
         """1 where the head's image scores higher, 0.5 on ties, else 0; [B]."""
         return (self.s_head > self.s).float() + 0.5 * (self.s_head == self.s).float()
-
-
-@torch.no_grad()
-def text_embeddings(components, prompts: Sequence[str]) -> torch.Tensor:
-    """Frozen E(c) [B, 77, D] on the components' device."""
-    ids = sampling.tokenize(components.tokenizer, prompts, components.spec.max_tokens)
-    return sampling.encode_text(components.text_encoder, ids)
-
-
-def images_from_noise(components, noise: torch.Tensor, emb: torch.Tensor,
-                      schedule: sampling.Schedule) -> torch.Tensor:
-    """Unit-scale noise -> images [B, 3, H, W] float in [0, 1] (what the scorers read)."""
-    latents = sampling.denoise(components.unet, noise.to(components.dtype), emb, schedule)
-    image = sampling.decode(components.decoder, latents, components.spec.latent_scale)
-    return (image.float() / 2 + 0.5).clamp(0, 1)
 
 
 def paired_scores(head, components, scorers, prompts: Sequence[str], eps: torch.Tensor,

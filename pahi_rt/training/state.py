@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, ModelLoadError
-from .checkpoint import WEIGHTS, recover_dir, write_dir_atomically, write_head_files
+from ..heads.checkpoint import WEIGHTS, recover_dir, write_dir_atomically, write_head_files
 
 STATE_DIR, OPTIMIZER, STATE = "train_state", "optimizer.safetensors", "state.json"
 

@@ -19,9 +19,10 @@ from typing import Callable
 import torch
 
 from .. import sampling
-from .head import HeadConfig, build_head
+from ..heads.head import HeadConfig, build_head
 from .loop import DEFAULT_LR, TrainConfig, batch_indices, fit, lr_factor  # noqa: F401 (API)
-from .objective import paired_scores, text_embeddings
+from ..render import text_embeddings
+from .scorer_objective import paired_scores
 from .pretrain import PretrainConfig, pretrain
 
 VAL_SEED = 1_000_000_007  # validation eps: Generator(VAL_SEED + i) for val prompt i, every eval

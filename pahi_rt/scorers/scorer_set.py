@@ -29,8 +29,8 @@ from torch import nn
 
 from ..errors import InputError, ModelLoadError, PahiError, require
 from ..hub import local_snapshot
-from .options import BUILTIN, ScorerSpec, parse_scorer  # noqa: F401
-from .clip_image import CLIP_MEAN, CLIP_STD, ClipImagePreprocess, pooled as _pooled  # noqa: F401
+from .spec import BUILTIN, ScorerSpec, parse_scorer  # noqa: F401
+from .clip_preprocess import CLIP_MEAN, CLIP_STD, ClipImagePreprocess, pooled as _pooled  # noqa: F401
 
 ScoreFn = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"

@@ -21,10 +21,10 @@ from typing import Callable, Protocol
 import torch
 
 from ..errors import InputError
-from .checkpoint import save_head_in_place, update_training_info
+from ..heads.checkpoint import save_head_in_place, update_training_info
 from .state import has_train_state, load_train_state, read_train_info, save_train_state
 
-from .train_config import (DEFAULT_LR, FEEDBACK_LR, MAX_BATCH, MAX_HIDDEN,  # noqa: F401
+from .config import (DEFAULT_LR, FEEDBACK_LR, MAX_BATCH, MAX_HIDDEN,  # noqa: F401
                            OBJECTIVES, WARMUP_START_LR, TrainConfig)
 
 

@@ -47,7 +47,7 @@ def source_from_png(path: str | Path) -> tuple[str, int, Source]:
                           where)
     source, key = parsed.source, None
     if noise != "gaussian":
-        from .checkpoint import head_key
+        from ..heads.checkpoint import head_key
 
         try:
             key = head_key(source.head)

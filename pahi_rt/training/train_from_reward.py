@@ -21,10 +21,10 @@ import torch
 from .. import sampling
 from ..errors import InputError
 from . import reward_model as rm
-from .feedback import FeedbackData, make_heads, split_records, train_from_feedback
-from .objective import images_from_noise, text_embeddings
-from .scorers import ScorerSet, ScorerSpec
-from .train import train
+from .train_from_feedback import FeedbackData, make_heads, split_records, train_from_feedback
+from ..render import images_from_noise, text_embeddings
+from ..scorers.scorer_set import ScorerSet, ScorerSpec
+from .train_with_scorers import train
 
 # The cross-validated accuracy must beat chance by MIN_Z standard errors (0.5 / sqrt(records)):
 # 68% from 30 records, 60% from 100, 53% from 1,000 (one-sided p ~ 0.02)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import sampling
-from .objective import images_from_noise, text_embeddings
+from . import sampling
+from .render import images_from_noise, text_embeddings
 
 
 @dataclass
@@ -54,7 +54,7 @@ def _images(test_time, head, components, scorers, chunk, seeds, eps, emb, schedu
     if test_time is None or test_time.plain:
         noise = eps if head is None else head(eps, emb)
         return images_from_noise(components, noise, emb, schedule)
-    from .test_time import apply
+    from .test_time.search import apply
 
     f = components.spec.vae_scale_factor
     images, done = apply(test_time, components, head or sampling.gaussian, scorers, chunk, seeds,

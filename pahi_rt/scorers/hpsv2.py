@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import InputError, ModelLoadError
 from ..hub import local_file
-from .clip_image import CLIP_MEAN, CLIP_STD, ClipImagePreprocess, pooled
+from .clip_preprocess import CLIP_MEAN, CLIP_STD, ClipImagePreprocess, pooled
 
 HPSV2_REPO = "xswu/HPSv2"
 HPSV2_FILE = "HPS_v2.1_compressed.pt"

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .. import sampling
-from .objective import images_from_noise, text_embeddings
+from ..render import images_from_noise, text_embeddings
 from .options import (MAX_BEST_OF, MAX_REFINE, RefineConfig, TestTime,  # noqa: F401
                       candidate_seed, check_test_time)
 

@@ -1,2 +1,0 @@
-"""Noise heads for the sampler's seam (noise = mu + sigma * eps): HI (`head.GlobalPrior`) and
-PAHI (`head.NoiseHead`), their checkpoints, training, scorers and evaluation."""

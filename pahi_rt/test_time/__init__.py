@@ -1,0 +1,2 @@
+"""Test-time compute on top of a noise source: best-of-N and ReNO-style refinement (`search`) and
+their torch-free options (`options`)."""
