@@ -1,4 +1,5 @@
-"""What a long-running verb says while it works: status lines and per-image progress (stderr).
+"""What a long-running verb says while it works: status lines, per-image progress and the
+training bar (stderr).
 
 One line per event and no redrawn bar, so messages never share a terminal line and logs read the
 same as the terminal. The first image of a run includes warm-up (allocator, kernel selection), so
@@ -6,6 +7,7 @@ the ETA is taken from the images after it and shown once one such image is done.
 """
 from __future__ import annotations
 
+import statistics
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -78,3 +80,49 @@ def _clock(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class TrainProgress:
+    """`pahi-rt train` (both objectives): a tqdm bar over steps with loss, val loss and val win
+    rate / accuracy (main process only); keeps the step times for the closing line."""
+
+    def __init__(self, config, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=config.steps, desc=f"train {config.mode}", disable=not enabled,
+                        dynamic_ncols=True)
+        self.pre = tqdm(total=config.pretrain_steps, desc="pretrain", leave=False,
+                        disable=not enabled or config.mode != "pahi" or not config.pretrain_steps)
+        self.post: dict = {}
+        self.step_seconds: list[float] = []
+
+    def update(self, kind: str, step: int, metrics: dict) -> None:
+        if kind == "pretrain":
+            self.pre.update(1)
+            self.pre.set_postfix(kl=f"{metrics['kl']:.4f}", recon=f"{metrics['recon']:.3f}")
+            return
+        if kind == "val":
+            self.post["val_loss"] = f"{metrics['val_loss']:.4f}"
+            for key, short in (("val_win_rate", "val_win"), ("val_accuracy", "val_acc")):
+                if key in metrics and metrics[key] == metrics[key]:  # nan: nothing to rank
+                    self.post[short] = f"{100 * metrics[key]:.1f}%"
+        else:
+            self.post["loss"] = f"{metrics['loss']:.4f}"
+            if "seconds" in metrics:
+                self.step_seconds.append(metrics["seconds"])
+            self.bar.n = step
+        self.bar.set_postfix(self.post, refresh=True)
+
+    def cost(self) -> str:
+        """'; median step X s; peak GPU memory Y GiB' (steps after the first: warm-up)."""
+        import torch
+
+        timed = self.step_seconds[1:] or self.step_seconds
+        text = f"; median step {statistics.median(timed):.3f} s" if timed else ""
+        if torch.cuda.is_available() and torch.cuda.max_memory_allocated():
+            text += f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+        return text
+
+    def close(self) -> None:
+        self.pre.close()
+        self.bar.close()

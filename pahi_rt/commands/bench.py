@@ -106,7 +106,7 @@ def bench(
     # every option is checked before torch is imported (seconds)
     from ..bench.rows import ROW_NAMES
     from ..io import check_output_file
-    from ..scorers.spec import parse_scorer
+    from ..scorers.spec import parse_scorers
     from ..test_time.options import check_test_time
     from ..prompts import read_prompts
     from ..specs import MODES, check_image_size
@@ -124,15 +124,17 @@ def bench(
     for p, option in ((json_path, "--json"), (markdown, "--markdown"), (plot, "--plot")):
         check_output_file(p, option)
     test_time = check_test_time(best_of, refine, refine_lr, refine_reg, scorer)
-    [parse_scorer(s) for s in scorer]  # syntax errors before any loading
+    parse_scorers(scorer)  # syntax errors before any loading
     batches, precision = parse_batches(batch), pick_precision(precision, dtype)
     from ..bench.report import markdown as render, write_outputs
     from ..bench.run import BenchConfig, run_bench
     from ..scorers.scorer_set import ScorerSet
     from ..runtime.pipeline import PipelineConfig, load_model
 
-    cfg = BenchConfig(names, mode_names, batches, height, width, precision, warmup, iters,
-                      test_time, interleave, calibration, fused_stages)
+    cfg = BenchConfig(backends=names, modes=mode_names, batches=batches, height=height,
+                      width=width, precision=precision, warmup=warmup, iters=iters,
+                      test_time=test_time, interleave=interleave, calibration=calibration,
+                      fused_stages=fused_stages)
 
     fits(model, PipelineConfig(height=height, width=width), device, run=False)
     loaded = load_model(model, decoder, device=device, head=head, height=height, width=width,

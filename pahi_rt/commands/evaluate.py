@@ -48,12 +48,13 @@ def evaluate(
     from .. import prompt_sets as data
     from ..heads.checkpoint import load_head, read_head_config
     from ..evaluation import evaluate as run_eval, markdown
-    from ..scorers.scorer_set import ScorerSet, parse_scorer
+    from ..scorers.scorer_set import ScorerSet
+    from ..scorers.spec import parse_scorers
 
     if seeds < 1 or batch_size < 1:
         raise InputError("--seeds and --batch-size must be at least 1")
     config, training = read_head_config(head)
-    [parse_scorer(s) for s in scorer]
+    parse_scorers(scorer)  # syntax errors before any loading
     from ..test_time.search import check_test_time
 
     test_time = check_test_time(best_of, refine, refine_lr, refine_reg, scorer)
@@ -74,8 +75,9 @@ def evaluate(
     if test_time.refine is not None:
         scorers.check_differentiable()
     with typer.progressbar(length=seeds * len(texts), label="scoring", file=None) as bar:
-        result = run_eval(module, comps, scorers, texts, seeds, batch_size, height, width,
-                          two_step, on_batch=bar.update, test_time=test_time)
+        result = run_eval(module, comps, scorers, texts, seeds=seeds, batch_size=batch_size,
+                          height=height, width=width, two_step=two_step, on_batch=bar.update,
+                          test_time=test_time)
     summary = {**result.summary(), "head": str(head), "model": model,
                "decoder": comps.decoder_id, "prompts_file": str(prompts),
                "size": f"{width}x{height}", "head_training": {

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -14,6 +15,7 @@ from .common import (Artifacts, Backend, BestOfOption, Compile, Decoder, Device,
                      Height, Model, Noise, Precision, PromptColumn, PromptField, RefineLr,
                      RefineOption, RefineReg, Scorers, Steps, Width, check_backend, check_number,
                      echo_err, fits, pick_precision, resolve_precision)
+from .options import GenerateOptions
 
 
 def generate(
@@ -60,64 +62,78 @@ def generate(
 ):
     """Generate images (torch reference sampler or exported graphs) and write PNG, JPEG or \
 WebP files with their generation metadata."""
-    from .. import image_files
-    from ..scorers.spec import parse_scorer
-    from ..test_time.options import check_test_time
+    render(check(GenerateOptions(
+        prompt=prompt, prompts=prompts, prompt_column=prompt_column, prompt_field=prompt_field,
+        model=model, decoder=decoder, noise=noise, head=head, steps=steps, seed=seed,
+        height=height, width=width, precision=precision, dtype=dtype, device=device, out=out,
+        image_format=image_format, overwrite=overwrite, backend=backend, artifacts=artifacts,
+        compile=compile, best_of=best_of, refine=refine, refine_lr=refine_lr,
+        refine_reg=refine_reg, scorers=tuple(scorer), ray=ray, address=address,
+        replicas=replicas, gpus_per_replica=gpus_per_replica)))
+
+
+def check(o: GenerateOptions) -> GenerateOptions:
+    """Every option checked before torch and the model libraries are imported (seconds): the
+    value with its prompts read, its test-time options and its precision resolved."""
     from ..prompts import Prompt, normalise, read_prompts
+    from ..scorers.spec import parse_scorers
     from ..specs import check_image_size, check_model_source, check_seeds, parse_mode
+    from ..test_time.options import check_test_time
 
-    check_number("--refine-lr", refine_lr, 0.0, 1e4, low_open=True)
-    check_number("--refine-reg", refine_reg, 0.0, 1e4)
-    check_number("--gpus-per-replica", gpus_per_replica, 0.0, 1024.0)
-
-    # every argument is checked before torch and the model libraries are imported (seconds)
-    _check_prompt_source(prompt, prompts)
-    if noise == "gaussian" and head is not None:
+    check_number("--refine-lr", o.refine_lr, 0.0, 1e4, low_open=True)
+    check_number("--refine-reg", o.refine_reg, 0.0, 1e4)
+    check_number("--gpus-per-replica", o.gpus_per_replica, 0.0, 1024.0)
+    _check_prompt_source(o.prompt, o.prompts)
+    if o.noise == "gaussian" and o.head is not None:
         raise InputError("--head is only used with --noise hi or --noise pahi")
-    check_backend(backend, device)
-    check_extras("generate", backend=backend, artifacts=artifacts, scorer=scorer, ray=ray)
-    check_model_source(model)
-    mode = parse_mode(noise, steps)
-    test_time = check_test_time(best_of, refine, refine_lr, refine_reg, scorer, backend)
-    [parse_scorer(s) for s in scorer]  # syntax errors before any loading
-    check_image_size(height, width)
-    precision = resolve_precision(pick_precision(precision, dtype), backend, device)
-    texts = (read_prompts(prompts, prompt_column, prompt_field) if prompts
-             else [Prompt(normalise(prompt), 0)])
-    check_seeds([seed, seed + len(texts) - 1])  # the whole run's seeds, before any work
-    ray_run = ray or address or replicas != 1 or gpus_per_replica
-    if ray_run and image_format not in (None, "png"):
+    check_backend(o.backend, o.device)
+    check_extras("generate", backend=o.backend, artifacts=o.artifacts, scorer=o.scorers,
+                 ray=o.ray)
+    check_model_source(o.model)
+    parse_mode(o.noise, o.steps)
+    test_time = check_test_time(o.best_of, o.refine, o.refine_lr, o.refine_reg, o.scorers,
+                                o.backend)
+    parse_scorers(o.scorers)
+    check_image_size(o.height, o.width)
+    precision = resolve_precision(pick_precision(o.precision, o.dtype), o.backend, o.device)
+    texts = (read_prompts(o.prompts, o.prompt_column, o.prompt_field) if o.prompts
+             else [Prompt(normalise(o.prompt), 0)])
+    check_seeds([o.seed, o.seed + len(texts) - 1])  # the whole run's seeds, before any work
+    if o.ray_run and o.image_format not in (None, "png"):
         raise InputError("--ray writes PNGs (its index verifies them); drop --format")
-    from ..runtime.pipeline import PipelineConfig, load_model, open_pipeline
+    return replace(o, precision=precision, dtype=None, texts=tuple(texts), test_time=test_time)
 
-    config = PipelineConfig(backend, mode, min(best_of, 8), height, width, precision, artifacts,
-                            compile=compile)
-    fits(model, config, device, export=backend != "torch" and artifacts is None)
-    if ray_run:
+
+def render(o: GenerateOptions) -> None:
+    """Render the checked options' prompts (here, or on Ray with --ray) and write the images."""
+    from .. import image_files
+    from ..runtime.pipeline import PipelineConfig, load_model, open_pipeline
+    from ..specs import parse_mode
+
+    config = PipelineConfig(backend=o.backend, mode=parse_mode(o.noise, o.steps),
+                            batch=min(o.best_of, 8), height=o.height, width=o.width,
+                            precision=o.precision, artifacts=o.artifacts, compile=o.compile)
+    fits(o.model, config, o.device, export=o.backend != "torch" and o.artifacts is None)
+    if o.ray_run:
         from .generate_ray import generate_ray
 
-        if not test_time.plain:
+        if not o.test_time.plain:
             raise InputError("--best-of and --refine are not used with --ray (plain images)")
-        return generate_ray(texts, dict(
-            model=model, decoder=decoder, head=head, noise=noise, backend=backend,
-            artifacts=artifacts, precision=precision, height=height, width=width, steps=steps,
-            device=device), seed, out, overwrite, ray, prompts, address, replicas,
-            gpus_per_replica)
-    outputs = image_files.plan_outputs(out, len(texts), image_format, overwrite)
+        return generate_ray(o)
+    outputs = image_files.plan_outputs(o.out, len(o.texts), o.image_format, o.overwrite)
     if outputs.start:
         echo_err(f"{outputs.directory} has images up to {outputs.start - 1:05d}: numbering on "
                  f"from {outputs.path(0).name} (--overwrite starts at 00000 and replaces)")
-    scorers = None if test_time.plain else _scorers(scorer, test_time, device)  # fail fast
-    loaded = load_model(model, decoder, device=device, head=head, noise=(noise,), height=height,
-                        width=width, keep_fp32=backend != "torch", log=echo_err)
+    scorers = None if o.test_time.plain else _scorers(o)  # fail fast
+    loaded = load_model(o.model, o.decoder, device=o.device, head=o.head, noise=(o.noise,),
+                        height=o.height, width=o.width, keep_fp32=o.backend != "torch",
+                        log=echo_err)
     pipe = open_pipeline(loaded, config, log=echo_err)
-    if best_of > 1 or len({p.text for p in texts}) < len(texts):  # a prompt comes again
+    if o.best_of > 1 or len({p.text for p in o.texts}) < len(o.texts):  # a prompt comes again
         from ..runtime.prompt_cache import PromptCache
 
         pipe.prompt_cache = PromptCache()
-    _write_all(pipe, loaded, test_time, scorers, texts, seed, outputs,
-               dict(steps=steps, noise=noise, model=model, height=height, width=width),
-               prompts is not None)
+    _write_all(pipe, loaded, scorers, outputs, o)
 
 
 def _check_prompt_source(prompt: str | None, prompts: str | None) -> None:
@@ -134,23 +150,21 @@ def _check_prompt_source(prompt: str | None, prompts: str | None) -> None:
         check_text(prompt, "the PROMPT")
 
 
-def _write_all(pipe, loaded, test_time, scorers, texts, seed, outputs, settings: dict,
-               from_file: bool) -> None:
+def _write_all(pipe, loaded, scorers, outputs, o: GenerateOptions) -> None:
     from .. import image_files, io, progress
 
     keys = loaded.keys()
+    texts, seed = o.texts, o.seed
     with progress.ImageProgress(texts) as bar:  # a line per image (stderr), ETA after warm-up
-        for i, pixels, extra, seconds in _images(pipe, loaded, test_time, scorers,
-                                                 settings["noise"], texts, seed):
+        for i, pixels, extra, seconds in _images(pipe, loaded, scorers, o):
             p = texts[i]
-            extra = {**({"source_line": p.line} if from_file else {}), **extra}
+            extra = {**({"source_line": p.line} if o.from_file else {}), **extra}
             own_seed = int(extra.get("candidate_seed", seed + i))  # the seed that reproduces it
             if own_seed != seed + i:
                 extra["requested_seed"] = seed + i
-            meta = io.png_metadata(p.text, own_seed, settings["steps"], settings["noise"],
-                                   settings["model"], loaded.head_path, settings["height"],
-                                   settings["width"], loaded.base.decoder_id, extra=extra or None,
-                                   keys=keys)
+            meta = io.png_metadata(p.text, own_seed, o.steps, o.noise, o.model, loaded.head_path,
+                                   o.height, o.width, loaded.base.decoder_id,
+                                   extra=extra or None, keys=keys)
             try:
                 path = image_files.write(outputs, i, pixels, meta)
             except OSError as e:  # disk full, permissions changed under us, ...
@@ -159,26 +173,27 @@ def _write_all(pipe, loaded, test_time, scorers, texts, seed, outputs, settings:
             if "candidate" in extra:
                 echo_err(f"{path.name}: candidate {extra['candidate']} of {extra['best_of']} "
                          f"won (seed {own_seed}, which reproduces it without --best-of)")
-            typer.echo(bar.line(path, own_seed, seconds), err=from_file)
+            typer.echo(bar.line(path, own_seed, seconds), err=o.from_file)
 
 
-def _scorers(scorer, test_time, device):
+def _scorers(o: GenerateOptions):
     from ..components import resolve_device
-    from .test_time import load_scorers
+    from ..test_time.images import load_scorers
 
-    return load_scorers(scorer, test_time, resolve_device(device))
+    return load_scorers(o.scorers, o.test_time, resolve_device(o.device))
 
 
-def _images(pipe, loaded, test_time, scorers, noise, texts, seed):
+def _images(pipe, loaded, scorers, o: GenerateOptions):
     """(index, uint8 pixels [H, W, 3], extra metadata, seconds) per prompt, plain or with
     test-time compute."""
-    if test_time.plain:
-        for i, p in enumerate(texts):
+    seed = o.seed
+    if o.test_time.plain:
+        for i, p in enumerate(o.texts):
             t0 = time.perf_counter()
             pixels = pipe([p.text], [seed + i])
             yield i, pixels[0], {}, time.perf_counter() - t0
         return
-    from . import test_time as run
+    from ..test_time import images as run
 
-    yield from run.images(pipe, loaded, scorers, test_time, noise, [p.text for p in texts],
-                          [seed + i for i in range(len(texts))], echo_err)
+    yield from run.images(pipe, loaded, scorers, o.test_time, o.noise, [p.text for p in o.texts],
+                          [seed + i for i in range(len(o.texts))], echo_err)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -13,7 +14,7 @@ from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
 from .common import (SCORER_HELP, Decoder, Device, DtypeAlias, PromptColumn, PromptField,
                      check_number, pick_precision)
-from .train_progress import Progress, report
+from .options import TrainOptions
 
 SCORER_DEFAULTS = {"steps": 100_000, "batch_size": 72, "val_every": 1000, "patience": 5}
 
@@ -107,78 +108,105 @@ on users' feedback records (KTO / DPO on the head's density)."""
                     else 0 if feedback_run else 1000)
     TrainConfig(**{k: SCORER_DEFAULTS[k] if v is None and k in SCORER_DEFAULTS else v
                    for k, v in settings.items()}).check()
-    _check_objective_options(objective, prompts, val_prompts, feedback, init, beta, good_weight,
-                             bad_weight)
+    o = TrainOptions(
+        out=out, mode=mode, objective=objective, feedback_method=feedback_method,
+        feedback=feedback, init=init, beta=beta, good_weight=good_weight, bad_weight=bad_weight,
+        model=model, decoder=decoder, scorers=tuple(scorer), prompts=prompts,
+        val_prompts=val_prompts, prompt_column=prompt_column, prompt_field=prompt_field,
+        max_val_prompts=max_val_prompts, hidden=hidden, height=height, width=width,
+        device=device, precision=dtype, bf16=bf16, resume=resume)
+    _check_objective_options(o)
     from ..components import resolve_device
 
     device = str(resolve_device(device))  # under accelerate launch, accelerate decides
     settings["grad_checkpointing"] = bool(grad_checkpointing if grad_checkpointing is not None
                                           else device.startswith("cuda") and not feedback_run)
+    o = replace(o, device=device, settings=settings)
     if feedback_run:
         from .train_feedback import run_feedback_training
 
-        return run_feedback_training(settings, feedback_method, feedback, init, beta,
-                                     good_weight, bad_weight,
-                                     model, decoder, hidden, height, width, device, dtype, out,
-                                     resume)
-    config = TrainConfig(**settings, hidden=144 if hidden is None else hidden, height=height or 512,
-                         width=width or 512)
-    config.check()
-    _scorer_training(config, model or DEFAULT_MODEL, decoder, scorer, prompts, val_prompts,
-                     prompt_column, prompt_field, max_val_prompts, device, dtype, bf16, out,
-                     resume)
+        done = run_feedback_training(o)
+    else:
+        done = _scorer_training(o)
+    if done is not None:  # under accelerate launch: the main process reports
+        report(o.out, *done)
 
 
-def _check_objective_options(objective, prompts, val_prompts, feedback, init, beta, good_weight,
-                             bad_weight) -> None:
+def _check_objective_options(o: TrainOptions) -> None:
     """Options that belong to the other kind of run are refused (before any import)."""
-    if objective in ("kto", "dpo"):
-        if prompts or val_prompts:
-            raise InputError(f"--prompts/--val-prompts are not used by --objective {objective} "
+    if o.feedback_run:
+        if o.prompts or o.val_prompts:
+            raise InputError(f"--prompts/--val-prompts are not used by --objective {o.objective} "
                              "(the prompts come from the --feedback records)")
         return
-    unused = [name for name, v in (("--feedback", feedback), ("--init", init), ("--beta", beta),
-                                   ("--good-weight", good_weight),
-                                   ("--bad-weight", bad_weight)) if v is not None]
+    unused = [name for name, v in (("--feedback", o.feedback), ("--init", o.init),
+                                   ("--beta", o.beta), ("--good-weight", o.good_weight),
+                                   ("--bad-weight", o.bad_weight)) if v is not None]
     if unused:
         raise InputError(f"{', '.join(unused)}: only used with --objective kto|dpo")
-    if prompts is None:
+    if o.prompts is None:
         raise InputError("--objective scorer needs --prompts")
 
 
-def _scorer_training(config, model, decoder, scorer, prompts, val_prompts, prompt_column,
-                     prompt_field, max_val_prompts, device, dtype, bf16, out, resume) -> None:
+def _scorer_training(o: TrainOptions):
+    """Train on the --scorer set into --out; (run, progress) to report on the main process,
+    None on the others."""
     from .. import io
     from ..components import load_components
     from .. import prompt_sets as data
-    from ..scorers.scorer_set import ScorerSet, parse_scorer
+    from ..progress import TrainProgress
+    from ..scorers.scorer_set import ScorerSet
+    from ..scorers.spec import parse_scorers
+    from ..training.config import TrainConfig
     from ..training.train_with_scorers import make_accelerator, train as run_training
     from ..specs import check_image_size
 
-    [parse_scorer(s) for s in scorer]  # syntax errors before any loading
+    config = TrainConfig(**o.settings, hidden=144 if o.hidden is None else o.hidden,
+                         height=o.height or 512, width=o.width or 512)
+    config.check()
+    parse_scorers(o.scorers)  # syntax errors before any loading
     check_image_size(config.height, config.width)
-    train_set = data.load_prompts(prompts, prompt_column, prompt_field)
-    if val_prompts:
-        val_set = data.load_prompts(val_prompts, prompt_column, prompt_field, "--val-prompts")
+    train_set = data.load_prompts(o.prompts, o.prompt_column, o.prompt_field)
+    if o.val_prompts:
+        val_set = data.load_prompts(o.val_prompts, o.prompt_column, o.prompt_field,
+                                    "--val-prompts")
         train_set = data.without_overlap(train_set, val_set)
     else:
         split = data.split_prompts(train_set)
         train_set, val_set = split.train, split.val
-    val_set = val_set[:max_val_prompts]
-    io.ensure_writable_dir(out)
-    accelerator = make_accelerator(device, bf16)
+    val_set = val_set[:o.max_val_prompts]
+    io.ensure_writable_dir(o.out)
+    accelerator = make_accelerator(o.device, o.bf16)
     # two runs into one --out would mix their files; under accelerate launch one lock (rank 0)
-    lock = io.run_lock(out, "training run") if accelerator.is_main_process else nullcontext()
+    lock = io.run_lock(o.out, "training run") if accelerator.is_main_process else nullcontext()
     with lock:
-        comps = load_components(model, decoder, dtype, str(accelerator.device))
-        scorers = ScorerSet.load(scorer, accelerator.device)
-        extra = {"model": model, "decoder": comps.decoder_id, "prompts": str(prompts),
+        model = o.model or DEFAULT_MODEL
+        comps = load_components(model, o.decoder, o.precision, str(accelerator.device))
+        scorers = ScorerSet.load(o.scorers, accelerator.device)
+        extra = {"model": model, "decoder": comps.decoder_id, "prompts": str(o.prompts),
                  "train_prompts": len(train_set), "val_prompts": len(val_set)}
-        bar = Progress(config, accelerator.is_main_process)
+        bar = TrainProgress(config, accelerator.is_main_process)
         try:
-            run = run_training(comps, scorers, train_set, val_set, config, out, accelerator,
-                               resume=resume, on_event=bar.update, extra_info=extra)
+            run = run_training(comps, scorers, train_set, val_set, config, o.out, accelerator,
+                               resume=o.resume, on_event=bar.update, extra_info=extra)
         finally:
             bar.close()
-    if accelerator.is_main_process:
-        report(out, run, bar)
+    return (run, bar) if accelerator.is_main_process else None
+
+
+def report(out, run, progress=None) -> None:
+    """The run's last line: where it stopped, its best validation metrics, and its cost; then
+    an InputError (exit 2) when the best head is the starting head."""
+    from ..training.loop import NO_IMPROVEMENT, final_status
+
+    best = next(h for h in run.history if h["step"] == run.best_step)
+    stop = "early stop" if run.stopped_early else "done"
+    extra = "".join(f" {k.replace('_', ' ')} {100 * best[k]:.1f}%"
+                    for k in ("val_win_rate", "val_accuracy")
+                    if k in best and best[k] == best[k])
+    typer.echo(f"{out}: {stop} at step {run.step}; best step {run.best_step} val loss "
+               f"{best['val_loss']:.4f}{extra}{progress.cost() if progress else ''}")
+    if final_status(run) == NO_IMPROVEMENT:
+        raise InputError(f"no improvement: no step beat the starting head on validation, so "
+                         f"{out} holds the starting head (config.json status '{NO_IMPROVEMENT}'"
+                         "); more feedback, or other --steps/--lr, may help")

@@ -7,14 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError, ModelLoadError
+from .options import TrainOptions
 
 
-def run_feedback_training(settings: dict, method: str, feedback: Path | None, init: Path | None,
-                          beta: float | None, good_weight: float | None,
-                          bad_weight: float | None, model: str | None, decoder: str | None,
-                          hidden: int | None, height: int | None, width: int | None,
-                          device: str, dtype: str, out: Path, resume: bool) -> None:
-    """Read, select and check the records, load what the method needs, train into `out`."""
+def run_feedback_training(o: TrainOptions):
+    """Read, select and check the records, load what the method needs, train into --out;
+    (run, progress) for `train.report`."""
     from .. import io
     from ..heads.checkpoint import read_head_config
     from ..training.train_from_feedback import DEFAULT_BETA, FeedbackConfig, feedback_defaults
@@ -22,40 +20,44 @@ def run_feedback_training(settings: dict, method: str, feedback: Path | None, in
     from ..feedback.store import read_feedback
     from ..feedback.records import common_source, resolve_target, select_records
     from ..training.train_with_scorers import TrainConfig, make_accelerator
-    from .train_progress import Progress, report
+    from ..progress import TrainProgress
 
-    objective = settings["objective"]
+    objective, feedback, init, hidden, out = o.objective, o.feedback, o.init, o.hidden, o.out
     if feedback is None:
         raise InputError(f"--objective {objective} needs --feedback FILE (records from "
                          "`pahi-rt feedback add|pair`)")
-    fb = FeedbackConfig(beta=DEFAULT_BETA if beta is None else beta, good_weight=good_weight,
-                        bad_weight=bad_weight, init=str(init) if init else None, method=method)
+    fb = FeedbackConfig(beta=DEFAULT_BETA if o.beta is None else o.beta,
+                        good_weight=o.good_weight, bad_weight=o.bad_weight,
+                        init=str(init) if init else None, method=o.feedback_method)
     fb.check()
     where = str(feedback)
     records = select_records(read_feedback(feedback), objective, where)
     common = common_source(records, where)
-    model, decoder, height, width = resolve_target(common, model, decoder, height, width, where)
+    model, decoder, height, width = resolve_target(common, o.model, o.decoder, o.height, o.width,
+                                                   where)
     if init is not None and hidden is None:
         hidden = as_init(lambda: read_head_config(init), init)[0].hidden
-    defaults = feedback_defaults(len(records), method)
-    settings = {k: defaults[k] if v is None and k in defaults else v for k, v in settings.items()}
+    defaults = feedback_defaults(len(records), o.feedback_method)
+    settings = {k: defaults[k] if v is None and k in defaults else v
+                for k, v in o.settings.items()}
     config = TrainConfig(**settings, hidden=144 if hidden is None else hidden, height=height,
                          width=width, sampler_steps=common.steps or 1)
     config.check()  # before --out is created
     io.ensure_writable_dir(out)
     with io.run_lock(out, "training run"):  # two runs into one --out would mix their files
-        accelerator = make_accelerator(device, bf16=False)
-        comps = _components(method, model, decoder, dtype, str(accelerator.device))
+        accelerator = make_accelerator(o.device, bf16=False)
+        comps = _components(o.feedback_method, model, decoder, o.precision,
+                            str(accelerator.device))
         extra = {"model": model, "decoder": decoder, "model_key": common.model_key,
                  "feedback": where, "sampler_steps": config.sampler_steps}
-        bar = Progress(config, accelerator.is_main_process)
+        bar = TrainProgress(config, accelerator.is_main_process)
         try:
             run = as_init(lambda: train_feedback(comps, records, config, fb, out, accelerator,
-                                                 resume=resume, on_event=bar.update,
+                                                 resume=o.resume, on_event=bar.update,
                                                  extra_info=extra), init)
         finally:
             bar.close()
-    report(out, run, bar)
+    return run, bar
 
 
 def _components(method: str, model: str, decoder: str | None, dtype: str, device: str):

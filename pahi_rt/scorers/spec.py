@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterable
 
 from ..errors import InputError
 
@@ -45,3 +46,9 @@ def parse_scorer(text: str) -> ScorerSpec:
     if ":" in name and source:
         raise InputError(f"--scorer {text}: a module:factory scorer takes no @SOURCE")
     return ScorerSpec(name, source or None, weight)
+
+
+def parse_scorers(values: Iterable[str]) -> tuple[ScorerSpec, ...]:
+    """Every `--scorer` value of a verb, parsed before any loading (a syntax error is a one-line
+    InputError naming the bad value, before torch or any weights are read)."""
+    return tuple(parse_scorer(v) for v in values)

@@ -8,7 +8,7 @@ import time
 from typing import Callable, Iterator, Sequence
 
 from .. import sampling
-from ..test_time import search as tt
+from . import search as tt
 
 REFINE_BATCH = 4  # prompts refined together (each image's step ignores its batch mates)
 

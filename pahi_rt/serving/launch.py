@@ -1,5 +1,5 @@
-"""The life of `pahi-rt serve` after its options are parsed: checks that need no Ray, start,
-serve until Ctrl-C/SIGTERM, drain, stop."""
+"""The life of `pahi-rt serve` after its options are parsed (`ServeOptions`): checks that need
+no Ray, start, serve until Ctrl-C/SIGTERM, drain, stop. Torch-free to import."""
 from __future__ import annotations
 
 import errno
@@ -7,20 +7,39 @@ import os
 import signal
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 from ..errors import BackendError, InputError
-from .common import echo_err
+from ..progress import say as echo_err
+from .schema import ServeSettings
 
 
-def precheck(settings, host: str, port: int, replicas: int, cluster: bool) -> None:
+@dataclass(frozen=True)
+class ServeOptions:
+    """`pahi-rt serve`: what every replica serves (`settings`) and how the deployment runs."""
+
+    settings: ServeSettings
+    host: str  # the interface the HTTP proxy binds
+    port: int
+    address: str | None  # Ray cluster (None: $RAY_ADDRESS, else an embedded local Ray)
+    cluster: bool  # deploying to a running cluster (not a local Ray started here)
+    replicas: int
+    max_queued: int  # requests a replica holds beyond the 2 x max_batch it renders
+    gpus_per_replica: float
+    cpus_per_replica: float
+    drain_timeout: float | None  # seconds accepted requests get on stop (None: derived)
+
+
+def precheck(o: ServeOptions) -> None:
     """What a replica would fail on first, checked in this process before Ray starts (cheaply:
     no weights are read): modes, the head, the feedback store, and for a local Ray the model
     source, the port and memory."""
     from ..specs import parse_mode
 
+    settings = o.settings
     for steps in settings.step_list:
         parse_mode(settings.noise, steps)
     check_head(settings.noise, settings.head)
@@ -28,10 +47,10 @@ def precheck(settings, host: str, port: int, replicas: int, cluster: bool) -> No
         from ..feedback.store import FeedbackStore
 
         FeedbackStore(settings.feedback_db)
-    if not cluster:
+    if not o.cluster:
         check_model(settings)
-        check_port(host, port)
-        _check_memory(settings, replicas)
+        check_port(o.host, o.port)
+        _check_memory(settings, o.replicas)
 
 
 def check_head(noise: str, head: str | None) -> None:
@@ -101,22 +120,25 @@ def _stop(signum, frame):
     raise KeyboardInterrupt
 
 
-def run(settings, host: str, port: int, address: str | None, options: dict,
-        drain_s: float | None) -> None:
-    from ..serving import app, cluster, control
+def run(o: ServeOptions) -> None:
+    """Deploy, serve until Ctrl-C/SIGTERM, drain and stop (returns once Ray is stopped)."""
+    from . import app, cluster, control
 
-    how = cluster.connect(address)
+    settings, host, port, drain_s = o.settings, o.host, o.port, o.drain_timeout
+    how = cluster.connect(o.address)
     if how == "local":
-        from ..serving import reaper
+        from . import reaper
 
         reaper.start(os.getpid())  # kill -9 of this process leaves no Ray behind
     previous = signal.signal(signal.SIGTERM, _stop)
     deployed = False
     try:
         echo_err(f"deploying {settings.model} at {', '.join(settings.sizes)} "
-                 f"({options['replicas']} replica(s), batches of up to {settings.max_batch})")
+                 f"({o.replicas} replica(s), batches of up to {settings.max_batch})")
         try:
-            app.deploy(settings, host, port, **options)
+            app.deploy(settings, host, port, replicas=o.replicas, max_queued=o.max_queued,
+                       gpus_per_replica=o.gpus_per_replica,
+                       cpus_per_replica=o.cpus_per_replica)
         except Exception as e:  # a replica failed to start: its own error's last line
             lines = [x for x in str(e).splitlines() if x.strip()]
             raise BackendError(f"the deployment failed: {lines[-1] if lines else e}") from None
@@ -131,7 +153,7 @@ def run(settings, host: str, port: int, address: str | None, options: dict,
         if deployed:
             bound = f"{drain_s:g} s" if drain_s is not None else "the longest batch + 5 s"
             echo_err(f"stopping: new requests get 503, accepted ones get up to {bound}")
-            took, left = control.drain(app.APP_NAME, options["replicas"], drain_s)
+            took, left = control.drain(app.APP_NAME, o.replicas, drain_s)
             echo_err(f"drained in {took:.1f} s" + (f"; {left} request(s) still waiting got "
                                                    "503" if left else ""))
     finally:
@@ -141,14 +163,3 @@ def run(settings, host: str, port: int, address: str | None, options: dict,
                 app.undeploy(False)
         finally:
             cluster.disconnect(how)
-    _exit_now()
-
-
-def _exit_now() -> None:
-    """Exit 0 without the interpreter's finalization: once Ray is stopped, tearing down its
-    native core worker and gRPC state took 4-10 s here for nothing."""
-    import sys
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
