@@ -237,8 +237,9 @@ def _runners(model, config: BenchConfig, name, mode, batch, artifacts, log, prec
         run = diffusers_runner(comps, mode.steps, config.height, config.width)
         return run, None, True, None, lambda: []
     backend, overrides = VARIANTS[name]
-    cfg = replace(PipelineConfig(backend, mode, batch, config.height, config.width,
-                                 precision, artifacts if backend != "torch" else None,
+    cfg = replace(PipelineConfig(backend=backend, mode=mode, batch=batch, height=config.height,
+                                 width=config.width, precision=precision,
+                                 artifacts=artifacts if backend != "torch" else None,
                                  calibration=config.calibration), **overrides)
     pipe = open_pipeline(model, cfg, log)
     if model.device.type == "cuda" and backend == "torch" and not cfg.compile:

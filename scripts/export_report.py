@@ -76,7 +76,8 @@ def full_parity(directory: Path) -> dict:
     model = load_model("synthetic", device="cpu")
     images = {}
     for backend in ("torch", "onnxruntime"):
-        config = PipelineConfig(backend, MODES["gaussian-1step"], 1, 512, 512,
+        config = PipelineConfig(backend=backend, mode=MODES["gaussian-1step"], batch=1,
+                                height=512, width=512,
                                 artifacts=directory if backend != "torch" else None)
         t0 = time.perf_counter()
         images[backend] = open_pipeline(model, config)(["a red fox in the snow"], [0])
@@ -104,11 +105,12 @@ def tiny() -> dict:
                            width=64)
         for precision in ("fp32", "fp16"):
             for mode in ("pahi-1step", "gaussian-1step", "gaussian-2step"):
-                ref = open_pipeline(model, PipelineConfig("torch", MODES[mode], 4, 64, 64))(
+                ref = open_pipeline(model, PipelineConfig(
+                    backend="torch", mode=MODES[mode], batch=4, height=64, width=64))(
                     prompts, range(4)).astype(int)
                 for fused in (True, False):
-                    cfg = PipelineConfig("onnxruntime", MODES[mode], 4, 64, 64, precision,
-                                         fused=fused)
+                    cfg = PipelineConfig(backend="onnxruntime", mode=MODES[mode], batch=4,
+                                         height=64, width=64, precision=precision, fused=fused)
                     d = np.abs(open_pipeline(model, cfg)(prompts, range(4)).astype(int) - ref)
                     rows[f"{precision} {mode} {'fused' if fused else 'staged'}"] = {
                         "max": int(d.max()), "mean": round(float(d.mean()), 3)}

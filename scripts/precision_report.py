@@ -76,7 +76,8 @@ def render(model, backend, precision, mode, prompts, size, calibration):
     from pahi_rt.runtime.pipeline import PipelineConfig, open_pipeline
     from pahi_rt.specs import MODES
 
-    pipe = open_pipeline(model, PipelineConfig(backend, MODES[mode], 1, size, size, precision,
+    pipe = open_pipeline(model, PipelineConfig(backend=backend, mode=MODES[mode], batch=1,
+                                               height=size, width=size, precision=precision,
                                                calibration=calibration), log=print)
     out, times = [], []
     for i, p in enumerate(prompts):

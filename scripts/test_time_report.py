@@ -71,7 +71,8 @@ def full_size(iters: int = 2) -> dict:
     scorers = ScorerSet.load([SCORER])
     prompt, rows = ["a red kite"], []
     for noise in ("gaussian", "pahi"):
-        pipe = open_pipeline(model, PipelineConfig("torch", MODES[f"{noise}-1step"], 2))
+        pipe = open_pipeline(model, PipelineConfig(backend="torch", mode=MODES[f"{noise}-1step"],
+                                                     batch=2))
         pipe(prompt, [0])  # warm-up
         t0 = time.perf_counter()
         pipe(prompt, [0])

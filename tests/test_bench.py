@@ -152,7 +152,7 @@ def test_round_robin_order(monkeypatch):
                                  lambda: [], 0.0, "fp32")
     group = [row("a"), row("b")]
     monkeypatch.setattr(bench_run, "make_row", lambda *a, **k: {})
-    cfg = bench_run.BenchConfig(("a", "b"), ("gaussian-1step",), iters=3)
+    cfg = bench_run.BenchConfig(backends=("a", "b"), modes=("gaussian-1step",), iters=3)
     out = bench_run._time_group(group, cfg, 1, type("P", (), {"device": "cpu"})(), {1: {}}, None,
                                 lambda m: None, lambda: None)
     assert calls == ["a", "b"] * 3 and [r["group"] for r in out] == [1, 1]

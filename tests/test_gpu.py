@@ -54,8 +54,9 @@ def test_compiled_cuda_graph_matches_eager():
     model = load_model("tiny", device="cuda", noise=("pahi",), random_heads=True, height=64,
                        width=64)
     mode = MODES["pahi-1step"]
-    eager = open_pipeline(model, PipelineConfig("torch", mode, 2, 64, 64))
-    compiled = open_pipeline(model, PipelineConfig("torch", mode, 2, 64, 64, compile=True))
+    base = dict(backend="torch", mode=mode, batch=2, height=64, width=64)
+    eager = open_pipeline(model, PipelineConfig(**base))
+    compiled = open_pipeline(model, PipelineConfig(**base, compile=True))
     a, b = compiled(PROMPTS, SEEDS), eager(PROMPTS, SEEDS)
     assert compiled.backend.graph is not None  # replayed as one CUDA graph
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
@@ -67,8 +68,9 @@ def test_compiled_cuda_graph_matches_eager():
 def test_fp16_on_cuda_close_to_fp32():
     model = load_model("tiny", device="cuda", height=64, width=64)
     mode = MODES["gaussian-1step"]
-    fp32 = open_pipeline(model, PipelineConfig("torch", mode, 2, 64, 64, "fp32"))(PROMPTS, SEEDS)
-    fp16 = open_pipeline(model, PipelineConfig("torch", mode, 2, 64, 64, "fp16"))(PROMPTS, SEEDS)
+    base = dict(backend="torch", mode=mode, batch=2, height=64, width=64)
+    fp32 = open_pipeline(model, PipelineConfig(**base, precision="fp32"))(PROMPTS, SEEDS)
+    fp16 = open_pipeline(model, PipelineConfig(**base, precision="fp16"))(PROMPTS, SEEDS)
     diff = np.abs(fp16.astype(int) - fp32.astype(int))
     assert diff.max() <= 16 and diff.mean() <= 2, (diff.max(), diff.mean())
 

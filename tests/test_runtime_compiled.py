@@ -15,8 +15,9 @@ def test_compiled_matches_eager_on_cpu(tmp_path, monkeypatch):
     model = load_model("tiny", device="cpu", noise=("pahi",), random_heads=True, height=64,
                        width=64)
     mode, prompts, seeds = MODES["pahi-1step"], ["a cat", "a dog"], [1, 2]
-    eager = open_pipeline(model, PipelineConfig("torch", mode, 2, 64, 64))
-    compiled = open_pipeline(model, PipelineConfig("torch", mode, 2, 64, 64, compile=True))
+    base = dict(backend="torch", mode=mode, batch=2, height=64, width=64)
+    eager = open_pipeline(model, PipelineConfig(**base))
+    compiled = open_pipeline(model, PipelineConfig(**base, compile=True))
     reference = eager(prompts, seeds).astype(int)
     assert reference.std() > 20
     for out in (compiled(prompts, seeds), compiled.run_staged(prompts, seeds, null_timer)):

@@ -70,7 +70,8 @@ def reference():
     from pahi_rt.specs import MODES
 
     pipe = open_pipeline(load_model("tiny", device="cpu"),
-                         PipelineConfig("torch", MODES["gaussian-1step"], 1, 64, 64))
+                         PipelineConfig(backend="torch", mode=MODES["gaussian-1step"],
+                                        batch=1, height=64, width=64))
     return lambda prompt, seed: pipe([prompt], [seed])[0].astype(np.int16)
 
 

@@ -1,7 +1,8 @@
 """The one place a prompt->image pipeline is opened; generate, bench and serve call it.
 
     model = load_model("synthetic", device="cuda", head="runs/pahi")     # once
-    pipe = open_pipeline(model, PipelineConfig("onnxruntime", MODES["pahi-1step"], batch=4))
+    config = PipelineConfig(backend="onnxruntime", mode=MODES["pahi-1step"], batch=4)
+    pipe = open_pipeline(model, config)
     images = pipe(prompts, seeds)                                       # uint8 [B, H, W, 3]
 
 `load_model` keeps the fp32 CPU weights that exports are traced from and hashes them once;

@@ -47,7 +47,8 @@ def open_generation(model, s: ServeSettings, old: Generation | None = None,
             pipes[key] = old.pipes[key]
             continue
         pipes[key] = open_pipeline(model, PipelineConfig(
-            s.backend, parse_mode(noise, steps), s.max_batch, h, w, s.precision, artifacts))
+            backend=s.backend, mode=parse_mode(noise, steps), batch=s.max_batch, height=h,
+            width=w, precision=s.precision, artifacts=artifacts))
         pipes[key].prompt_cache = None if pipes[key].fused else cache
     return Generation(pipes, head_key or _head_key(s.head), cache)
 

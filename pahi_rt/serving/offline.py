@@ -38,8 +38,9 @@ class Renderer:
                                 noise=(s.noise,), height=s.height, width=s.width,
                                 keep_fp32=s.backend != "torch")
         self.pipe = open_pipeline(self.model, PipelineConfig(
-            s.backend, parse_mode(s.noise, s.steps), 1, s.height, s.width, s.precision,
-            Path(s.artifacts) if s.artifacts else None))
+            backend=s.backend, mode=parse_mode(s.noise, s.steps), batch=1, height=s.height,
+            width=s.width, precision=s.precision,
+            artifacts=Path(s.artifacts) if s.artifacts else None))
 
     def __call__(self, batch: dict) -> dict:
         s, (model, head) = self.settings, self.labels

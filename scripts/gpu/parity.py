@@ -29,8 +29,9 @@ def main(out: str) -> None:
         for name, backend, precision in (("torch fp32", "torch", "fp32"),
                                          ("torch fp16", "torch", "fp16"),
                                          ("onnxruntime fp16 fused", "onnxruntime", "fp16")):
-            pipe = open_pipeline(model, PipelineConfig(backend, MODES[mode], 1, size, size,
-                                                       precision), print)
+            pipe = open_pipeline(model, PipelineConfig(backend=backend, mode=MODES[mode],
+                                                       batch=1, height=size, width=size,
+                                                       precision=precision), print)
             runs[name] = np.concatenate([pipe([p], [i]) for i, p in enumerate(PROMPTS)])
             pipe.close()
         ref = runs["torch fp32"].astype(int)
