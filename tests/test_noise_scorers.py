@@ -38,6 +38,16 @@ def test_parse_scorer_errors(text, message):
         sc.parse_scorer(text)
 
 
+def test_parse_scorers_is_every_verbs_check():
+    from pahi_rt.scorers.spec import parse_scorers
+
+    assert parse_scorers([]) == ()
+    assert parse_scorers(["pickscore=2", "m:f"]) == (sc.ScorerSpec("pickscore", None, 2.0),
+                                                     sc.ScorerSpec("m:f", None, 1.0))
+    with pytest.raises(InputError, match="--scorer clipscore: unknown scorer"):
+        parse_scorers(["pickscore", "clipscore"])
+
+
 def test_factory_loading_and_errors():
     f = sc.load_scorer(sc.parse_scorer("synthetic_scorers:fixed_colour"))
     assert f(torch.rand(2, 3, 8, 8), ["a", "b"]).shape == (2,)

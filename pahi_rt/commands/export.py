@@ -43,7 +43,7 @@ def export_cmd(
     # arguments first: torch and the model libraries take seconds to import
     check_model_source(model)
     check_image_size(height, width)
-    pick_precision(precision, dtype)
+    precision = pick_precision(precision, dtype)
     check_targets(target or DEFAULT_TARGETS)
     ensure_writable_dir(out, "--out")  # before any loading (an existing file, /proc/...)
     from ..components import load_components
@@ -52,8 +52,8 @@ def export_cmd(
     from ..heads.checkpoint import load_head
     from ..runtime.pipeline import PipelineConfig
 
-    fits(model, PipelineConfig("onnxruntime", batch=max(batch, max_batch), height=height,
-                               width=width, precision=pick_precision(precision, dtype)),
+    fits(model, PipelineConfig(backend="onnxruntime", batch=max(batch, max_batch), height=height,
+                               width=width, precision=precision),
          "cpu", export=True, run=False)
     comps = load_components(model, decoder)
     noise_head = load_head(head, comps.spec, height, width) if head else None
@@ -66,7 +66,7 @@ def export_cmd(
         except MissingDependencyError as e:
             typer.secho(f"warning: engines skipped: {e}", fg="yellow", err=True)
     options = ExportOptions(height=height, width=width, batch=batch, max_batch=max_batch,
-                            precision=pick_precision(precision, dtype), graphs=tuple(graph),
+                            precision=precision, graphs=tuple(graph),
                             engines=engines,
                             build=BuildOptions(targets=check_targets(target or DEFAULT_TARGETS)))
     report = export_artifacts(comps, out, options.check(), noise_head,
