@@ -11,6 +11,7 @@ from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
 from .common import (SCORER_HELP, BestOfOption, Decoder, Device, DtypeAlias, Model, Precision,
                      RefineLr, RefineOption, RefineReg, pick_precision)
+from .options import EvalOptions
 
 
 def evaluate(
@@ -43,17 +44,14 @@ def evaluate(
 --best-of/--refine every method spends that test-time compute."""
     check_extras("eval", scorer=scorer)
     from .. import io
-    from ..components import load_components
     from ..errors import InputError
     from .. import prompt_sets as data
-    from ..heads.checkpoint import load_head, read_head_config
-    from ..evaluation import evaluate as run_eval, markdown
-    from ..scorers.scorer_set import ScorerSet
+    from ..heads.checkpoint import read_head_config
     from ..scorers.spec import parse_scorers
 
     if seeds < 1 or batch_size < 1:
         raise InputError("--seeds and --batch-size must be at least 1")
-    config, training = read_head_config(head)
+    read_head_config(head)
     parse_scorers(scorer)  # syntax errors before any loading
     from ..test_time.search import check_test_time
 
@@ -63,29 +61,43 @@ def evaluate(
     texts = data.load_prompts(prompts, prompt_column, prompt_field)[:max_prompts]
     io.check_output_file(json_path, "--json")
     io.check_output_file(markdown_path, "--markdown")
-    from ..components import resolve_device
+    _evaluate(EvalOptions(
+        head=head, model=model, decoder=decoder, scorers=tuple(scorer), prompts=prompts,
+        texts=tuple(texts), seeds=seeds, batch_size=batch_size, height=height, width=width,
+        two_step=two_step, device=device, precision=pick_precision(precision, dtype),
+        json_path=json_path, markdown_path=markdown_path, test_time=test_time))
 
-    comps = load_components(model, decoder, pick_precision(precision, dtype),
-                            str(resolve_device(device)))
+
+def _evaluate(o: EvalOptions) -> None:
+    """Load the model, the head and the scorers; score; write --json/--markdown; print the
+    table."""
+    from .. import io
+    from ..components import load_components, resolve_device
+    from ..evaluation import evaluate as run_eval, markdown
+    from ..heads.checkpoint import load_head, read_head_config
+    from ..scorers.scorer_set import ScorerSet
+
+    config, training = read_head_config(o.head)
+    comps = load_components(o.model, o.decoder, o.precision, str(resolve_device(o.device)))
     f = comps.spec.vae_scale_factor
-    height = height or config.latent_shape[1] * f
-    width = width or config.latent_shape[2] * f
-    module = load_head(head, comps.spec, height, width).to(comps.device)
-    scorers = ScorerSet.load(scorer, comps.device)
-    if test_time.refine is not None:
+    height = o.height or config.latent_shape[1] * f
+    width = o.width or config.latent_shape[2] * f
+    module = load_head(o.head, comps.spec, height, width).to(comps.device)
+    scorers = ScorerSet.load(o.scorers, comps.device)
+    if o.test_time.refine is not None:
         scorers.check_differentiable()
-    with typer.progressbar(length=seeds * len(texts), label="scoring", file=None) as bar:
-        result = run_eval(module, comps, scorers, texts, seeds=seeds, batch_size=batch_size,
-                          height=height, width=width, two_step=two_step, on_batch=bar.update,
-                          test_time=test_time)
-    summary = {**result.summary(), "head": str(head), "model": model,
-               "decoder": comps.decoder_id, "prompts_file": str(prompts),
+    with typer.progressbar(length=o.seeds * len(o.texts), label="scoring", file=None) as bar:
+        result = run_eval(module, comps, scorers, list(o.texts), seeds=o.seeds,
+                          batch_size=o.batch_size, height=height, width=width,
+                          two_step=o.two_step, on_batch=bar.update, test_time=o.test_time)
+    summary = {**result.summary(), "head": str(o.head), "model": o.model,
+               "decoder": comps.decoder_id, "prompts_file": str(o.prompts),
                "size": f"{width}x{height}", "head_training": {
                    k: training.get(k) for k in ("scorer", "steps", "best_step", "val_loss",
                                                 "val_win_rate")}}
-    table = markdown(result, f"{config.mode.upper()} vs Gaussian: {head} on {model}")
-    if json_path:
-        io.atomic_write_text(json_path, json.dumps(summary, indent=2))
-    if markdown_path:
-        io.atomic_write_text(markdown_path, table)
+    table = markdown(result, f"{config.mode.upper()} vs Gaussian: {o.head} on {o.model}")
+    if o.json_path:
+        io.atomic_write_text(o.json_path, json.dumps(summary, indent=2))
+    if o.markdown_path:
+        io.atomic_write_text(o.markdown_path, table)
     typer.echo(table)

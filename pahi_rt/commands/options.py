@@ -96,6 +96,29 @@ class TrainOptions:
         return self.objective in ("kto", "dpo")
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """`pahi-rt eval`, checked: the head, what it is scored with, on which prompts, and where
+    the tables go (height/width None: the head's size)."""
+
+    head: Path
+    model: str
+    decoder: str | None
+    scorers: tuple[str, ...]  # each reported on its own
+    prompts: str  # the --prompts source, as given (recorded in the summary)
+    texts: tuple[str, ...]  # its prompts, --max-prompts applied
+    seeds: int  # seed rounds
+    batch_size: int
+    height: int | None
+    width: int | None
+    two_step: bool
+    device: str
+    precision: str
+    json_path: Path | None
+    markdown_path: Path | None
+    test_time: TestTime
+
+
 def absolute_path(path) -> str | None:
     """Replicas and Ray actors do not run in this directory: local paths travel as absolute
     ones (anything else, an HF id, as given)."""
