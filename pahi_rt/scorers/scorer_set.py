@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import InputError, ModelLoadError, PahiError, require
 from ..hub import local_snapshot
-from .spec import BUILTIN, ScorerSpec, parse_scorer  # noqa: F401
+from .spec import BUILTIN, ScorerSpec, parse_scorer, parse_scorers  # noqa: F401
 from .clip_preprocess import CLIP_MEAN, CLIP_STD, ClipImagePreprocess, pooled as _pooled  # noqa: F401
 
 ScoreFn = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
@@ -183,7 +183,7 @@ class ScorerSet:
 
     @classmethod
     def load(cls, texts: Sequence[str], device: torch.device | str = "cpu") -> "ScorerSet":
-        specs = [parse_scorer(t) for t in texts]
+        specs = parse_scorers(texts)
         if not specs:
             raise InputError("give at least one --scorer")
         return cls(specs, [load_scorer(s, device) for s in specs])
