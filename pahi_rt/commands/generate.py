@@ -88,8 +88,8 @@ WebP files with their generation metadata."""
     ray_run = ray or address or replicas != 1 or gpus_per_replica
     if ray_run and image_format not in (None, "png"):
         raise InputError("--ray writes PNGs (its index verifies them); drop --format")
+    from ..export.first_use import export_on_first_use
     from ..runtime.pipeline import PipelineConfig, load_model, open_pipeline
-
     config = PipelineConfig(backend, mode, min(best_of, 8), height, width, precision, artifacts,
                             compile=compile)
     fits(model, config, device, export=backend != "torch" and artifacts is None)
@@ -110,7 +110,7 @@ WebP files with their generation metadata."""
     scorers = None if test_time.plain else _scorers(scorer, test_time, device)  # fail fast
     loaded = load_model(model, decoder, device=device, head=head, noise=(noise,), height=height,
                         width=width, keep_fp32=backend != "torch", log=echo_err)
-    pipe = open_pipeline(loaded, config, log=echo_err)
+    pipe = open_pipeline(loaded, config, log=echo_err, export=export_on_first_use)
     if best_of > 1 or len({p.text for p in texts}) < len(texts):  # a prompt comes again
         from ..runtime.prompt_cache import PromptCache
 

@@ -36,15 +36,12 @@ def write_head_files(head, folder: Path, training: dict | None = None) -> None:
 def save_head_in_place(head, directory: str | Path, training: dict | None = None) -> Path:
     """Like save_head, but leaves other files in `directory` alone (a training run keeps its
     resume state beside the best head): each file is written to a temp file and renamed."""
+    from ..io import atomic_write_files
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".head."))
-    try:
-        write_head_files(head, tmp, training)
-        os.replace(tmp / WEIGHTS, directory / WEIGHTS)
-        os.replace(tmp / CONFIG, directory / CONFIG)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_files(directory, (WEIGHTS, CONFIG),
+                       lambda tmp: write_head_files(head, tmp, training), prefix=".head.")
     return directory
 
 

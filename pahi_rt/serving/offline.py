@@ -26,6 +26,7 @@ class Renderer:
 
         import torch
 
+        from ..export.first_use import export_on_first_use
         from ..runtime.pipeline import PipelineConfig, load_model, open_pipeline
         from ..specs import parse_mode
 
@@ -39,7 +40,7 @@ class Renderer:
                                 keep_fp32=s.backend != "torch")
         self.pipe = open_pipeline(self.model, PipelineConfig(
             s.backend, parse_mode(s.noise, s.steps), 1, s.height, s.width, s.precision,
-            Path(s.artifacts) if s.artifacts else None))
+            Path(s.artifacts) if s.artifacts else None), export=export_on_first_use)
 
     def __call__(self, batch: dict) -> dict:
         s, (model, head) = self.settings, self.labels

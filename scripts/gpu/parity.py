@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 
+from pahi_rt.export.first_use import export_on_first_use
 from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
 from pahi_rt.specs import MODES
 
@@ -30,7 +31,8 @@ def main(out: str) -> None:
                                          ("torch fp16", "torch", "fp16"),
                                          ("onnxruntime fp16 fused", "onnxruntime", "fp16")):
             pipe = open_pipeline(model, PipelineConfig(backend, MODES[mode], 1, size, size,
-                                                       precision), print)
+                                                       precision), print,
+                                 export=export_on_first_use)
             runs[name] = np.concatenate([pipe([p], [i]) for i, p in enumerate(PROMPTS)])
             pipe.close()
         ref = runs["torch fp32"].astype(int)

@@ -10,6 +10,7 @@ import os
 import resource
 import time
 
+from pahi_rt.export.first_use import export_on_first_use
 from pahi_rt.runtime.pipeline import PipelineConfig, ensure_artifacts, load_model
 from pahi_rt.specs import MODES
 
@@ -30,7 +31,7 @@ def main() -> None:
     backend = "tensorrt" if args.engines else "onnxruntime"
     for name in MODE_NAMES:
         config = PipelineConfig(backend, MODES[name], args.batch, size, size, args.precision)
-        directory = ensure_artifacts(model, config, print)
+        directory = ensure_artifacts(model, config, print, export_on_first_use)
         print(f"{name} batch {args.batch}: {directory}  ({time.perf_counter() - t0:.0f} s)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"done in {time.perf_counter() - t0:.0f} s, peak RSS {peak:.1f} GiB")
