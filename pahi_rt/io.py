@@ -96,7 +96,8 @@ class OutputExistsError(InputError):
     """`atomic_write(overwrite=False)` found its name taken (another run wrote it meanwhile)."""
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (read by setting it and back): the mode plain open()/mkdir() give."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -105,7 +106,7 @@ def _umask() -> int:
 def _settle(tmp: str | Path) -> None:
     """Give a finished temp file the mode a plain open() would (0666 & ~umask; mkstemp makes
     0600) and fsync it, so the rename that publishes it publishes its bytes."""
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~current_umask())
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
