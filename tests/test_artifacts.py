@@ -25,13 +25,17 @@ def test_cache_roots_are_pure(tmp_path):
     assert not (tmp_path / "c").exists() and dict(os.environ) == before
 
 
+def _request(width: int) -> ExportRequest:
+    return ExportRequest(components=None, head=None, head_source=None, sources={},
+                         directory=None, graphs=(), height=64, width=width, batch=1,
+                         precision="fp32")
+
+
 def test_cache_dir_follows_sources_and_shapes(tmp_path, monkeypatch):
     monkeypatch.setenv("PAHI_RT_CACHE", str(tmp_path))
-    shape = ExportRequest(None, None, None, {}, tmp_path, (), 64, 64, 1, "fp32")
-    a = cache_dir({"unet": "1"}, shape)
-    assert a.parent == tmp_path and a != cache_dir({"unet": "2"}, shape)
-    assert a != cache_dir({"unet": "1"}, ExportRequest(None, None, None, {}, tmp_path, (),
-                                                       64, 128, 1, "fp32"))
+    a = cache_dir({"unet": "1"}, _request(64))
+    assert a.parent == tmp_path and a != cache_dir({"unet": "2"}, _request(64))
+    assert a != cache_dir({"unet": "1"}, _request(128))
 
 
 def test_component_graphs_of_modes():

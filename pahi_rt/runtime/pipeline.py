@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .. import sampling
-from ..artifacts.first_use import Exporter
+from ..artifacts.first_use import Exporter, ExportRequest
 from ..errors import ArtifactError, InputError
 from ..specs import (BACKENDS, MODES, PRECISIONS, SEED_RANGE, Mode,  # noqa: F401
                      check_seeds, component_graphs)
@@ -261,7 +261,6 @@ def ensure_artifacts(model: LoadedModel, config: PipelineConfig, log: Log,
     by the command layer) writes what the run needs (reusing what is there). Without `export`
     and `config.artifacts`: ArtifactError."""
     from ..artifacts.cache import cache_dir
-    from ..artifacts.first_use import ExportRequest
     from ..artifacts.manifest import check_sources
 
     sources = model.sources()
@@ -276,8 +275,9 @@ def ensure_artifacts(model: LoadedModel, config: PipelineConfig, log: Log,
     components = component_graphs(mode)
     fused = (mode.name,) if config.fused and mode.name in MODES else ()
     request = ExportRequest(
-        model.base, model.export_head, model.head_path, sources, Path(), components + fused,
-        config.height, config.width, config.batch, config.export_precision,
+        components=model.base, head=model.export_head, head_source=model.head_path,
+        sources=sources, directory=Path(), graphs=components + fused, height=config.height,
+        width=config.width, batch=config.batch, precision=config.export_precision,
         engines=(fused or components) if config.backend == "tensorrt" else ())
     request = replace(request, directory=cache_dir(sources, request))
     log(f"artifacts: no --artifacts, using the cache {request.directory} "
