@@ -146,7 +146,8 @@ def atomic_write_files(directory: str | Path, names: tuple[str, ...],
     """`atomic_write` for files that belong together (a graph and its weights): `write(tmp)`
     fills a temp folder beside them, then each of `names` it wrote is published in order (put
     the file that refers to the others last, so it never points at nothing). The temp folder
-    (`.{prefix or names[-1]}.XXXXXXXX`) is removed even on failure. Returns the names published."""
+    (`prefix` + 8 random characters; default prefix `.{names[-1]}.`) is removed even on
+    failure. Returns the names published."""
     directory = Path(directory)
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=prefix or f".{names[-1]}."))
     try:

@@ -82,9 +82,9 @@ def _preset_definition(preset) -> str:
     sources = [Path(importlib.util.find_spec(f"pahi_rt.{m}").origin).read_bytes()
                for m in ("random_init", "taesd")]
     return sha256_json({"name": preset.name, "seed": preset.seed,
-                         "configs": [dict(c or {}) for c in (preset.unet, preset.text_encoder,
-                                                              preset.decoder)],
-                         "init": [hashlib.sha256(s).hexdigest() for s in sources]})
+                        "configs": [dict(c or {}) for c in (preset.unet, preset.text_encoder,
+                                                             preset.decoder)],
+                        "init": [hashlib.sha256(s).hexdigest() for s in sources]})
 
 
 def _tree_digest(root: Path, folders) -> dict:
