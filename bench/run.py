@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import torch
 
 from pahi_rt.errors import PahiError
+from pahi_rt.export.first_use import export_on_first_use
 from pahi_rt.runtime.backend import WallTimer
 from pahi_rt.runtime.pipeline import LoadedModel, PipelineConfig, open_pipeline
 from pahi_rt.specs import MODES
@@ -241,7 +242,7 @@ def _runners(model, config: BenchConfig, name, mode, batch, artifacts, log, prec
                                  width=config.width, precision=precision,
                                  artifacts=artifacts if backend != "torch" else None,
                                  calibration=config.calibration), **overrides)
-    pipe = open_pipeline(model, cfg, log)
+    pipe = open_pipeline(model, cfg, log, export=export_on_first_use)
     if model.device.type == "cuda" and backend == "torch" and not cfg.compile:
         timer = CudaEventTimer
     else:

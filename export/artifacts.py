@@ -1,16 +1,25 @@
-"""`export_artifacts`: the cached, locked, atomic export of ONNX graphs and TensorRT engines."""
+"""`export_artifacts`: the cached, locked, atomic export of ONNX graphs and TensorRT engines.
+
+Each artifact is rebuilt only when its content key (`build.onnx_key`, `fused_key`,
+`engine_key`) or its files' sha256 no longer match the manifest. The whole export holds an
+exclusive lock on DIR/.lock, and each file and the manifest are replaced atomically.
+"""
 from __future__ import annotations
 
 import gc
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..artifacts import manifest as mf
+from ..artifacts.keys import options_key, source_hashes
 from ..errors import ArtifactError
+from ..io import atomic_write_bytes, atomic_write_json, sha256_file, sha256_json
 from ..sampling import Schedule
-from ..specs import ENGINE, MODES, ONNX
-from . import graphs, manifest as mf
-from .build import ExportOptions, component_graphs, graph_plan, onnx_key, source_hashes
+from ..specs import ENGINE, MODES, ONNX, component_graphs
+from . import graphs
+from .build import ExportOptions, graph_plan, onnx_key
 from .compose import compose_graph
+from .manifest import put_artifact, remove_stale_temporaries
 from .onnx_export import export_graph
 
 
@@ -41,7 +50,7 @@ def export_artifacts(components, out_dir: str | Path, options: ExportOptions, he
     report = ExportReport(out)
     sources = sources or source_hashes(components, head)
     with mf.directory_lock(out):
-        mf.remove_stale_temporaries(out)  # what a killed export left (we hold the lock)
+        remove_stale_temporaries(out)  # what a killed export left (we hold the lock)
         manifest = mf.read_manifest(out)
         manifest.update(model=components.model_id, decoder=components.decoder_id,
                         head=head_source, height=options.height, width=options.width,
@@ -55,7 +64,7 @@ def export_artifacts(components, out_dir: str | Path, options: ExportOptions, he
                 gc.collect()
         for name in options.engines:
             _build_one(name, options, manifest, report, progress)
-        mf.atomic_write_json(out / mf.MANIFEST, manifest)
+        atomic_write_json(out / mf.MANIFEST, manifest)
     report.manifest = manifest
     return report
 
@@ -85,16 +94,16 @@ def _export_one(components, head, name, steps, sources, options, manifest, repor
         facts = export_graph(module, args, graphs.graph_spec(name), path, options.precision,
                              dynamic_batch=dynamic)
     entry = {"path": path.name, "kind": ONNX, "graph": name, "key": key, "steps": steps,
-             "sha256": mf.sha256_file(path), "size_bytes": path.stat().st_size,
+             "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
              "precision": options.precision, "batch": options.batch,
              "max_batch": options.max_batch, "height": options.height, "width": options.width,
              "built_from": {k: v for k, v in sources.items()}, "depends": depends, **facts}
     if facts["external_data"]:
         data = out / facts["external_data"]
-        entry.update(external_data_sha256=mf.sha256_file(data),
+        entry.update(external_data_sha256=sha256_file(data),
                      size_bytes=entry["size_bytes"] + data.stat().st_size)
-    mf.put_artifact(manifest, entry)
-    mf.atomic_write_json(out / mf.MANIFEST, manifest)  # keep progress if a later graph fails
+    put_artifact(manifest, entry)
+    atomic_write_json(out / mf.MANIFEST, manifest)  # keep progress if a later graph fails
     report.built.append(entry["path"])
 
 
@@ -111,23 +120,22 @@ def _components_of(name: str, manifest: dict, out: Path) -> dict[str, dict]:
 
 def fused_key(name: str, parts: dict[str, dict], sources: dict, options: ExportOptions) -> str:
     """Key of a composed graph: its components' keys, the glue code and the schedule."""
-    return mf.sha256_json({"graph": name, "parts": {g: e["key"] for g, e in parts.items()},
-                           "code": sources["code"], "tools": sources["tools"],
-                           "spec": sources["model_spec"],
-                           "options": [options.height, options.width, options.batch,
-                                       options.max_batch, options.precision]})
+    return sha256_json({"graph": name, "parts": {g: e["key"] for g, e in parts.items()},
+                        "code": sources["code"], "tools": sources["tools"],
+                        "spec": sources["model_spec"], "options": options_key(options)})
 
 
 def engine_key(onnx_entry: dict, options: ExportOptions) -> str:
     """Key of an engine: its ONNX files, TensorRT flavour/version, build options, and the GPU
     when the build is for the local GPU (classic TensorRT, or TensorRT-RTX target `current`)."""
-    from .engine import CLASSIC, flavour_version, local_gpu
+    from ..artifacts.tensorrt import CLASSIC
+    from .engine import flavour_version, local_gpu
 
     flavour = flavour_version()
     local = flavour["flavour"] == CLASSIC or "current" in options.build.targets
-    return mf.sha256_json({"onnx": mf.artifact_files(onnx_entry), **flavour,
-                           "build": _build_options(onnx_entry, options).to_dict(),
-                           "gpu": local_gpu() if local else None})
+    return sha256_json({"onnx": mf.artifact_files(onnx_entry), **flavour,
+                        "build": _build_options(onnx_entry, options).to_dict(),
+                        "gpu": local_gpu() if local else None})
 
 
 def _build_options(onnx_entry: dict, options: ExportOptions):
@@ -142,7 +150,8 @@ def _build_options(onnx_entry: dict, options: ExportOptions):
 
 
 def _build_one(name, options, manifest, report, progress):
-    from .engine import RTX, build_engine
+    from ..artifacts.tensorrt import RTX
+    from .engine import build_engine
 
     out = report.directory
     source_path, source = mf.verified_artifact(out, name, ONNX)
@@ -154,32 +163,14 @@ def _build_one(name, options, manifest, report, progress):
     progress(f"building {name}.engine")
     data, facts = build_engine(source_path, _build_options(source, options))
     path, log = out / f"{name}.engine", out / f"{name}.engine.log"
-    mf.atomic_write_bytes(log, ("\n".join(facts.pop("log")) + "\n").encode())
-    mf.atomic_write_bytes(path, data)
+    atomic_write_bytes(log, ("\n".join(facts.pop("log")) + "\n").encode())
+    atomic_write_bytes(path, data)
     entry = {"path": path.name, "kind": ENGINE, "graph": name, "key": key,
-             "sha256": mf.sha256_file(path), "size_bytes": len(data),
+             "sha256": sha256_file(path), "size_bytes": len(data),
              "source": source["path"], "source_sha256": source["sha256"],
              "precision": source["precision"], "io": source["io"], "build_log": log.name,
              "cuda_graphs": "whole-graph capture at run time" if facts["flavour"] == RTX
              else "none", **facts}
-    mf.put_artifact(manifest, entry)
-    mf.atomic_write_json(out / mf.MANIFEST, manifest)
+    put_artifact(manifest, entry)
+    atomic_write_json(out / mf.MANIFEST, manifest)
     report.built.append(entry["path"])
-
-
-def check_sources(directory: str | Path, sources: dict) -> dict:
-    """The manifest of `directory`, refused (ArtifactError) when it was exported from other
-    weights, configs or code than `sources` (from `source_hashes`) describe."""
-    manifest = mf.read_manifest(directory)
-    how = f"export into it with `pahi-rt export --out {directory}` (same model and options)"
-    if not Path(directory).is_dir():
-        raise ArtifactError(f"--artifacts {directory}: no such directory; {how}")
-    if not manifest["artifacts"]:
-        raise ArtifactError(f"--artifacts {directory}: no usable {mf.MANIFEST} (missing, "
-                            f"unreadable or empty); {how}")
-    recorded = manifest.get("sources") or {}
-    changed = sorted(k for k in sources if recorded.get(k) != sources[k])
-    if changed:
-        raise ArtifactError(f"{directory} was exported from other {', '.join(changed)} than "
-                               "this model/head; re-run `pahi-rt export` into it")
-    return manifest

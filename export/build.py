@@ -1,35 +1,20 @@
-"""Export a model's graphs (and engines) into an artifact directory, rebuilding only what changed.
+"""What an export builds: its options, the graphs it plans, and each ONNX graph's content key.
 
-Every artifact has a content key: the hash of the weights and configs it is built from, the code
-version (pahi-rt's version and the source of the sampler/export modules), and the options
-(precision, shapes, opset; TensorRT flavour/version/targets for engines). An artifact is reused
-only when its key matches and its file still has the recorded sha256. The whole export holds an
-exclusive lock on DIR/.lock, and each file and the manifest are replaced atomically.
+The key hashes what the graph is built from (`pahi_rt.artifacts.keys.source_hashes`: weights,
+configs, code version, tool versions) and the options (`keys.options_key`: shapes, precision).
+An artifact is reused only when its key matches and its files still have the recorded sha256.
 """
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
-from pathlib import Path
+from dataclasses import dataclass, field
 
-import torch
-
-from ..errors import ArtifactError, InputError
-from ..specs import MODES
-from . import graphs, manifest as mf
+from ..artifacts.keys import options_key
+from ..errors import InputError
+from ..io import sha256_json
+from ..specs import MODES, component_graphs
+from . import graphs
 from .engine import BuildOptions
 from .onnx_export import PRECISIONS
-
-# Modules whose code shapes an exported graph: their source is part of every ONNX key.
-GRAPH_CODE = ("pahi_rt.specs", "pahi_rt.sampling", "pahi_rt.heads.head", "pahi_rt.export.graphs",
-              "pahi_rt.export.cleanup", "pahi_rt.export.onnx_export", "pahi_rt.export.external",
-              "pahi_rt.export.compose")
-# Packages whose version changes the graphs written (exporter, cleanup, fp16 converter).
-GRAPH_TOOLS = ("torch", "onnx", "onnxslim", "onnxruntime")
-
 
 MAX_EXPORT_BATCH = 256  # images per graph call; serve --max-batch has the same limit
 
@@ -56,74 +41,6 @@ class ExportOptions:
             raise InputError(f"--batch and --max-batch must be at most {MAX_EXPORT_BATCH} "
                              "(serve's largest batch)")
         return self
-
-
-def weights_hash(module: torch.nn.Module) -> str:
-    """sha256 over parameter/buffer names, dtypes, shapes and bytes (not file names)."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def code_version() -> str:
-    """Hash of pahi-rt's version and the source of every module in GRAPH_CODE, located through
-    the import system (so it works for wheels, editable installs and source checkouts)."""
-    h = hashlib.sha256(_version().encode())
-    for name in GRAPH_CODE:
-        h.update(name.encode())
-        h.update(module_source(name))
-    return h.hexdigest()
-
-
-def module_source(name: str) -> bytes:
-    """The source bytes of module `name`; refuses loudly when they cannot be read (a cache
-    key that silently skipped a file would reuse stale graphs)."""
-    spec = importlib.util.find_spec(name)
-    origin = Path(spec.origin) if spec is not None and spec.origin else None
-    if origin is None or origin.suffix != ".py" or not origin.is_file():
-        raise ArtifactError(f"cannot read the source of {name} ({origin}) to key the export "
-                            "cache; reinstall pahi-rt")
-    return origin.read_bytes()
-
-
-def tool_versions() -> dict:
-    """Versions of the packages in GRAPH_TOOLS ("-" when not installed)."""
-    out = {}
-    for name in GRAPH_TOOLS:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "-"
-    return out
-
-
-def _version() -> str:
-    try:
-        return metadata.version("pahi-rt")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def source_hashes(components, head=None) -> dict:
-    """Content hashes of everything graphs are built from (weights and configs)."""
-    spec = components.spec
-    out = {"text_encoder": weights_hash(components.text_encoder),
-           "unet": weights_hash(components.unet), "decoder": weights_hash(components.decoder),
-           "model_spec": mf.sha256_json(asdict(spec)), "code": code_version(),
-           "tools": mf.sha256_json(tool_versions())}
-    if head is not None:
-        out["head"] = weights_hash(head)
-        out["head_config"] = mf.sha256_json(head.config.to_dict())
-    return out
-
-
-def component_graphs(mode) -> tuple[str, ...]:
-    """The component graphs a mode's fused graph is composed from."""
-    head = (graphs.HEAD,) if mode.noise != "gaussian" else ()
-    return (graphs.TEXT_ENCODER,) + head + (graphs.UNET, graphs.DECODER)
 
 
 def graph_plan(head=None, only: tuple[str, ...] = ()) -> list[tuple[str, int]]:
@@ -155,33 +72,7 @@ def onnx_key(name: str, steps: int, sources: dict, options: ExportOptions) -> st
     used = _USES.get(name, ("text_encoder", "unet", "decoder", "head", "head_config"))
     if name in MODES and MODES[name].noise == "gaussian":
         used = ("text_encoder", "unet", "decoder")
-    return mf.sha256_json({"graph": name, "steps": steps, "code": sources["code"],
-                           "tools": sources["tools"], "spec": sources["model_spec"],
-                           "weights": {k: sources.get(k) for k in used},
-                           "options": [options.height, options.width, options.batch,
-                                       options.max_batch, options.precision]})
-
-
-def cache_root() -> Path:
-    """$PAHI_RT_CACHE (default ~/.cache/pahi-rt/artifacts), checked to be a writable folder."""
-    env = os.environ.get("PAHI_RT_CACHE")
-    base = Path(env) if env else Path.home() / ".cache" / "pahi-rt" / "artifacts"
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        ok = base.is_dir() and os.access(base, os.W_OK)
-    except OSError:
-        ok = False
-    if not ok:
-        raise InputError(f"PAHI_RT_CACHE={base}: not a writable folder; point it at one (or "
-                         "pass --artifacts DIR)")
-    return base
-
-
-def cache_dir(sources: dict, options: ExportOptions) -> Path:
-    """A content-keyed directory under $PAHI_RT_CACHE (default ~/.cache/pahi-rt/artifacts) for
-    the graphs of `sources` (from `source_hashes`) at these shapes and precision."""
-    base = cache_root()
-    key = mf.sha256_json({"sources": sources,
-                          "options": [options.height, options.width, options.batch,
-                                      options.max_batch, options.precision]})
-    return base / key[:20]
+    return sha256_json({"graph": name, "steps": steps, "code": sources["code"],
+                        "tools": sources["tools"], "spec": sources["model_spec"],
+                        "weights": {k: sources.get(k) for k in used},
+                        "options": options_key(options)})

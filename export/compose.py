@@ -15,8 +15,6 @@ its own prefix for nodes and edges.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,11 +23,13 @@ from torch import nn
 
 from .. import sampling
 from ..errors import require
+from ..io import atomic_write
 from ..specs import GRAPHS, NAMES, Mode
 from .onnx_export import OPSET, io_signature
 
-# glue edge names (local to each glue graph; torch renames an input that shares an output's name)
-LATENT, X, X_NEXT, E, T = "latent", "x", "x_next", "noise_pred", "timestep"
+# glue edge names (local to each glue graph; torch renames an input that shares an output's
+# name); the UNet's prediction and timestep keep their graph names
+LATENT, X, X_NEXT, E, T = "latent", "x", "x_next", NAMES.noise_pred, NAMES.timestep
 
 
 class StepIn(nn.Module):
@@ -185,17 +185,11 @@ def compose_graph(directory: Path, mode: Mode, schedule: sampling.Schedule,
     onnx = require("onnx", "onnx")
     t0 = time.perf_counter()
     model = compose(directory, mode, schedule, graphs, dynamic_batch)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:  # saved beside the components: the relative data paths resolve for the check
-        onnx.save_model(model, tmp)
-        onnx.checker.check_model(tmp, full_check=False)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; every other artifact follows umask
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+    def write(tmp: Path) -> None:  # beside the components: relative data paths resolve
+        onnx.save_model(model, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=False)
+    atomic_write(path, write)
     return {"external_data": None, "seconds": round(time.perf_counter() - t0, 2),
             "opset": OPSET, "exporter": "pahi-rt compose (component graphs + traced glue)",
             "cleanup": "none (components are cleaned)", "io": io_signature(model)}

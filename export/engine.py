@@ -1,4 +1,5 @@
-"""TensorRT engines from ONNX graphs: one import seam for `tensorrt` and TensorRT for RTX.
+"""TensorRT engines built from ONNX graphs (`tensorrt` or TensorRT for RTX, imported through
+`pahi_rt.artifacts.tensorrt.trt_module`, which also checks an engine before it runs).
 
 TensorRT for RTX (`tensorrt_rtx`) builds ahead of time without a GPU for chosen compute
 capabilities (sm75/80/86/89/120/121; `current` builds for the GPU in this machine); networks are
@@ -12,22 +13,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import EngineError, MissingDependencyError
+from ..artifacts.tensorrt import RTX, trt_logger, trt_module
+from ..errors import EngineError
 
-RTX, CLASSIC = "tensorrt-rtx", "tensorrt"
 DEFAULT_TARGETS = ("sm86",)  # RTX 3090-class; add sm80/sm89/sm120 with --target
 TARGETS = ("sm75", "sm80", "sm86", "sm89", "sm120", "sm121", "current")
-
-
-def trt_module():
-    """(module, flavour): `tensorrt` when importable, else `tensorrt_rtx`."""
-    for name, flavour in (("tensorrt", CLASSIC), ("tensorrt_rtx", RTX)):
-        try:
-            return __import__(name), flavour
-        except ImportError:
-            continue
-    raise MissingDependencyError("neither 'tensorrt' nor 'tensorrt_rtx' is installed; install "
-                                 "TensorRT for RTX with: pip install 'pahi-rt[tensorrt-rtx]'")
 
 
 def local_gpu() -> str:
@@ -68,23 +58,13 @@ def check_targets(targets) -> tuple[str, ...]:
     return tuple(targets)
 
 
-def _logger(trt, lines: list[str]):
-    class Capture(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-
-        def log(self, severity, msg):
-            lines.append(f"[{str(severity).split('.')[-1]}] {msg}")
-    return Capture()
-
-
 def build_engine(onnx_path: Path, options: BuildOptions) -> tuple[bytes, dict]:
     """Parse the ONNX graph (external data beside it is read) and build a serialized engine.
 
     Returns (engine bytes, facts: flavour, version, targets, build seconds, log lines)."""
     trt, flavour = trt_module()
     lines: list[str] = []
-    logger = _logger(trt, lines)
+    logger = trt_logger(trt, lines)
     t0 = time.perf_counter()
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -112,31 +92,3 @@ def build_engine(onnx_path: Path, options: BuildOptions) -> tuple[bytes, dict]:
              "targets": list(options.targets) if flavour == RTX else ["local GPU"],
              "build_seconds": round(time.perf_counter() - t0, 2), **options.to_dict()}
     return bytes(data), {**facts, "log": lines}
-
-
-def engine_validity(data: bytes) -> tuple[str, str]:
-    """("VALID" | "SUBOPTIMAL" | "INVALID" | "UNKNOWN", diagnostics) for this machine.
-
-    TensorRT for RTX answers with `Runtime.get_engine_validity` (GPU and version checks);
-    classic TensorRT has no such query, so the manifest's recorded version is all we know."""
-    trt, flavour = trt_module()
-    runtime = trt.Runtime(_logger(trt, []))
-    if not hasattr(runtime, "get_engine_validity"):
-        return "UNKNOWN", f"{flavour} {trt.__version__} has no engine-validity query"
-    validity, bits = runtime.get_engine_validity(data)
-    reasons = [name for name, flag in trt.EngineInvalidityDiagnostics.__members__.items()
-               if int(bits) & int(flag)]
-    return str(validity).split(".")[-1], ", ".join(reasons) or "no diagnostics (no GPU visible?)"
-
-
-def check_engine(data: bytes, entry: dict) -> None:
-    """Refuse an engine built by another TensorRT flavour/version or for another GPU."""
-    trt, flavour = trt_module()
-    if (entry.get("flavour"), entry.get("trt_version")) != (flavour, trt.__version__):
-        raise EngineError(f"{entry['path']} was built with {entry.get('flavour')} "
-                          f"{entry.get('trt_version')}, this is {flavour} {trt.__version__}; "
-                          "re-run `pahi-rt export` to rebuild it")
-    validity, diagnostics = engine_validity(data)
-    if validity == "INVALID":
-        raise EngineError(f"{entry['path']} cannot run here (targets {entry.get('targets')}): "
-                          f"{diagnostics}; re-run `pahi-rt export --target ...` for this GPU")

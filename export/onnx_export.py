@@ -12,7 +12,6 @@ needed in torch.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 import warnings
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import require
+from ..io import atomic_write_files
 from . import cleanup, external
 from .graphs import GraphSpec
 
@@ -65,26 +65,21 @@ def load_structure(traced: Path) -> tuple[object, dict, str]:
 
 
 def save(model, sources: dict, path: Path) -> dict:
-    """Write graph + `NAME.onnx.data` in a temp folder beside `path`, check the graph, and move
-    both into place (data first, so the graph never points at nothing). The temp folder is
-    removed even on failure. Returns {"external_data": the data file's name or None}."""
+    """Write graph + `NAME.onnx.data`, check the graph, and move both into place (data first,
+    so the graph never points at nothing) with `io.atomic_write_files`. An empty data file is
+    not kept. Returns {"external_data": the data file's name or None}."""
     onnx = require("onnx", "onnx")
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     data_name = f"{path.name}.data"
-    try:
+
+    def write(tmp: Path) -> None:
         external.write_weights(model, sources, tmp / data_name)
         onnx.save_model(model, str(tmp / path.name))
         onnx.checker.check_model(str(tmp / path.name), full_check=False)
-        if (tmp / data_name).stat().st_size:
-            os.replace(tmp / data_name, path.parent / data_name)
-        else:
-            data_name = None
-            (path.parent / f"{path.name}.data").unlink(missing_ok=True)
-        os.replace(tmp / path.name, path)
-    finally:
-        for f in tmp.iterdir():
-            f.unlink()
-        tmp.rmdir()
+        if not (tmp / data_name).stat().st_size:
+            (tmp / data_name).unlink()
+    if data_name not in atomic_write_files(path.parent, (data_name, path.name), write):
+        (path.parent / data_name).unlink(missing_ok=True)
+        return {"external_data": None}
     return {"external_data": data_name}
 
 

@@ -1,8 +1,11 @@
-"""Files in and out: prompt lists, atomic writes, PNGs with generation metadata."""
+"""Files in and out: prompt lists, atomic writes (one mechanism: a temp file or folder beside the
+target, fsynced, then renamed into place), sha256 digests, PNGs with generation metadata."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import unicodedata
 import tempfile
 from contextlib import contextmanager
@@ -93,10 +96,22 @@ class OutputExistsError(InputError):
     """`atomic_write(overwrite=False)` found its name taken (another run wrote it meanwhile)."""
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (read by setting it and back): the mode plain open()/mkdir() give."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _settle(tmp: str | Path) -> None:
+    """Give a finished temp file the mode a plain open() would (0666 & ~umask; mkstemp makes
+    0600) and fsync it, so the rename that publishes it publishes its bytes."""
+    os.chmod(tmp, 0o666 & ~current_umask())
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None], overwrite: bool = True
@@ -110,12 +125,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], overwrite: boo
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _settle(tmp)
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -131,12 +141,61 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], overwrite: boo
     return path
 
 
+def atomic_write_files(directory: str | Path, names: tuple[str, ...],
+                       write: Callable[[Path], None], prefix: str | None = None) -> list[str]:
+    """`atomic_write` for files that belong together (a graph and its weights): `write(tmp)`
+    fills a temp folder beside them, then each of `names` it wrote is published in order (put
+    the file that refers to the others last, so it never points at nothing). The temp folder
+    (`prefix` + 8 random characters; default prefix `.{names[-1]}.`) is removed even on
+    failure. Returns the names published."""
+    directory = Path(directory)
+    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=prefix or f".{names[-1]}."))
+    try:
+        write(tmp)
+        published = [n for n in names if (tmp / n).is_file()]
+        for name in published:
+            _settle(tmp / name)
+        for name in published:
+            os.replace(tmp / name, directory / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return published
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_json(path: str | Path, obj) -> Path:
+    """`obj` as indented JSON with sorted keys, written atomically."""
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+_DIGESTS: dict[tuple, str] = {}  # (device, inode, size, mtime_ns) -> sha256, this process only
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """sha256 (hex) of a file, read once per process and file version: files written here are
+    replaced by rename (a new inode) and any edit changes size or mtime, so the digest follows
+    the content. A full-size fp32 UNet is 3.5 GB; re-hashing it at every check cost seconds."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def sha256_json(obj) -> str:
+    """sha256 (hex) of a JSON-able object with sorted keys (stable across runs and processes)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def png_metadata(prompt: str, seed: int, steps: int, noise: str, model: str, head: str | None,

@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 
 from .errors import InputError
+from .io import sha256_file, sha256_json
 from .hub import SUBFOLDERS, resolve_model_dir
 from .specs import PRESETS, random_decoder_label
 
@@ -54,7 +55,7 @@ def model_key(model: str, decoder: str | None = None) -> str:
         raise InputError(f"model key of '{model}': name its decoder (--decoder)")
     if decoder is not None:
         parts["decoder"] = _decoder_digest(decoder)
-    return _sha256_json(parts)[:KEY_CHARS]
+    return sha256_json(parts)[:KEY_CHARS]
 
 
 def file_digest(path: Path) -> str:
@@ -69,11 +70,7 @@ def file_digest(path: Path) -> str:
     cache_key = f"{real}|{stat.st_size}|{stat.st_mtime_ns}"
     cache = _read_cache()
     if cache_key not in cache:
-        h = hashlib.sha256()
-        with open(real, "rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                h.update(block)
-        cache[cache_key] = h.hexdigest()
+        cache[cache_key] = sha256_file(real)
         _write_cache(cache)
     return cache[cache_key]
 
@@ -84,10 +81,10 @@ def _preset_definition(preset) -> str:
     # the initialisers' source files, read without importing them (they import torch)
     sources = [Path(importlib.util.find_spec(f"pahi_rt.{m}").origin).read_bytes()
                for m in ("random_init", "taesd")]
-    return _sha256_json({"name": preset.name, "seed": preset.seed,
-                         "configs": [dict(c or {}) for c in (preset.unet, preset.text_encoder,
-                                                              preset.decoder)],
-                         "init": [hashlib.sha256(s).hexdigest() for s in sources]})
+    return sha256_json({"name": preset.name, "seed": preset.seed,
+                        "configs": [dict(c or {}) for c in (preset.unet, preset.text_encoder,
+                                                             preset.decoder)],
+                        "init": [hashlib.sha256(s).hexdigest() for s in sources]})
 
 
 def _tree_digest(root: Path, folders) -> dict:
@@ -115,10 +112,6 @@ def _decoder_digest(decoder: str) -> dict:
         raise InputError(f"decoder {decoder}: no config.json (expected an AutoencoderTiny "
                          "directory, HF id or taesd_decoder.safetensors)")
     return _tree_digest(path, [""])
-
-
-def _sha256_json(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
 def _cache_path() -> Path:

@@ -79,6 +79,13 @@ MODES = MappingProxyType({m.name: m for m in (Mode("pahi", 1), Mode("hi", 1),
                                               Mode("gaussian", 1), Mode("gaussian", 2))})
 
 
+def component_graphs(mode: Mode) -> tuple[str, ...]:
+    """The component graphs `mode` runs, in data order (its fused graph is composed from
+    them): text encoder, the head unless the noise is gaussian, UNet, decoder."""
+    head = (GRAPHS.head,) if mode.noise != "gaussian" else ()
+    return (GRAPHS.text_encoder, *head, GRAPHS.unet, GRAPHS.decoder)
+
+
 def parse_mode(noise: str, steps: int) -> Mode:
     """The mode for `--noise NOISE --steps STEPS`, validated."""
     if noise not in NOISE_KINDS:

@@ -91,6 +91,7 @@ def tiny() -> dict:
     """ORT (fused = composed, and staged) vs torch pixels on the tiny model, fp32 and fp16."""
     import tempfile
 
+    from pahi_rt.export.first_use import export_on_first_use
     from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
     from pahi_rt.specs import MODES
 
@@ -111,7 +112,8 @@ def tiny() -> dict:
                 for fused in (True, False):
                     cfg = PipelineConfig(backend="onnxruntime", mode=MODES[mode], batch=4,
                                          height=64, width=64, precision=precision, fused=fused)
-                    d = np.abs(open_pipeline(model, cfg)(prompts, range(4)).astype(int) - ref)
+                    pipe = open_pipeline(model, cfg, export=export_on_first_use)
+                    d = np.abs(pipe(prompts, range(4)).astype(int) - ref)
                     rows[f"{precision} {mode} {'fused' if fused else 'staged'}"] = {
                         "max": int(d.max()), "mean": round(float(d.mean()), 3)}
     return rows

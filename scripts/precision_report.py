@@ -73,12 +73,14 @@ def main() -> None:
 def render(model, backend, precision, mode, prompts, size, calibration):
     """uint8 images [N, H, W, 3] and the median seconds per image after the first call."""
     from pahi_rt.hostmem import give_back_freed_memory
+    from pahi_rt.export.first_use import export_on_first_use
     from pahi_rt.runtime.pipeline import PipelineConfig, open_pipeline
     from pahi_rt.specs import MODES
 
     pipe = open_pipeline(model, PipelineConfig(backend=backend, mode=MODES[mode], batch=1,
                                                height=size, width=size, precision=precision,
-                                               calibration=calibration), log=print)
+                                               calibration=calibration), log=print,
+                         export=export_on_first_use)
     out, times = [], []
     for i, p in enumerate(prompts):
         t0 = time.perf_counter()

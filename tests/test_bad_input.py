@@ -186,7 +186,7 @@ def test_manifest_paths_may_not_leave_the_directory(tiny_artifacts, tmp_path):
     import shutil
 
     from pahi_rt.errors import ArtifactError
-    from pahi_rt.export import manifest as mf
+    from pahi_rt.artifacts import manifest as mf
 
     art = tmp_path / "art"
     shutil.copytree(tiny_artifacts.directory, art)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pahi_rt.export import engine, manifest as mf
+from pahi_rt.artifacts import manifest as mf, tensorrt
+from pahi_rt.errors import EngineError
+from pahi_rt.export import engine
 
 from helpers import has_module
 
@@ -23,30 +25,30 @@ def test_fused_engine_built_with_manifest(tiny_artifacts):
     assert entry["source_sha256"] == onnx_entry["sha256"]
     log = (tiny_artifacts.directory / entry["build_log"]).read_text()
     assert "pahi-1step" in entry["path"] and log.strip()
-    if entry["flavour"] == engine.RTX:
+    if entry["flavour"] == tensorrt.RTX:
         assert entry["targets"] == list(engine.DEFAULT_TARGETS)
 
 
 @needs_trt
 def test_engine_from_other_version_is_refused(tiny_artifacts):
     path, entry = mf.verified_artifact(tiny_artifacts.directory, "pahi-1step", "engine")
-    with pytest.raises(engine.EngineError, match="re-run `pahi-rt export`"):
-        engine.check_engine(path.read_bytes(), {**entry, "trt_version": "0.0.1"})
+    with pytest.raises(EngineError, match="re-run `pahi-rt export`"):
+        tensorrt.check_engine(path.read_bytes(), {**entry, "trt_version": "0.0.1"})
 
 
 @needs_trt
 def test_engine_validity_query(tiny_artifacts):
     """TensorRT-RTX answers whether an engine runs here; without a GPU it cannot."""
     path, entry = mf.verified_artifact(tiny_artifacts.directory, "pahi-1step", "engine")
-    validity, diagnostics = engine.engine_validity(path.read_bytes())
+    validity, diagnostics = tensorrt.engine_validity(path.read_bytes())
     assert validity in ("VALID", "SUBOPTIMAL", "INVALID", "UNKNOWN") and diagnostics
     if validity == "INVALID":
-        with pytest.raises(engine.EngineError, match="cannot run here"):
-            engine.check_engine(path.read_bytes(), entry)
+        with pytest.raises(EngineError, match="cannot run here"):
+            tensorrt.check_engine(path.read_bytes(), entry)
 
 
 def test_bad_target_is_refused():
-    with pytest.raises(engine.EngineError, match="--target"):
+    with pytest.raises(EngineError, match="--target"):
         engine.check_targets(["sm99"])
 
 

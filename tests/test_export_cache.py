@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 from pahi_rt.errors import ArtifactError
-from pahi_rt.export import manifest as mf
-from pahi_rt.export.artifacts import check_sources, export_artifacts
-from pahi_rt.export.build import ExportOptions, source_hashes
+from pahi_rt.artifacts import manifest as mf
+from pahi_rt.artifacts.keys import source_hashes
+from pahi_rt.artifacts.manifest import check_sources
+from pahi_rt.export.artifacts import export_artifacts
+from pahi_rt.export.build import ExportOptions
+from pahi_rt.io import atomic_write_json
 from pahi_rt.runtime.backend import RunConfig
 from pahi_rt.specs import MODES
 from pahi_rt.runtime.ort_backend import OrtBackend
@@ -80,7 +83,7 @@ def test_corrupt_manifest_means_rebuild(tmp_path):
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
-    mf.atomic_write_json(tmp_path / "a.json", {"x": 1})
+    atomic_write_json(tmp_path / "a.json", {"x": 1})
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pahi_rt import sampling
-from pahi_rt.export import manifest as mf
+from pahi_rt.artifacts import manifest as mf
 from pahi_rt.export.graphs import graph_spec
 from pahi_rt.export.onnx_export import export_graph
 from pahi_rt.runtime.backend import RunConfig, null_timer

@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from pahi_rt.errors import ArtifactError
-from pahi_rt.export import build
+from pahi_rt.artifacts import keys
 
 ROOT = Path(__file__).resolve().parents[1]
-PRINT_KEY = "import pahi_rt.export.build as b; print(b.code_version())"
+PRINT_KEY = "import pahi_rt.artifacts.keys as k; print(k.code_version())"
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +67,14 @@ def test_editable_install_key_follows_every_graph_source(editable_copy):
 
 
 def test_missing_source_fails_loudly(monkeypatch):
-    monkeypatch.setattr(build, "GRAPH_CODE", build.GRAPH_CODE + ("pahi_rt.no_such_module",))
+    monkeypatch.setattr(keys, "GRAPH_CODE", keys.GRAPH_CODE + ("pahi_rt.no_such_module",))
     with pytest.raises(ArtifactError, match="no_such_module"):
-        build.code_version()
+        keys.code_version()
 
 
 def test_tool_versions_are_in_the_key():
-    versions = build.tool_versions()
-    assert set(versions) == set(build.GRAPH_TOOLS) and versions["onnx"] != "-"
+    versions = keys.tool_versions()
+    assert set(versions) == set(keys.GRAPH_TOOLS) and versions["onnx"] != "-"
 
 
 def test_weights_hashed_once_per_command(tmp_path, monkeypatch):
@@ -87,8 +87,8 @@ def test_weights_hashed_once_per_command(tmp_path, monkeypatch):
             "--backend", "onnxruntime"]
     assert CliRunner().invoke(app, args + ["--out", str(tmp_path / "a")]).exit_code == 0
     calls = []
-    real = build.weights_hash
-    monkeypatch.setattr(build, "weights_hash", lambda m: calls.append(m) or real(m))
+    real = keys.weights_hash
+    monkeypatch.setattr(keys, "weights_hash", lambda m: calls.append(m) or real(m))
     r = CliRunner().invoke(app, args + ["--out", str(tmp_path / "b")])
     assert r.exit_code == 0, r.output
     assert len(calls) == 3, len(calls)  # text encoder, UNet, decoder

@@ -6,7 +6,9 @@ import onnx
 import pytest
 import torch
 
-from pahi_rt.export import cleanup, graphs, manifest as mf
+from pahi_rt.artifacts import manifest as mf
+from pahi_rt.export import cleanup, graphs
+from pahi_rt.io import sha256_file
 from pahi_rt.export.build import graph_plan
 from pahi_rt.specs import NAMES
 
@@ -22,7 +24,7 @@ def test_manifest_lists_every_graph_with_hashes(request, which):
     assert set(onnx_entries) == EXPECTED
     for name, entry in onnx_entries.items():
         path = report.directory / entry["path"]
-        assert path.name == f"{name}.onnx" and mf.sha256_file(path) == entry["sha256"]
+        assert path.name == f"{name}.onnx" and sha256_file(path) == entry["sha256"]
         assert entry["precision"] == manifest["precision"]
         assert {"unet", "text_encoder", "decoder", "code"} <= set(entry["built_from"])
         onnx.checker.check_model(str(path))  # path-based, works for > 2 GB too

@@ -13,6 +13,7 @@ LAYERS = {
     "prompts": 1, "progress": 2, "prompt_sets": 2,
     "taesd": 2, "components": 2, "memory": 2, "model_key": 2, "sampling": 3, "render": 3,
     "heads": 4, "scorers": 5, "feedback": 5, "training": 6, "test_time": 6, "evaluation": 7,
+    "artifacts": 5,  # what reading an export needs (manifest, keys, cache, TensorRT seam)
     "export": 8, "runtime": 9, "bench": 10, "serving": 10, "commands": 11, "cli": 12,
 }
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 300, 60
@@ -130,3 +131,46 @@ def test_heads_import_no_training_scorers_or_feedback():
            for t in targets
            if t.split(".")[1:2] in (["training"], ["scorers"], ["feedback"], ["test_time"])]
     assert not bad, bad
+
+
+def reachable(edges: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_runtime_imports_no_export_module():
+    """The runtime reads artifacts through pahi_rt.artifacts; exporting on first use is passed
+    in. No runtime module imports the exporter, directly or through another module."""
+    edges = graph()
+    bad = sorted(f"{m} -> {t}" for m in edges if m.startswith("pahi_rt.runtime")
+                 for t in reachable(edges, m) if t.startswith("pahi_rt.export"))
+    assert not bad, bad
+    # the walker follows imports through other modules
+    assert "pahi_rt.export.build" in reachable({"pahi_rt.runtime.pipeline": {"pahi_rt.heads"},
+                                                "pahi_rt.heads": {"pahi_rt.export.build"}},
+                                               "pahi_rt.runtime.pipeline")
+
+
+def outside_own_folder(edges: dict[str, set[str]], folder: str) -> list[str]:
+    """Imports of `folder`'s modules that leave it for anything but a strictly lower layer."""
+    own = LAYERS[folder]
+    return sorted(f"{m} -> {t}" for m, targets in edges.items()
+                  if m.split(".")[1:2] == [folder] for t in targets
+                  if t.split(".")[1:2] != [folder] and not (layer_of(t) or 0) < own)
+
+
+def test_export_and_bench_reach_out_only_for_lower_layers():
+    """export/ and bench/ stay at the top of the repo; beyond their own folder they use only
+    pahi_rt's lower layers (bench does not import serving or commands, export not runtime)."""
+    edges = graph()
+    assert outside_own_folder(edges, "export") == []
+    assert outside_own_folder(edges, "bench") == []
+    # the checker sees a same-layer or higher import
+    assert outside_own_folder({"pahi_rt.bench.run": {"pahi_rt.serving.app"}}, "bench")
+    assert outside_own_folder({"pahi_rt.export.build": {"pahi_rt.runtime.pipeline"}}, "export")

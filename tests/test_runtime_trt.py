@@ -31,9 +31,10 @@ def test_engine_matches_torch(tmp_path, tiny_components, pahi_head, mode):
     graphs = ("text_encoder", "unet", "decoder", "head", mode)
     export_artifacts(tiny_components, tmp_path, ExportOptions(
         64, 64, 2, graphs=graphs, engines=graphs, build=BuildOptions(targets=targets)), pahi_head)
+    from pahi_rt.artifacts.tensorrt import engine_validity
     from pahi_rt.export import engine as trt_engine
 
-    validity, why = trt_engine.engine_validity((tmp_path / f"{mode}.engine").read_bytes())
+    validity, why = engine_validity((tmp_path / f"{mode}.engine").read_bytes())
     if validity == "INVALID" and "UNSUPPORTED_CC" in why:  # e.g. TensorRT-RTX on Hopper
         pytest.skip(f"{trt_engine.flavour_version()} does not run on this GPU: {why}")
     cfg = RunConfig(MODES[mode], batch=2, height=64, width=64)

@@ -36,7 +36,8 @@ def export_cmd(
     """Export ONNX graphs and TensorRT engines; rebuilds only what changed (content hashes)."""
     check_extras("export")
     from ..errors import MissingDependencyError
-    from ..export.engine import DEFAULT_TARGETS, BuildOptions, check_targets, trt_module
+    from ..artifacts.tensorrt import trt_module
+    from ..export.engine import DEFAULT_TARGETS, BuildOptions, check_targets
     from ..io import ensure_writable_dir
     from ..specs import check_image_size, check_model_source
 

@@ -107,6 +107,7 @@ def check(o: GenerateOptions) -> GenerateOptions:
 def render(o: GenerateOptions) -> None:
     """Render the checked options' prompts (here, or on Ray with --ray) and write the images."""
     from .. import image_files
+    from ..export.first_use import export_on_first_use
     from ..runtime.pipeline import PipelineConfig, load_model, open_pipeline
     from ..specs import parse_mode
 
@@ -128,7 +129,7 @@ def render(o: GenerateOptions) -> None:
     loaded = load_model(o.model, o.decoder, device=o.device, head=o.head, noise=(o.noise,),
                         height=o.height, width=o.width, keep_fp32=o.backend != "torch",
                         log=echo_err)
-    pipe = open_pipeline(loaded, config, log=echo_err)
+    pipe = open_pipeline(loaded, config, log=echo_err, export=export_on_first_use)
     if o.best_of > 1 or len({p.text for p in o.texts}) < len(o.texts):  # a prompt comes again
         from ..runtime.prompt_cache import PromptCache
 

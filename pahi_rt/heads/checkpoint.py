@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError, ModelLoadError
+from ..io import atomic_write_files, atomic_write_text, current_umask, read_json_object
 from .config import HeadConfig
 
 WEIGHTS, CONFIG = "head.safetensors", "config.json"
@@ -38,20 +39,13 @@ def save_head_in_place(head, directory: str | Path, training: dict | None = None
     resume state beside the best head): each file is written to a temp file and renamed."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".head."))
-    try:
-        write_head_files(head, tmp, training)
-        os.replace(tmp / WEIGHTS, directory / WEIGHTS)
-        os.replace(tmp / CONFIG, directory / CONFIG)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_files(directory, (WEIGHTS, CONFIG),
+                       lambda tmp: write_head_files(head, tmp, training), prefix=".head.")
     return directory
 
 
 def update_training_info(directory: str | Path, training: dict) -> None:
     """Replace the "training" dict of a head's config.json (atomically), weights untouched."""
-    from ..io import atomic_write_text
-
     path = Path(directory) / CONFIG
     meta = json.loads(path.read_text(encoding="utf-8"))
     meta["training"] = training
@@ -65,7 +59,7 @@ def write_dir_atomically(directory: str | Path, write: Callable[[Path], None]) -
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a plain mkdir would not
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; a plain mkdir would not
         write(tmp)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
@@ -91,19 +85,11 @@ def recover_dir(directory: str | Path) -> Path:
     return directory
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def read_head_config(directory: str | Path) -> tuple[HeadConfig, dict]:
     directory = Path(directory)
     if not (directory / CONFIG).is_file() or not (directory / WEIGHTS).is_file():
         raise InputError(f"--head {directory}: not a head checkpoint (needs {CONFIG} and "
                          f"{WEIGHTS})")
-    from ..io import read_json_object
-
     meta = read_json_object(directory / CONFIG, f"--head {directory}", ModelLoadError)
     try:
         training = meta.pop("training", {})

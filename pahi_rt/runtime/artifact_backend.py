@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from .. import sampling
+from ..artifacts.manifest import find_artifact, read_manifest
 from ..errors import ArtifactError
-from ..export.manifest import find_artifact, read_manifest
 from ..specs import GRAPHS, NAMES, ModelSpec
 from .backend import Backend, RunConfig
 

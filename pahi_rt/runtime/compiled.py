@@ -6,28 +6,20 @@ tolerance. `run` on CUDA copies ids/eps into static device buffers, replays the 
 (text encoder, head, every Euler step, decoder and the uint8 step: one launch) and copies the
 uint8 image into pinned host memory. Shapes are static (the batch is padded up), so compiled
 code is reused for every call. Inductor's compiled kernels are cached on disk by torch
-(TORCHINDUCTOR_CACHE_DIR, which `cache_dir()` points under pahi-rt's cache when unset), so a
+(TORCHINDUCTOR_CACHE_DIR, set to `artifacts.cache.inductor_cache_dir()` when unset), so a
 second process compiles much faster; `compile_seconds` is what the first call took here.
 """
 from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import sampling
+from ..artifacts.cache import inductor_cache_dir
 from .torch_backend import TorchBackend
-
-
-def cache_dir() -> Path:
-    """Where inductor keeps compiled kernels across runs (unless TORCHINDUCTOR_CACHE_DIR is set)."""
-    base = os.environ.get("PAHI_RT_CACHE") or Path.home() / ".cache" / "pahi-rt" / "artifacts"
-    path = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or Path(base).parent / "inductor")
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(path))
-    return path
 
 
 class CompiledTorchBackend(TorchBackend):
@@ -37,7 +29,8 @@ class CompiledTorchBackend(TorchBackend):
     def __init__(self, config, components, noise_source=sampling.gaussian,
                  compiled: dict | None = None):
         super().__init__(config, components, noise_source)
-        cache_dir()
+        # torch reads the variable when it compiles: kernels persist beside pahi-rt's cache
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
         # The modules are compiled, not the step functions: the timestep is a tensor input, so
         # one UNet compilation serves every step and mode. `compiled` (kept by the loaded model)
         # shares them between backends of the same components.

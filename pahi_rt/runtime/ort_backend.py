@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..artifacts.manifest import verified_artifact
 from ..errors import BackendError, require
-from ..export.manifest import verified_artifact
 from ..specs import ModelSpec
 from .artifact_backend import ArtifactBackend, check_entry
 from .backend import RunConfig

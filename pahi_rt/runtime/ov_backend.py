@@ -18,9 +18,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..artifacts.manifest import verified_artifact
 from ..cpu import cpu_info
 from ..errors import BackendError, require
-from ..export.manifest import sha256_json, verified_artifact
+from ..io import sha256_json
 from ..specs import GRAPHS, ONNX, ModelSpec
 from .artifact_backend import ArtifactBackend, check_entry
 from .backend import RunConfig

@@ -14,9 +14,6 @@ files that no longer match (corrupt) are refused by `load_int8` and rebuilt by `
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Sequence
@@ -25,8 +22,9 @@ import numpy as np
 import torch
 
 from .. import sampling
+from ..artifacts.manifest import directory_lock
 from ..errors import ArtifactError, require
-from ..export.manifest import atomic_write_json, directory_lock, sha256_file, sha256_json
+from ..io import atomic_write_files, atomic_write_json, sha256_file, sha256_json
 from ..specs import NAMES
 
 FOLDER, STEM = "openvino", "unet-int8"
@@ -40,7 +38,7 @@ DEFAULT_CALIBRATION = (
 
 
 def _source_hash() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    return sha256_file(__file__)
 
 
 def _version(name: str) -> str:
@@ -143,11 +141,12 @@ def quantize(ov, unet_path: Path, samples: list[dict]):
 
 
 def save(ov, model, folder: Path, key: str) -> None:
-    """Write the IR next to its sidecar: temporary names, then replaced (bin, xml, sidecar)."""
+    """Write the IR next to its sidecar, each replaced atomically (bin, xml, then sidecar)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".tmp-") as tmp:
-        ov.save_model(model, str(Path(tmp) / f"{STEM}.xml"), compress_to_fp16=False)
-        shas = {suffix: sha256_file(Path(tmp) / f"{STEM}.{suffix}") for suffix in ("xml", "bin")}
-        for suffix in ("bin", "xml"):
-            os.replace(Path(tmp) / f"{STEM}.{suffix}", folder / f"{STEM}.{suffix}")
+    shas: dict[str, str] = {}
+
+    def write(tmp: Path) -> None:
+        ov.save_model(model, str(tmp / f"{STEM}.xml"), compress_to_fp16=False)
+        shas.update({suffix: sha256_file(tmp / f"{STEM}.{suffix}") for suffix in ("xml", "bin")})
+    atomic_write_files(folder, (f"{STEM}.bin", f"{STEM}.xml"), write, prefix=".tmp-")
     atomic_write_json(folder / f"{STEM}.json", {"key": key, **shas})

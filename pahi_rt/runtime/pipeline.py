@@ -2,12 +2,14 @@
 
     model = load_model("synthetic", device="cuda", head="runs/pahi")     # once
     config = PipelineConfig(backend="onnxruntime", mode=MODES["pahi-1step"], batch=4)
-    pipe = open_pipeline(model, config)
+    pipe = open_pipeline(model, config, export=export_on_first_use)  # pahi_rt.export.first_use
     images = pipe(prompts, seeds)                                       # uint8 [B, H, W, 3]
 
 `load_model` keeps the fp32 CPU weights that exports are traced from and hashes them once;
 `open_pipeline` checks the backend/device/precision/mode combination, exports into the
-content-keyed cache on first use when no artifact directory is given, and builds the backend.
+content-keyed cache on first use when no artifact directory is given (with the exporter its
+caller passes in: the runtime reads artifacts through `pahi_rt.artifacts` and imports nothing
+from `pahi_rt.export`), and builds the backend.
 `Pipeline.inputs` is the one definition of the host inputs (token ids and fp32 eps drawn from
 the seeds), so every backend and every caller renders the same image for a seed.
 """
@@ -22,9 +24,10 @@ import numpy as np
 import torch
 
 from .. import sampling
-from ..errors import InputError
-from ..specs import (BACKENDS, GRAPHS, MODES, PRECISIONS, SEED_RANGE, Mode,  # noqa: F401
-                     check_seeds)
+from ..artifacts.first_use import Exporter, ExportRequest
+from ..errors import ArtifactError, InputError
+from ..specs import (BACKENDS, MODES, PRECISIONS, SEED_RANGE, Mode,  # noqa: F401
+                     check_seeds, component_graphs)
 from .backend import Backend, RunConfig, Timer
 from .config_check import check_config
 
@@ -89,7 +92,7 @@ class LoadedModel:
 
     def sources(self) -> dict:
         """Content hashes of the weights/configs/code the graphs are built from (once)."""
-        from ..export.build import source_hashes
+        from ..artifacts.keys import source_hashes
 
         if self._sources is None:
             self._sources = source_hashes(self.base, self.export_head)
@@ -206,14 +209,15 @@ class Pipeline:
         self.backend.close()
 
 
-def open_pipeline(model: LoadedModel, config: PipelineConfig, log: Log = lambda m: None
-                  ) -> Pipeline:
-    """Check the combination, export on first use if needed, and open the backend."""
+def open_pipeline(model: LoadedModel, config: PipelineConfig, log: Log = lambda m: None,
+                  export: Exporter | None = None) -> Pipeline:
+    """Check the combination, export on first use with `export` if needed (see
+    `ensure_artifacts`), and open the backend."""
     check_config(model, config)
     head = model.head(config.mode.noise)
     if config.backend == "torch":
         return Pipeline(model, _torch_backend(model, config, head), config)
-    directory = ensure_artifacts(model, config, log)
+    directory = ensure_artifacts(model, config, log, export)
     run = config.run_config()
     if config.backend == "onnxruntime":
         from .ort_backend import OrtBackend
@@ -250,30 +254,33 @@ def _torch_backend(model: LoadedModel, config: PipelineConfig, head) -> Backend:
     return TorchBackend(config.run_config(), comps, source)
 
 
-def ensure_artifacts(model: LoadedModel, config: PipelineConfig, log: Log) -> Path:
+def ensure_artifacts(model: LoadedModel, config: PipelineConfig, log: Log,
+                     export: Exporter | None = None) -> Path:
     """The artifact directory for this run: the given one (checked against the model), or the
-    cache directory, exporting what the run needs into it (and reusing what is there)."""
-    from ..export.artifacts import check_sources, export_artifacts
-    from ..export.build import ExportOptions, cache_dir
-    from ..export.engine import BuildOptions
+    cache directory, where `export` (`pahi_rt.export.first_use.export_on_first_use`, passed in
+    by the command layer) writes what the run needs (reusing what is there). Without `export`
+    and `config.artifacts`: ArtifactError."""
+    from ..artifacts.cache import cache_dir
+    from ..artifacts.manifest import check_sources
 
     sources = model.sources()
     if config.artifacts is not None:
         check_sources(config.artifacts, sources)
         return Path(config.artifacts)
+    if export is None:
+        raise ArtifactError(f"--backend {config.backend} needs exported artifacts: pass "
+                            "--artifacts DIR (from `pahi-rt export`) or an exporter to fill "
+                            "the cache on first use")
     mode = config.mode
-    components = (GRAPHS.text_encoder, GRAPHS.unet, GRAPHS.decoder) + (
-        (GRAPHS.head,) if mode.noise != "gaussian" else ())
+    components = component_graphs(mode)
     fused = (mode.name,) if config.fused and mode.name in MODES else ()
-    engines = (fused or components) if config.backend == "tensorrt" else ()
-    options = ExportOptions(height=config.height, width=config.width, batch=config.batch,
-                            precision=config.export_precision)
-    # engines built on first use run here: TensorRT-RTX builds for this GPU
-    build = BuildOptions(targets=("current",))
-    directory = cache_dir(sources, options)
-    log(f"artifacts: no --artifacts, using the cache {directory} ({', '.join(components + fused)};"
-        " what is missing is exported)")
-    export_artifacts(model.base, directory, replace(options, graphs=components + fused,
-                                                    engines=engines, build=build),
-                     model.export_head, model.head_path, progress=log, sources=sources)
-    return directory
+    request = ExportRequest(
+        components=model.base, head=model.export_head, head_source=model.head_path,
+        sources=sources, directory=Path(), graphs=components + fused, height=config.height,
+        width=config.width, batch=config.batch, precision=config.export_precision,
+        engines=(fused or components) if config.backend == "tensorrt" else ())
+    request = replace(request, directory=cache_dir(sources, request))
+    log(f"artifacts: no --artifacts, using the cache {request.directory} "
+        f"({', '.join(request.graphs)}; what is missing is exported)")
+    export(request, log)
+    return request.directory

@@ -76,8 +76,8 @@ def head_key(head) -> str:
     """Content key of a noise head (its config and weights); 'gaussian' for no head."""
     if head is None:
         return "gaussian"
-    from ..export.build import weights_hash
-    from ..export.manifest import sha256_json
+    from ..artifacts.keys import weights_hash
+    from ..io import sha256_json
 
     return sha256_json({"config": head.config.to_dict(), "weights": weights_hash(head)})[:16]
 

@@ -1,8 +1,9 @@
 """The TensorRT backend: engines from `pahi-rt export` run on a CUDA GPU (tensorrt or
-tensorrt_rtx, whichever `export.engine.trt_module` finds). Device buffers are torch CUDA tensors.
+tensorrt_rtx, whichever `artifacts.tensorrt.trt_module` finds). Device buffers are torch CUDA
+tensors.
 
 Each engine is sha256-checked against the manifest and asked whether it fits this GPU and
-TensorRT version (`export.engine.check_engine`) before it is deserialised. Input and output
+TensorRT version (`artifacts.tensorrt.check_engine`) before it is deserialised. Input and output
 buffers are allocated once per (graph, input shapes) and bound once, so a call only copies its
 inputs in and enqueues the engine; with TensorRT for RTX, contexts capture the whole graph as a
 CUDA graph (`CudaGraphStrategy.WHOLE_GRAPH_CAPTURE`), which relies on those fixed addresses.
@@ -15,9 +16,9 @@ from typing import Any
 
 import torch
 
+from ..artifacts.manifest import verified_artifact
+from ..artifacts.tensorrt import RTX, check_engine, trt_module
 from ..errors import BackendError, EngineError
-from ..export.engine import RTX, check_engine, trt_module
-from ..export.manifest import verified_artifact
 from ..specs import ENGINE, ModelSpec
 from .artifact_backend import ArtifactBackend, check_entry
 from .backend import RunConfig

@@ -35,6 +35,7 @@ def open_generation(model, s: ServeSettings, old: Generation | None = None,
     """Open the pipelines of every served key (gaussian ones reused from `old`, whose prompt
     cache is kept: its keys hold the head's content key, so old entries never meet the new
     head)."""
+    from ..export.first_use import export_on_first_use
     from ..runtime.pipeline import PipelineConfig, open_pipeline
     from ..specs import parse_mode
 
@@ -48,7 +49,7 @@ def open_generation(model, s: ServeSettings, old: Generation | None = None,
             continue
         pipes[key] = open_pipeline(model, PipelineConfig(
             backend=s.backend, mode=parse_mode(noise, steps), batch=s.max_batch, height=h,
-            width=w, precision=s.precision, artifacts=artifacts))
+            width=w, precision=s.precision, artifacts=artifacts), export=export_on_first_use)
         pipes[key].prompt_cache = None if pipes[key].fused else cache
     return Generation(pipes, head_key or _head_key(s.head), cache)
 

@@ -29,14 +29,6 @@ class Job:
     path: Path
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_index(directory: Path) -> dict[str, dict]:
     """file name -> its last entry; unreadable lines (a crash mid-append) are skipped."""
     entries: dict[str, dict] = {}
@@ -67,7 +59,7 @@ def _state(job: Job, entry: dict | None, settings: dict[str, str]) -> str:
     same_job = entry.get("prompt") == job.prompt and entry.get("seed") == job.seed
     if not same_job:
         return "other"
-    if not job.path.is_file() or sha256(job.path) != entry.get("sha256"):
+    if not job.path.is_file() or io.sha256_file(job.path) != entry.get("sha256"):
         return "damaged"
     try:
         meta = io.read_png_metadata(job.path) or {}

@@ -26,6 +26,7 @@ class Renderer:
 
         import torch
 
+        from ..export.first_use import export_on_first_use
         from ..runtime.pipeline import PipelineConfig, load_model, open_pipeline
         from ..specs import parse_mode
 
@@ -40,7 +41,7 @@ class Renderer:
         self.pipe = open_pipeline(self.model, PipelineConfig(
             backend=s.backend, mode=parse_mode(s.noise, s.steps), batch=1, height=s.height,
             width=s.width, precision=s.precision,
-            artifacts=Path(s.artifacts) if s.artifacts else None))
+            artifacts=Path(s.artifacts) if s.artifacts else None), export=export_on_first_use)
 
     def __call__(self, batch: dict) -> dict:
         s, (model, head) = self.settings, self.labels

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 
+from pahi_rt.export.first_use import export_on_first_use
 from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
 from pahi_rt.specs import MODES
 
@@ -31,7 +32,8 @@ def main(out: str) -> None:
                                          ("onnxruntime fp16 fused", "onnxruntime", "fp16")):
             pipe = open_pipeline(model, PipelineConfig(backend=backend, mode=MODES[mode],
                                                        batch=1, height=size, width=size,
-                                                       precision=precision), print)
+                                                       precision=precision), print,
+                                 export=export_on_first_use)
             runs[name] = np.concatenate([pipe([p], [i]) for i, p in enumerate(PROMPTS)])
             pipe.close()
         ref = runs["torch fp32"].astype(int)

@@ -10,6 +10,7 @@ import os
 import resource
 import time
 
+from pahi_rt.export.first_use import export_on_first_use
 from pahi_rt.runtime.pipeline import PipelineConfig, ensure_artifacts, load_model
 from pahi_rt.specs import MODES
 
@@ -31,7 +32,7 @@ def main() -> None:
     for name in MODE_NAMES:
         config = PipelineConfig(backend=backend, mode=MODES[name], batch=args.batch,
                                 height=size, width=size, precision=args.precision)
-        directory = ensure_artifacts(model, config, print)
+        directory = ensure_artifacts(model, config, print, export_on_first_use)
         print(f"{name} batch {args.batch}: {directory}  ({time.perf_counter() - t0:.0f} s)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"done in {time.perf_counter() - t0:.0f} s, peak RSS {peak:.1f} GiB")

@@ -7,6 +7,7 @@ import sys
 import tempfile
 import traceback
 
+from pahi_rt.export.first_use import export_on_first_use
 from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
 from pahi_rt.specs import MODES
 
@@ -18,7 +19,8 @@ try:
         os.environ["PAHI_RT_CACHE"] = cache
         pipe = open_pipeline(model, PipelineConfig(backend="tensorrt",
                                                    mode=MODES["gaussian-1step"], batch=1,
-                                                   height=64, width=64), print)
+                                                   height=64, width=64), print,
+                             export=export_on_first_use)
         image = pipe(["a red fox"], [0])
         print("TRT OK", image.shape, image.dtype, float(image.std()))
 except Exception as e:  # noqa: BLE001 - the message is the result
