@@ -110,14 +110,14 @@ WebP files with their generation metadata."""
     scorers = None if test_time.plain else _scorers(scorer, test_time, device)  # fail fast
     loaded = load_model(model, decoder, device=device, head=head, noise=(noise,), height=height,
                         width=width, keep_fp32=backend != "torch", log=echo_err)
-    pipe = open_pipeline(loaded, config, log=echo_err)
-    if best_of > 1 or len({p.text for p in texts}) < len(texts):  # a prompt comes again
-        from ..runtime.prompt_cache import PromptCache
+    with loaded, open_pipeline(loaded, config, log=echo_err) as pipe:  # released on any exit
+        if best_of > 1 or len({p.text for p in texts}) < len(texts):  # a prompt comes again
+            from ..runtime.prompt_cache import PromptCache
 
-        pipe.prompt_cache = PromptCache()
-    _write_all(pipe, loaded, test_time, scorers, texts, seed, outputs,
-               dict(steps=steps, noise=noise, model=model, height=height, width=width),
-               prompts is not None)
+            pipe.prompt_cache = PromptCache()
+        _write_all(pipe, loaded, test_time, scorers, texts, seed, outputs,
+                   dict(steps=steps, noise=noise, model=model, height=height, width=width),
+                   prompts is not None)
 
 
 def _check_prompt_source(prompt: str | None, prompts: str | None) -> None:

@@ -1,14 +1,17 @@
 """The one place a prompt->image pipeline is opened; generate, bench and serve call it.
 
-    model = load_model("synthetic", device="cuda", head="runs/pahi")     # once
-    pipe = open_pipeline(model, PipelineConfig("onnxruntime", MODES["pahi-1step"], batch=4))
-    images = pipe(prompts, seeds)                                       # uint8 [B, H, W, 3]
+    with load_model("synthetic", device="cuda", head="runs/pahi") as model:          # once
+        with open_pipeline(model, PipelineConfig("onnxruntime", MODES["pahi-1step"], 4)) as pipe:
+            images = pipe(prompts, seeds)                            # uint8 [B, H, W, 3]
 
 `load_model` keeps the fp32 CPU weights that exports are traced from and hashes them once;
 `open_pipeline` checks the backend/device/precision/mode combination, exports into the
 content-keyed cache on first use when no artifact directory is given, and builds the backend.
 `Pipeline.inputs` is the one definition of the host inputs (token ids and fp32 eps drawn from
-the seeds), so every backend and every caller renders the same image for a seed.
+the seeds), so every backend and every caller renders the same image for a seed. Pipelines and
+loaded models are context managers: leaving the `with` (an exception included) or `close()`
+releases the backend's sessions/engines/graphs (the pipeline) and the runtime objects shared by
+the model's pipelines (the model).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from .. import sampling
 from ..errors import InputError
 from ..specs import (BACKENDS, GRAPHS, MODES, PRECISIONS, SEED_RANGE, Mode,  # noqa: F401
                      check_seeds)
-from .backend import Backend, RunConfig, Timer
+from .backend import Backend, Closing, RunConfig, Timer
 from .config_check import check_config
 
 Log = Callable[[str], None]
@@ -54,7 +57,7 @@ class PipelineConfig:
         return RunConfig(self.mode, self.batch, self.height, self.width, self.precision)
 
 
-class LoadedModel:
+class LoadedModel(Closing):
     """A model loaded once: fp32 CPU components (what exports trace), the heads it serves, the
     device it runs on, and its content hashes (computed once)."""
 
@@ -72,6 +75,13 @@ class LoadedModel:
     @property
     def spec(self):
         return self.base.spec
+
+    def close(self) -> None:
+        """Release what this model's pipelines share (onnxruntime sessions, OpenVINO compiled
+        models, compiled modules, converted weights); idempotent. Open pipelines keep what
+        they already hold; close them first."""
+        self.cache.clear()
+        self._torch.clear()
 
     def head(self, kind: str):
         """The head for noise `kind` (None for gaussian); InputError when none was loaded."""
@@ -157,7 +167,7 @@ def random_head(kind: str, spec, height: int, width: int, seed: int = 0):
     return h.eval().requires_grad_(False)
 
 
-class Pipeline:
+class Pipeline(Closing):
     """An opened backend plus the host side: prompts and seeds in, uint8 images out."""
 
     def __init__(self, model: LoadedModel, backend: Backend, config: PipelineConfig,
@@ -171,6 +181,15 @@ class Pipeline:
     @property
     def fused(self) -> bool:
         return self.backend.fused
+
+    def close(self) -> None:
+        """Close the backend (its sessions/engines/CUDA graphs/modules); idempotent. A closed
+        pipeline raises BackendError when called."""
+        self.backend.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.backend.closed
 
     def inputs(self, prompts: Sequence[str], seeds: Sequence[int]
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -188,6 +207,7 @@ class Pipeline:
                              "prompt, at least one")
         from .prompt_cache import run_cached
 
+        self.backend.check_open()
         b, cached = self.config.batch, self.prompt_cache is not None
         out = [run_cached(self, prompts[i:i + b], seeds[i:i + b]) if cached else
                self.backend.run(*self.inputs(prompts[i:i + b], seeds[i:i + b]))
@@ -197,12 +217,10 @@ class Pipeline:
     def run_staged(self, prompts: Sequence[str], seeds: Sequence[int], timer: Timer
                    ) -> np.ndarray:
         """One batch stage by stage, each stage (tokenize included) timed by `timer`."""
+        self.backend.check_open()
         with timer("tokenize"):
             ids, eps = self.inputs(prompts, seeds)
         return self.backend.run_staged(ids, eps, timer)
-
-    def close(self) -> None:
-        self.backend.close()
 
 
 def open_pipeline(model: LoadedModel, config: PipelineConfig, log: Log = lambda m: None
