@@ -6,12 +6,12 @@ does), so every backend renders the same image for the same seed.
 
 As Polygraphy's runners do: every public method checks its inputs against the run
 (`input_checks`: a one-line InputError) and calls the `_..._impl` method that does the work;
-stages are separate calls so the bench can time each one, and a backend with a fused graph/engine/CUDA graph
-overrides `_run_impl` with one call. The text encoder stage returns every output by name
-(`TextOutputs`: one today, hidden states and pooled embeddings for SDXL) and the later stages
-take them all. A backend is a context manager: `close()` (idempotent; `__exit__` calls it, on
-exceptions too) releases its sessions, compiled models, engines, CUDA graphs and modules, and a
-closed backend refuses every call with a BackendError.
+stages are separate calls so the bench can time each one, and a backend with a fused
+graph/engine/CUDA graph overrides `_run_impl` with one call. The text encoder stage returns
+every output by name (`TextOutputs`: one today, hidden states and pooled embeddings for SDXL)
+and the later stages take them all. A backend is a context manager: `close()` (idempotent;
+`__exit__` calls it, on exceptions too) releases its sessions, compiled models, engines, CUDA
+graphs and modules, and a closed backend refuses every call with a BackendError.
 """
 from __future__ import annotations
 
