@@ -79,7 +79,7 @@ class LoadedModel(Closing):
     def close(self) -> None:
         """Release what this model's pipelines share (onnxruntime sessions, OpenVINO compiled
         models, compiled modules, converted weights); idempotent. Open pipelines keep what
-        they already hold; close them first."""
+        they hold (close them first); pipelines opened later build their own again."""
         self.cache.clear()
         self._torch.clear()
 

@@ -16,9 +16,9 @@ try:
         import os
 
         os.environ["PAHI_RT_CACHE"] = cache
-        pipe = open_pipeline(model, PipelineConfig("tensorrt", MODES["gaussian-1step"], 1, 64, 64),
-                             print)
-        image = pipe(["a red fox"], [0])
+        with open_pipeline(model, PipelineConfig("tensorrt", MODES["gaussian-1step"], 1, 64, 64),
+                           print) as pipe:
+            image = pipe(["a red fox"], [0])
         print("TRT OK", image.shape, image.dtype, float(image.std()))
 except Exception as e:  # noqa: BLE001 - the message is the result
     traceback.print_exc()
