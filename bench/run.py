@@ -74,30 +74,34 @@ def run_bench(model: LoadedModel, config: BenchConfig, prompts: Sequence[str],
             for m in config.modes]
     group: list[OpenRow] = []
     groups = 0
-    while todo or group:
-        if todo:
-            batch, name, mode = todo[0]
-            opened = _open_row(model, config, name, mode, batch, prompts, log, scorers,
-                               artifacts, beside=len(group))
-            if opened is None:  # does not fit beside the open rows: measure those first
-                pass
-            else:
-                todo.pop(0)
-                if isinstance(opened, OpenRow):
-                    group.append(opened)
+    try:
+        while todo or group:
+            if todo:
+                batch, name, mode = todo[0]
+                opened = _open_row(model, config, name, mode, batch, prompts, log, scorers,
+                                   artifacts, beside=len(group))
+                if opened is None:  # does not fit beside the open rows: measure those first
+                    pass
                 else:
-                    skipped.append(opened)
-                tick()
-                if todo and config.interleave:
-                    continue
-        if group:
-            groups += 1
-            rows += _time_group(group, config, groups, peaks, works, scorers, log, tick)
-            group = []
-        # the group's sessions/compiled graphs go before the next group opens its own: at full
-        # size two modes' onnxruntime sessions do not fit beside each other in 24 GiB
-        release(model)
-        on_row(_result(result, model, config, peaks, works, scorers))
+                    todo.pop(0)
+                    if isinstance(opened, OpenRow):
+                        group.append(opened)
+                    else:
+                        skipped.append(opened)
+                    tick()
+                    if todo and config.interleave:
+                        continue
+            if group:
+                groups += 1
+                rows += _time_group(group, config, groups, peaks, works, scorers, log, tick)
+                group = []
+            # the group's sessions/compiled graphs go before the next group opens its own: at full
+            # size two modes' onnxruntime sessions do not fit beside each other in 24 GiB
+            release(model)
+            on_row(_result(result, model, config, peaks, works, scorers))
+    finally:  # a bug or Ctrl-C mid-group: its pipelines are released all the same
+        for row in group:
+            row.close()
     return _result(result, model, config, peaks, works, scorers)
 
 
@@ -188,7 +192,7 @@ def _open_row(model, config: BenchConfig, name, mode, batch, prompts, log, score
     if precision == "auto":
         precision, why = auto_precision(backend, model.device.type)
         log(f"{name}: precision auto: {precision} ({why})")
-    t0 = time.perf_counter()
+    t0, close = time.perf_counter(), None
     try:
         if tt is not None and tt.refine is not None and name != "torch":
             raise PahiError(f"--refine runs on the torch backend only, not {name}")
@@ -208,7 +212,11 @@ def _open_row(model, config: BenchConfig, name, mode, batch, prompts, log, score
                      MemoryProbe(model.device.type == "cuda"), keep_outputs=scorers is not None)
         for _ in range(config.warmup):
             run.warm_up()
-    except PahiError as e:  # this row cannot run here; bugs still raise
+    except BaseException as e:  # this row cannot run here (bugs still raise): release it
+        if close is not None:
+            close()
+        if not isinstance(e, PahiError):
+            raise
         log(f"skip {label_name} {mode.name} batch {batch}: {e}")
         return {**label, "reason": str(e).splitlines()[0]}
     return OpenRow({**label, "_mode": mode}, run, close, time.perf_counter() - t0, precision)

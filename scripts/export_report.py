@@ -80,7 +80,8 @@ def full_parity(directory: Path) -> dict:
                                 height=512, width=512,
                                 artifacts=directory if backend != "torch" else None)
         t0 = time.perf_counter()
-        images[backend] = open_pipeline(model, config)(["a red fox in the snow"], [0])
+        with open_pipeline(model, config) as pipe:
+            images[backend] = pipe(["a red fox in the snow"], [0])
         print(backend, f"{time.perf_counter() - t0:.1f} s", flush=True)
     d = np.abs(images["onnxruntime"].astype(int) - images["torch"].astype(int))
     return {"max": int(d.max()), "mean": round(float(d.mean()), 4),
@@ -106,14 +107,14 @@ def tiny() -> dict:
                            width=64)
         for precision in ("fp32", "fp16"):
             for mode in ("pahi-1step", "gaussian-1step", "gaussian-2step"):
-                ref = open_pipeline(model, PipelineConfig(
-                    backend="torch", mode=MODES[mode], batch=4, height=64, width=64))(
-                    prompts, range(4)).astype(int)
+                with open_pipeline(model, PipelineConfig(
+                        backend="torch", mode=MODES[mode], batch=4, height=64, width=64)) as p:
+                    ref = p(prompts, range(4)).astype(int)
                 for fused in (True, False):
                     cfg = PipelineConfig(backend="onnxruntime", mode=MODES[mode], batch=4,
                                          height=64, width=64, precision=precision, fused=fused)
-                    pipe = open_pipeline(model, cfg, export=export_on_first_use)
-                    d = np.abs(pipe(prompts, range(4)).astype(int) - ref)
+                    with open_pipeline(model, cfg, export=export_on_first_use) as pipe:
+                        d = np.abs(pipe(prompts, range(4)).astype(int) - ref)
                     rows[f"{precision} {mode} {'fused' if fused else 'staged'}"] = {
                         "max": int(d.max()), "mean": round(float(d.mean()), 3)}
     return rows

@@ -77,18 +77,15 @@ def render(model, backend, precision, mode, prompts, size, calibration):
     from pahi_rt.runtime.pipeline import PipelineConfig, open_pipeline
     from pahi_rt.specs import MODES
 
-    pipe = open_pipeline(model, PipelineConfig(backend=backend, mode=MODES[mode], batch=1,
-                                               height=size, width=size, precision=precision,
-                                               calibration=calibration), log=print,
-                         export=export_on_first_use)
     out, times = [], []
-    for i, p in enumerate(prompts):
-        t0 = time.perf_counter()
-        out.append(pipe([p], [i])[0])
-        times.append(time.perf_counter() - t0)
-    pipe.close()
-    model.cache.clear()
-    model._torch.clear()  # the bf16 copy of the torch weights
+    config = PipelineConfig(backend=backend, mode=MODES[mode], batch=1, height=size, width=size,
+                            precision=precision, calibration=calibration)
+    with open_pipeline(model, config, log=print, export=export_on_first_use) as pipe:
+        for i, p in enumerate(prompts):
+            t0 = time.perf_counter()
+            out.append(pipe([p], [i])[0])
+            times.append(time.perf_counter() - t0)
+    model.close()  # shared sessions and the bf16 copy of the torch weights
     gc.collect()
     give_back_freed_memory()
     return np.stack(out), statistics.median(times[1:] or times)

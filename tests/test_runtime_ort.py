@@ -44,13 +44,14 @@ def test_component_graphs_match_torch(tiny_artifacts, tiny_components, pahi_head
         t = torch.full((2,), 999.0)
         pred = comps.unet(noise, t, encoder_hidden_states=emb).sample
         image = sampling.decode(comps.decoder, noise)
-    ort_emb = backend.encode_text(ids)
+    ort_emb = backend.encode_text(ids)[NAMES.text_embeddings]
     torch.testing.assert_close(ort_emb, emb, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(backend.make_noise(eps, emb), noise, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(backend.make_noise(eps, {NAMES.text_embeddings: emb}), noise,
+                               atol=1e-4, rtol=1e-4)
     ort_pred = backend.infer(graphs.UNET, {NAMES.sample: noise, NAMES.timestep: t,
-                                           NAMES.text_embeddings: emb})
+                                           NAMES.text_embeddings: emb})[NAMES.noise_pred]
     torch.testing.assert_close(ort_pred, pred, atol=1e-4, rtol=1e-4)
-    ort_image = backend.infer(graphs.DECODER, {NAMES.latents: noise})
+    ort_image = backend.infer(graphs.DECODER, {NAMES.latents: noise})[NAMES.image]
     torch.testing.assert_close(ort_image, image, atol=1e-4, rtol=1e-4)
 
 

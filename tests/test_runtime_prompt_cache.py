@@ -20,9 +20,9 @@ def test_lru_bound_and_counters():
     assert cache.get("a") is None
     cache.put("a", Conditioning(1))
     cache.put("b", Conditioning(2))
-    assert cache.get("a").text_embeddings == 1  # a is now the most recent
+    assert cache.get("a").text == 1  # a is now the most recent
     cache.put("c", Conditioning(3))  # evicts b, the least recently used
-    assert cache.get("b") is None and cache.get("c").text_embeddings == 3
+    assert cache.get("b") is None and cache.get("c").text == 3
     assert cache.stats() == {"hits": 2, "misses": 2, "evictions": 1, "entries": 2,
                              "max_entries": 2}
     with pytest.raises(ValueError):

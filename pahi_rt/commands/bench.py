@@ -148,8 +148,9 @@ def bench(
         write_outputs(partial, json_path, markdown, None)
         return partial
     # progress: one line per step on stderr (no bar: bench output is often logged to a file)
-    result = run_bench(loaded, cfg, texts, log=echo_err, scorers=scorers, artifacts=artifacts,
-                       on_row=save)
+    with loaded:  # the sessions the rows shared are released however the run ends
+        result = run_bench(loaded, cfg, texts, log=echo_err, scorers=scorers,
+                           artifacts=artifacts, on_row=save)
     result = save(result)
     typer.echo(render(result))  # the table first: a failing plot must not lose it
     if plot:

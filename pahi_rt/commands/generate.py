@@ -129,12 +129,13 @@ def render(o: GenerateOptions) -> None:
     loaded = load_model(o.model, o.decoder, device=o.device, head=o.head, noise=(o.noise,),
                         height=o.height, width=o.width, keep_fp32=o.backend != "torch",
                         log=echo_err)
-    pipe = open_pipeline(loaded, config, log=echo_err, export=export_on_first_use)
-    if o.best_of > 1 or len({p.text for p in o.texts}) < len(o.texts):  # a prompt comes again
-        from ..runtime.prompt_cache import PromptCache
+    with loaded, open_pipeline(loaded, config, log=echo_err,
+                               export=export_on_first_use) as pipe:  # released on any exit
+        if o.best_of > 1 or len({p.text for p in o.texts}) < len(o.texts):  # a prompt again
+            from ..runtime.prompt_cache import PromptCache
 
-        pipe.prompt_cache = PromptCache()
-    _write_all(pipe, loaded, scorers, outputs, o)
+            pipe.prompt_cache = PromptCache()
+        _write_all(pipe, loaded, scorers, outputs, o)
 
 
 def _check_prompt_source(prompt: str | None, prompts: str | None) -> None:

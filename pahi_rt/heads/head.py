@@ -108,3 +108,14 @@ class NoiseHead(nn.Module):
 
 def build_head(config: HeadConfig) -> nn.Module:
     return {"hi": GlobalPrior, "pahi": NoiseHead}[config.mode](config)
+
+
+@torch.no_grad()
+def random_head(kind: str, spec, height: int, width: int, seed: int = 0):
+    """A head of the right shape with small random weights (not the zero-init identity)."""
+    h = build_head(HeadConfig(kind, spec.latent_shape(height, width), spec.text_dim,
+                              base_model=spec.name))
+    gen = torch.Generator().manual_seed(seed)
+    for p in h.parameters():
+        p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    return h.eval().requires_grad_(False)

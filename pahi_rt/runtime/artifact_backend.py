@@ -2,7 +2,9 @@
 
 Values between graphs are torch tensors on the backend's device, so the Euler update and the
 [-1, 1] -> uint8 step are `sampling.euler_step` / `sampling.to_uint8` themselves, in float32, as
-in the reference. A subclass only says how to run one graph (`infer`).
+in the reference. A subclass only says how to run one graph (`_infer_impl`: every output by
+name) and what inputs a graph declares (`_graph_inputs_impl`, which the public `infer` checks
+feeds against).
 """
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ import torch
 
 from .. import sampling
 from ..artifacts.manifest import find_artifact, read_manifest
-from ..errors import ArtifactError
+from ..errors import ArtifactError, InputError
 from ..specs import GRAPHS, NAMES, ModelSpec
-from .backend import Backend, RunConfig
+from .backend import Backend, RunConfig, TextOutputs
 
 
 class ArtifactBackend(Backend):
@@ -34,38 +36,76 @@ class ArtifactBackend(Backend):
         # read once: `run` is the per-image path and must not touch the disk for this
         self._fused = fused and find_artifact(manifest, config.mode.name, self.kind) is not None
         self.static_batch = (manifest.get("max_batch") or 0) <= manifest["batch"]
+        self._inputs: dict[str, dict[str, tuple]] = {}  # graph -> its inputs (graph_inputs)
+
+    def infer(self, graph: str, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run graph `graph` (a component graph or a fused one) on named device tensors;
+        returns EVERY output by name (device tensors valid until the next call of the same
+        graph). InputError when the names, ranks, static sizes or device do not fit the graph."""
+        self.check_open()
+        self._check_feeds(graph, feeds)
+        return self._infer_impl(graph, feeds)
+
+    def graph_inputs(self, graph: str) -> dict[str, tuple]:
+        """Input name -> shape (None for a free axis) as the graph declares them (cached)."""
+        self.check_open()
+        if graph not in self._inputs:
+            self._inputs[graph] = self._graph_inputs_impl(graph)
+        return self._inputs[graph]
+
+    def _check_feeds(self, graph: str, feeds: dict) -> None:
+        want = self.graph_inputs(graph)
+        if set(feeds) != set(want):
+            raise InputError(f"{self.name}: graph '{graph}' takes {', '.join(want)}; got "
+                             f"{', '.join(feeds) or 'nothing'}")
+        for name, value in feeds.items():
+            shape = tuple(getattr(value, "shape", ()))
+            if len(shape) != len(want[name]) or any(d is not None and d != s
+                                                    for d, s in zip(want[name], shape)):
+                dims = ", ".join("?" if d is None else str(d) for d in want[name])
+                raise InputError(f"{self.name}: {graph} input {name} must be [{dims}], got "
+                                 f"{list(shape)}")
+            self._check_device(name, value)
 
     @abstractmethod
-    def infer(self, graph: str, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Run graph `graph` on named device tensors; returns its single output (a device
-        tensor that stays valid until the next call of the same graph)."""
+    def _infer_impl(self, graph: str, feeds: dict[str, torch.Tensor]
+                    ) -> dict[str, torch.Tensor]:
+        """Run one graph (checked feeds); every output by name."""
+
+    @abstractmethod
+    def _graph_inputs_impl(self, graph: str) -> dict[str, tuple]:
+        """The graph's inputs as `graph_inputs` returns them (opens the graph)."""
+
+    def _close_impl(self) -> None:
+        self._inputs.clear()
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device)
 
-    def encode_text(self, ids: np.ndarray) -> torch.Tensor:
+    def _encode_text_impl(self, ids: np.ndarray) -> TextOutputs:
         return self.infer(GRAPHS.text_encoder, {NAMES.input_ids: self.tensor(ids)})
 
-    def make_noise(self, eps: np.ndarray, text_embeddings: torch.Tensor) -> torch.Tensor:
+    def _make_noise_impl(self, eps: np.ndarray, text: TextOutputs) -> torch.Tensor:
         if self.config.mode.noise == "gaussian":
             return self.tensor(eps)
-        return self.infer(GRAPHS.head, {NAMES.eps: self.tensor(eps),
-                                        NAMES.text_embeddings: text_embeddings})
+        return self.infer(GRAPHS.head, {NAMES.eps: self.tensor(eps), NAMES.text_embeddings:
+                                        text[NAMES.text_embeddings]})[NAMES.noise]
 
-    def unet_step(self, index: int, x: torch.Tensor, text_embeddings: torch.Tensor
-                  ) -> torch.Tensor:
+    def _unet_step_impl(self, index: int, x: torch.Tensor, text: TextOutputs) -> torch.Tensor:
         s = self.schedule
         sigma, sigma_next = s.sigmas[index], s.sigmas[index + 1]
         x = x * s.init_sigma if index == 0 else x
         t = torch.full((x.shape[0],), s.timesteps[index], dtype=torch.float32, device=x.device)
+        # every text output the UNet graph takes (SDXL's take the pooled embeddings too)
+        conditioning = {k: v for k, v in text.items() if k in self.graph_inputs(GRAPHS.unet)}
         e = self.infer(GRAPHS.unet, {NAMES.sample: sampling.model_input(x, sigma),
-                                     NAMES.timestep: t, NAMES.text_embeddings: text_embeddings})
+                                     NAMES.timestep: t, **conditioning})[NAMES.noise_pred]
         return sampling.euler_step(x, e.float(), sigma, sigma_next, s.prediction_type)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return sampling.to_uint8(self.infer(GRAPHS.decoder, {NAMES.latents: latents}))
+    def _decode_impl(self, latents: torch.Tensor) -> torch.Tensor:
+        return sampling.to_uint8(self.infer(GRAPHS.decoder, {NAMES.latents: latents})[NAMES.image])
 
-    def to_host(self, image: torch.Tensor) -> np.ndarray:
+    def _to_host_impl(self, image: torch.Tensor) -> np.ndarray:
         return image.cpu().numpy()
 
     @property
@@ -73,14 +113,14 @@ class ArtifactBackend(Backend):
         """Whether the directory holds the fused graph of this mode (else `run` is staged)."""
         return self._fused
 
-    def _run(self, ids: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    def _run_impl(self, ids: np.ndarray, eps: np.ndarray) -> np.ndarray:
         """One call of the fused graph named after the mode (e.g. `pahi-1step`), or the stages
         in sequence when only the component graphs were exported."""
         if not self.fused:
-            return super()._run(ids, eps)
+            return super()._run_impl(ids, eps)
         image = self.infer(self.config.mode.name, {NAMES.input_ids: self.tensor(ids),
-                                                   NAMES.eps: self.tensor(eps)})
-        return self.to_host(image)
+                                                   NAMES.eps: self.tensor(eps)})[NAMES.image]
+        return self._to_host_impl(image)
 
 
 def check_entry(entry: dict, config: RunConfig) -> dict:

@@ -19,6 +19,7 @@ import torch
 
 from .. import sampling
 from ..artifacts.cache import inductor_cache_dir
+from ..specs import NAMES
 from .torch_backend import TorchBackend
 
 
@@ -49,26 +50,22 @@ class CompiledTorchBackend(TorchBackend):
         self.compile_seconds: float | None = None
 
     @torch.inference_mode()
-    def encode_text(self, ids):
-        return sampling.encode_text(self.text_encoder, torch.from_numpy(ids).to(self.device))
+    def _encode_text_impl(self, ids):
+        return {NAMES.text_embeddings: sampling.encode_text(
+            self.text_encoder, torch.from_numpy(ids).to(self.device))}
 
     @torch.inference_mode()
-    def make_noise(self, eps, text_embeddings):
+    def _make_noise_impl(self, eps, text):
         return self._noise(torch.from_numpy(eps).to(self.device, self.comps.dtype),
-                           text_embeddings)
+                           text[NAMES.text_embeddings])
 
     @torch.inference_mode()
-    def unet_step(self, index, x, text_embeddings):
-        return sampling.denoise(self.unet, x, text_embeddings, self._one_step(index))
+    def _unet_step_impl(self, index, x, text):
+        return sampling.denoise(self.unet, x, text[NAMES.text_embeddings], self._one_step(index))
 
     @torch.inference_mode()
-    def decode(self, latents):
+    def _decode_impl(self, latents):
         return self._decode(latents)
-
-    def _one_step(self, index: int) -> sampling.Schedule:
-        s = self.schedule
-        return sampling.Schedule(s.timesteps[index:index + 1], s.sigmas[index:index + 2],
-                                 s.init_sigma if index == 0 else 1.0, s.prediction_type)
 
     def _path(self, ids: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Device ids [B, 77] and eps [B, 4, h, w] -> device uint8 image: the whole path."""
@@ -78,7 +75,7 @@ class CompiledTorchBackend(TorchBackend):
         return self._decode(x)
 
     @torch.inference_mode()
-    def _run(self, ids: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    def _run_impl(self, ids: np.ndarray, eps: np.ndarray) -> np.ndarray:
         if self.device.type != "cuda":
             t0 = time.perf_counter()
             out = self._path(torch.from_numpy(ids), torch.from_numpy(eps)).numpy()
@@ -116,8 +113,12 @@ class CompiledTorchBackend(TorchBackend):
     def fused(self) -> bool:
         return True  # `run` is one compiled path (one CUDA-graph replay on a GPU)
 
-    def close(self) -> None:
-        self.graph = None
+    def _close_impl(self) -> None:
+        """Drop the CUDA graph, its static buffers and the compiled modules (the `compiled`
+        cache of the loaded model keeps what other backends share)."""
+        super()._close_impl()
+        self.graph = self.static_ids = self.static_eps = self.static_out = self.host_out = None
+        self.unet = self.text_encoder = self._noise = self._decode = None
 
 
 def _compiled(cache: dict, module: torch.nn.Module):

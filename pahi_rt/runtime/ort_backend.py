@@ -85,6 +85,7 @@ class OrtBackend(ArtifactBackend):
     def session(self, graph: str, cuda_graph: bool = False):
         """The InferenceSession of `graph`, created on first use from a sha256-checked file
         (checked once per backend: `run` is the per-image path)."""
+        self.check_open()
         if (graph, cuda_graph) in self._sessions:
             return self._sessions[graph, cuda_graph]
         path, entry = verified_artifact(self.directory, graph, "onnx")
@@ -108,10 +109,17 @@ class OrtBackend(ArtifactBackend):
         self._sessions[graph, cuda_graph] = self.shared[key]
         return self.shared[key]
 
-    def infer(self, graph: str, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _graph_inputs_impl(self, graph: str) -> dict[str, tuple]:
+        return {i.name: tuple(d if isinstance(d, int) else None for d in i.shape)
+                for i in self.session(graph).get_inputs()}
+
+    def _infer_impl(self, graph: str, feeds: dict[str, torch.Tensor]
+                    ) -> dict[str, torch.Tensor]:
         if not self.cuda:
+            session = self.session(graph)
             arrays = {k: np.ascontiguousarray(v.numpy()) for k, v in feeds.items()}
-            return torch.from_numpy(self.session(graph).run(None, arrays)[0])
+            names = [o.name for o in session.get_outputs()]
+            return {k: torch.from_numpy(v) for k, v in zip(names, session.run(names, arrays))}
         shapes = tuple(sorted((k, tuple(v.shape)) for k, v in feeds.items()))
         key = ("binding", graph, str(self.directory.resolve()), shapes)
         binding = self.shared.get(key)
@@ -130,7 +138,10 @@ class OrtBackend(ArtifactBackend):
     def _bind(self, graph: str, feeds: dict[str, torch.Tensor], cuda_graph: bool) -> "_Binding":
         return _Binding(self.session(graph, cuda_graph), feeds, self.device, cuda_graph)
 
-    def close(self) -> None:
+    def _close_impl(self) -> None:
+        """Drop this backend's sessions (and, when it owns them, the sessions and CUDA
+        bindings themselves; shared ones stay with the loaded model until it closes)."""
+        super()._close_impl()
         self._sessions.clear()
         if self._owns_sessions:
             self.shared.clear()
@@ -147,11 +158,13 @@ class _Binding:
         self.binding = session.io_binding()
         for name, buf in self.inputs.items():
             self._bind(self.binding.bind_input, name, buf)
-        out = session.get_outputs()[0]
-        shape = [self.inputs[next(iter(self.inputs))].shape[0] if isinstance(d, str) else d
-                 for d in out.shape]
-        self.output = torch.empty(shape, dtype=_ONNX_TO_TORCH[out.type], device=device)
-        self._bind(self.binding.bind_output, out.name, self.output)
+        batch = self.inputs[next(iter(self.inputs))].shape[0]
+        self.outputs = {}  # every output, by name, in its fixed buffer
+        for out in session.get_outputs():
+            shape = [batch if isinstance(d, str) else d for d in out.shape]
+            self.outputs[out.name] = torch.empty(shape, dtype=_ONNX_TO_TORCH[out.type],
+                                                 device=device)
+            self._bind(self.binding.bind_output, out.name, self.outputs[out.name])
 
     @staticmethod
     def _bind(bind, name: str, buf: torch.Tensor) -> None:
@@ -163,11 +176,11 @@ class _Binding:
     def fits(self, feeds: dict[str, torch.Tensor]) -> bool:
         return all(feeds[k].shape == v.shape for k, v in self.inputs.items())
 
-    def run(self, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+    def run(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for name, buf in self.inputs.items():
             buf.copy_(feeds[name])
         # ORT runs on its own stream: the copies above (torch's stream) must land first. Run
         # returns once ORT's stream is done, so torch may read the output right after.
         torch.cuda.current_stream(buf.device).synchronize()
         self.session.run_with_iobinding(self.binding)
-        return self.output
+        return dict(self.outputs)

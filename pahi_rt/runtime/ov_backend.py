@@ -92,6 +92,7 @@ class OpenVinoBackend(ArtifactBackend):
     def request(self, graph: str):
         """The infer request of `graph`, compiled on first use (from OpenVINO's cache when the
         keyed cache dir has it)."""
+        self.check_open()
         if graph in self._requests:
             return self._requests[graph]
         path, sha = self.model_file(graph)
@@ -106,15 +107,24 @@ class OpenVinoBackend(ArtifactBackend):
         self._requests[graph] = self.shared[key].create_infer_request()
         return self._requests[graph]
 
-    def infer(self, graph: str, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _graph_inputs_impl(self, graph: str) -> dict[str, tuple]:
+        return {p.get_any_name(): tuple(d.get_length() if d.is_static else None
+                                        for d in p.get_partial_shape())
+                for p in self.request(graph).model_inputs}
+
+    def _infer_impl(self, graph: str, feeds: dict[str, torch.Tensor]
+                    ) -> dict[str, torch.Tensor]:
         request = self.request(graph)
         request.infer({k: np.ascontiguousarray(v.numpy()) for k, v in feeds.items()},
                       share_inputs=True)
-        # a copy: the request's output buffer is overwritten by its next call, and images
+        # copies: the request's output buffers are overwritten by its next call, and images
         # handed to the caller must outlive that (the copy is <1 ms at 512x512)
-        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+        return {port.get_any_name(): torch.from_numpy(request.get_tensor(port).data.copy())
+                for port in request.model_outputs}
 
-    def close(self) -> None:
+    def _close_impl(self) -> None:
+        """Drop the infer requests (and the compiled models, when this backend owns them)."""
+        super()._close_impl()
         self._requests.clear()
         if self._owns:
             self.shared.clear()

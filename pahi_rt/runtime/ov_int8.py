@@ -116,7 +116,7 @@ def calibration_inputs(backend, unet_path: Path, prompts: Sequence[str]) -> list
         chunk = list(prompts[i:i + cfg.batch])
         chunk += [chunk[-1]] * (cfg.batch - len(chunk))  # static batch: pad
         ids = backend.tokenize(chunk)
-        emb = backend.encode_text(ids).clone()
+        emb = backend.encode_text(ids)[NAMES.text_embeddings].clone()
         x = sampling.draw_eps(range(i, i + cfg.batch), latent) * s.init_sigma
         for step, t in enumerate(s.timesteps):
             feed = {NAMES.sample: sampling.model_input(x, s.sigmas[step]).numpy(),

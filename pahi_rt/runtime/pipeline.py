@@ -1,9 +1,9 @@
 """The one place a prompt->image pipeline is opened; generate, bench and serve call it.
 
-    model = load_model("synthetic", device="cuda", head="runs/pahi")     # once
-    config = PipelineConfig(backend="onnxruntime", mode=MODES["pahi-1step"], batch=4)
-    pipe = open_pipeline(model, config, export=export_on_first_use)  # pahi_rt.export.first_use
-    images = pipe(prompts, seeds)                                       # uint8 [B, H, W, 3]
+    with load_model("synthetic", device="cuda", head="runs/pahi") as model:      # once
+        config = PipelineConfig(backend="onnxruntime", mode=MODES["pahi-1step"], batch=4)
+        with open_pipeline(model, config, export=export_on_first_use) as pipe:  # export.first_use
+            images = pipe(prompts, seeds)                            # uint8 [B, H, W, 3]
 
 `load_model` keeps the fp32 CPU weights that exports are traced from and hashes them once;
 `open_pipeline` checks the backend/device/precision/mode combination, exports into the
@@ -11,7 +11,10 @@ content-keyed cache on first use when no artifact directory is given (with the e
 caller passes in: the runtime reads artifacts through `pahi_rt.artifacts` and imports nothing
 from `pahi_rt.export`), and builds the backend.
 `Pipeline.inputs` is the one definition of the host inputs (token ids and fp32 eps drawn from
-the seeds), so every backend and every caller renders the same image for a seed.
+the seeds), so every backend and every caller renders the same image for a seed. Pipelines and
+loaded models are context managers: leaving the `with` (an exception included) or `close()`
+releases the backend's sessions/engines/graphs (the pipeline) and the runtime objects shared by
+the model's pipelines (the model).
 """
 from __future__ import annotations
 
@@ -26,9 +29,9 @@ import torch
 from .. import sampling
 from ..artifacts.first_use import Exporter, ExportRequest
 from ..errors import ArtifactError, InputError
-from ..specs import (BACKENDS, MODES, PRECISIONS, SEED_RANGE, Mode,  # noqa: F401
+from ..specs import (BACKENDS, GRAPHS, MODES, PRECISIONS, SEED_RANGE, Mode,  # noqa: F401
                      check_seeds, component_graphs)
-from .backend import Backend, RunConfig, Timer
+from .backend import Backend, Closing, RunConfig, Timer
 from .config_check import check_config
 
 Log = Callable[[str], None]
@@ -58,7 +61,7 @@ class PipelineConfig:
         return RunConfig(self.mode, self.batch, self.height, self.width, self.precision)
 
 
-class LoadedModel:
+class LoadedModel(Closing):
     """A model loaded once: fp32 CPU components (what exports trace), the heads it serves, the
     device it runs on, and its content hashes (computed once)."""
 
@@ -76,6 +79,13 @@ class LoadedModel:
     @property
     def spec(self):
         return self.base.spec
+
+    def close(self) -> None:
+        """Release what this model's pipelines share (onnxruntime sessions, OpenVINO compiled
+        models, compiled modules, converted weights); idempotent. Open pipelines keep what
+        they hold (close them first); pipelines opened later build their own again."""
+        self.cache.clear()
+        self._torch.clear()
 
     def head(self, kind: str):
         """The head for noise `kind` (None for gaussian); InputError when none was loaded."""
@@ -134,6 +144,7 @@ def load_model(model: str, decoder: str | None = None, *, device: str = "auto",
     from .. import progress
     from ..components import load_components, resolve_device
     from ..heads.checkpoint import load_head
+    from ..heads.head import random_head
 
     run_device = resolve_device(device)
     with progress.stage(progress.describe_model(model), lambda: progress.parameter_count(comps),
@@ -148,20 +159,7 @@ def load_model(model: str, decoder: str | None = None, *, device: str = "auto",
     return LoadedModel(comps, heads, run_device, str(head) if head else None, keep_fp32)
 
 
-@torch.no_grad()
-def random_head(kind: str, spec, height: int, width: int, seed: int = 0):
-    """A head of the right shape with small random weights (not the zero-init identity)."""
-    from ..heads.head import HeadConfig, build_head
-
-    h = build_head(HeadConfig(kind, spec.latent_shape(height, width), spec.text_dim,
-                              base_model=spec.name))
-    gen = torch.Generator().manual_seed(seed)
-    for p in h.parameters():
-        p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
-    return h.eval().requires_grad_(False)
-
-
-class Pipeline:
+class Pipeline(Closing):
     """An opened backend plus the host side: prompts and seeds in, uint8 images out."""
 
     def __init__(self, model: LoadedModel, backend: Backend, config: PipelineConfig,
@@ -175,6 +173,15 @@ class Pipeline:
     @property
     def fused(self) -> bool:
         return self.backend.fused
+
+    def close(self) -> None:
+        """Close the backend (its sessions/engines/CUDA graphs/modules); idempotent. A closed
+        pipeline raises BackendError when called."""
+        self.backend.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.backend.closed
 
     def inputs(self, prompts: Sequence[str], seeds: Sequence[int]
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -192,6 +199,7 @@ class Pipeline:
                              "prompt, at least one")
         from .prompt_cache import run_cached
 
+        self.backend.check_open()
         b, cached = self.config.batch, self.prompt_cache is not None
         out = [run_cached(self, prompts[i:i + b], seeds[i:i + b]) if cached else
                self.backend.run(*self.inputs(prompts[i:i + b], seeds[i:i + b]))
@@ -201,12 +209,10 @@ class Pipeline:
     def run_staged(self, prompts: Sequence[str], seeds: Sequence[int], timer: Timer
                    ) -> np.ndarray:
         """One batch stage by stage, each stage (tokenize included) timed by `timer`."""
+        self.backend.check_open()
         with timer("tokenize"):
             ids, eps = self.inputs(prompts, seeds)
         return self.backend.run_staged(ids, eps, timer)
-
-    def close(self) -> None:
-        self.backend.close()
 
 
 def open_pipeline(model: LoadedModel, config: PipelineConfig, log: Log = lambda m: None,

@@ -18,10 +18,11 @@ from typing import Any, Hashable
 
 @dataclass(frozen=True)
 class Conditioning:
-    """One prompt's cached values (device tensors, batch axis dropped): text embeddings
-    [77, D]; mu and sigma [4, h, w], or None when the backend runs its head graph itself."""
+    """One prompt's cached values (device tensors, batch axis dropped): the text encoder's
+    outputs by name (`Backend.encode_text`; text_embeddings [77, D]); mu and sigma [4, h, w], or
+    None when the backend runs its head graph itself."""
 
-    text_embeddings: Any
+    text: Any
     mu: Any = None
     sigma: Any = None
 
@@ -106,17 +107,17 @@ def run_cached(pipe, prompts, seeds):
     found = [cache.get(k) for k in keys]
     n, ids, eps = backend.check_inputs(ids, eps)  # padded to a static backend's batch
     if any(c is None for c in found):
-        emb = backend.encode_text(ids)
-        dist = backend.distribution(emb)
+        text = backend.encode_text(ids)
+        dist = backend.distribution(text)
         for i, key in enumerate(keys):
             if found[i] is None:
                 mu, sigma = (None, None) if dist is None else (dist[0][i].clone(),
                                                                dist[1][i].clone())
-                found[i] = Conditioning(emb[i].clone(), mu, sigma)
+                found[i] = Conditioning({k: v[i].clone() for k, v in text.items()}, mu, sigma)
                 cache.put(key, found[i])
     rows = found + [found[-1]] * (eps.shape[0] - n)
-    emb = torch.stack([c.text_embeddings for c in rows])
+    text = {k: torch.stack([c.text[k] for c in rows]) for k in rows[0].text}
     mu = sigma = None
     if rows[0].mu is not None:
         mu, sigma = torch.stack([c.mu for c in rows]), torch.stack([c.sigma for c in rows])
-    return backend.run_conditioned(emb, eps, mu, sigma)[:n]
+    return backend.run_conditioned(text, eps, mu, sigma)[:n]

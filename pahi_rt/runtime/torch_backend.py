@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from .. import sampling
-from .backend import Backend, RunConfig
+from ..specs import NAMES
+from .backend import Backend, RunConfig, TextOutputs
 
 
 class TorchBackend(Backend):
@@ -15,45 +16,55 @@ class TorchBackend(Backend):
 
     def __init__(self, config: RunConfig, components, noise_source=sampling.gaussian):
         super().__init__(config, components.spec)
-        self.comps = components
-        self.noise_source = noise_source
+        self.comps = components  # shared with the loaded model: closing drops the reference
+        self.noise_source = noise_source  # the pipeline's own copy of the head
         self.schedule = sampling.Schedule.from_spec(components.spec.scheduler, config.mode.steps)
         self.device = components.device
 
     @torch.inference_mode()
-    def encode_text(self, ids: np.ndarray) -> Any:
-        return sampling.encode_text(self.comps.text_encoder, torch.from_numpy(ids))
+    def _encode_text_impl(self, ids: np.ndarray) -> TextOutputs:
+        return {NAMES.text_embeddings: sampling.encode_text(self.comps.text_encoder,
+                                                            torch.from_numpy(ids))}
 
     @torch.inference_mode()
-    def make_noise(self, eps: np.ndarray, text_embeddings: Any) -> Any:
+    def _make_noise_impl(self, eps: np.ndarray, text: TextOutputs) -> Any:
         e = torch.from_numpy(eps).to(self.device, self.comps.dtype)
-        return self.noise_source(e, text_embeddings)
+        return self.noise_source(e, text[NAMES.text_embeddings])
 
     @torch.inference_mode()
-    def distribution(self, text_embeddings: Any) -> tuple[Any, Any] | None:
+    def _distribution_impl(self, text: TextOutputs) -> tuple[Any, Any] | None:
         head_distribution = getattr(self.noise_source, "distribution", None)
-        return None if head_distribution is None else head_distribution(text_embeddings)
+        return (None if head_distribution is None
+                else head_distribution(text[NAMES.text_embeddings]))
 
     @torch.inference_mode()
-    def noise_from(self, mu: Any, sigma: Any, eps: np.ndarray) -> Any:
+    def _noise_from_impl(self, mu: Any, sigma: Any, eps: np.ndarray) -> Any:
         e = torch.from_numpy(eps).to(self.device, self.comps.dtype)
         return mu + sigma * e  # NoiseHead.forward / GlobalPrior.forward
 
-    @torch.inference_mode()
-    def unet_step(self, index: int, x: Any, text_embeddings: Any) -> Any:
+    def _one_step(self, index: int) -> sampling.Schedule:
+        """The schedule of Euler step `index` alone (step 0 scales the unit noise)."""
         s = self.schedule
-        one = sampling.Schedule(s.timesteps[index:index + 1], s.sigmas[index:index + 2],
-                                s.init_sigma if index == 0 else 1.0, s.prediction_type)
-        return sampling.denoise(self.comps.unet, x, text_embeddings, one)
+        return sampling.Schedule(s.timesteps[index:index + 1], s.sigmas[index:index + 2],
+                                 s.init_sigma if index == 0 else 1.0, s.prediction_type)
 
     @torch.inference_mode()
-    def decode(self, latents: Any) -> Any:
+    def _unet_step_impl(self, index: int, x: Any, text: TextOutputs) -> Any:
+        return sampling.denoise(self.comps.unet, x, text[NAMES.text_embeddings],
+                                self._one_step(index))
+
+    @torch.inference_mode()
+    def _decode_impl(self, latents: Any) -> Any:
         return sampling.to_uint8(sampling.decode(self.comps.decoder, latents,
                                                  self.comps.spec.latent_scale))
 
-    def to_host(self, image: Any) -> np.ndarray:
+    def _to_host_impl(self, image: Any) -> np.ndarray:
         return image.cpu().numpy()
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def _close_impl(self) -> None:
+        self.synchronize()  # nothing queued may still read what is dropped
+        self.comps = self.noise_source = None

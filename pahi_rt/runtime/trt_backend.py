@@ -38,10 +38,12 @@ class TrtBackend(ArtifactBackend):
         self.stream = torch.cuda.Stream(self.device)
         self.runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))
         self.contexts: dict[str, tuple[Any, Any]] = {}
-        self.buffers: dict[str, tuple[tuple, dict, torch.Tensor]] = {}
+        # graph -> (input shapes, input buffers, output buffers by name)
+        self.buffers: dict[str, tuple[tuple, dict, dict]] = {}
 
     def context(self, graph: str):
         """(engine, execution context) of `graph`, loaded once after the checks."""
+        self.check_open()
         if graph not in self.contexts:
             path, entry = verified_artifact(self.directory, graph, ENGINE)
             data = path.read_bytes()
@@ -64,14 +66,20 @@ class TrtBackend(ArtifactBackend):
         return {d.FLOAT: torch.float32, d.HALF: torch.float16, d.INT64: torch.int64,
                 d.INT32: torch.int32, d.UINT8: torch.uint8, d.BOOL: torch.bool}[trt_dtype]
 
+    def _graph_inputs_impl(self, graph: str) -> dict[str, tuple]:
+        engine, _ = self.context(graph)
+        names = (engine.get_tensor_name(i) for i in range(engine.num_io_tensors))
+        return {n: tuple(d if d >= 0 else None for d in engine.get_tensor_shape(n))
+                for n in names if engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT}
+
     def _bind(self, graph: str, feeds: dict[str, torch.Tensor]):
-        """Input buffers, output buffer and bound addresses for these input shapes."""
+        """Input buffers, output buffers and bound addresses for these input shapes."""
         shapes = tuple((k, tuple(v.shape)) for k, v in sorted(feeds.items()))
         cached = self.buffers.get(graph)
         if cached is not None and cached[0] == shapes:
             return cached
         engine, ctx = self.context(graph)
-        inputs, output = {}, None
+        inputs, outputs = {}, {}
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             dtype = self._torch_dtype(engine.get_tensor_dtype(name))
@@ -82,26 +90,34 @@ class TrtBackend(ArtifactBackend):
             else:
                 buf = torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=dtype,
                                   device=self.device)
-                output = buf
+                outputs[name] = buf
             ctx.set_tensor_address(name, buf.data_ptr())
-        self.buffers[graph] = (shapes, inputs, output)
+        self.buffers[graph] = (shapes, inputs, outputs)
         return self.buffers[graph]
 
-    def infer(self, graph: str, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _infer_impl(self, graph: str, feeds: dict[str, torch.Tensor]
+                    ) -> dict[str, torch.Tensor]:
         _, ctx = self.context(graph)
-        _, inputs, output = self._bind(graph, feeds)
+        _, inputs, outputs = self._bind(graph, feeds)
         self.stream.wait_stream(torch.cuda.current_stream(self.device))  # producers of feeds
         with torch.cuda.stream(self.stream):
             for name, buf in inputs.items():
                 buf.copy_(feeds[name])
             if not ctx.execute_async_v3(self.stream.cuda_stream):
                 raise EngineError(f"TensorRT failed to run {graph}")
-        torch.cuda.current_stream(self.device).wait_stream(self.stream)  # consumers of output
-        return output
+        torch.cuda.current_stream(self.device).wait_stream(self.stream)  # consumers of outputs
+        return dict(outputs)
 
     def synchronize(self) -> None:
         torch.cuda.synchronize(self.device)
 
-    def close(self) -> None:
+    def _close_impl(self) -> None:
+        """Wait for queued work, then free buffers, contexts before their engines, the
+        runtime and the stream."""
+        super()._close_impl()
+        self.synchronize()
         self.buffers.clear()
-        self.contexts.clear()
+        while self.contexts:
+            _, (engine, ctx) = self.contexts.popitem()
+            del ctx, engine
+        self.runtime = self.stream = None

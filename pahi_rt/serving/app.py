@@ -78,6 +78,13 @@ class ImageServer(routes.Routes):
         self.watch = HeadWatch(s.head) if s.head else None
         self.setup_routes(APP_NAME)
 
+    def __del__(self):
+        """Serve calls this when it stops the replica (after draining): release the
+        pipelines' sessions/engines/CUDA graphs and what the model shares among them."""
+        for held in (getattr(self, "gen", None), getattr(self, "model", None)):
+            if held is not None:
+                held.close()
+
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def render(self, items: list[tuple]) -> list[tuple]:
         """(generation, key, prompt, seed) items from concurrent requests -> (uint8 image,

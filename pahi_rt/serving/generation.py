@@ -21,6 +21,12 @@ class Generation:
     def key_of(self, noise: str) -> str:
         return "none" if noise == "gaussian" or self.head_key is None else self.head_key
 
+    def close(self) -> None:
+        """Close every pipeline (replica shutdown). A head reload does not: requests in flight
+        still render on the old generation, whose head pipelines are freed with it."""
+        for pipe in self.pipes.values():
+            pipe.close()
+
 
 def served_keys(s: ServeSettings) -> list[Key]:
     """Every pipeline a replica opens. A head is trained for one size: its noise is served at

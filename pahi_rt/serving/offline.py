@@ -18,7 +18,8 @@ ROWS_PER_CALL = 8  # rows an actor takes per call (fewer round trips), still one
 
 
 class Renderer:
-    """A Ray Data actor: the model loaded and the pipeline opened once, in its constructor."""
+    """A Ray Data actor: the model loaded and the pipeline opened once, in its constructor,
+    and closed in `__del__`, which Ray Data calls when it retires the actor."""
 
     def __init__(self, settings: ServeSettings, model_label: str, head_label: str | None,
                  threads: int | None = None):
@@ -53,6 +54,13 @@ class Renderer:
                                    extra={"source_line": int(line)}, keys=self.model.keys())
             pngs.append(io.png_bytes(pixels, meta))
         return {"i": batch["i"], "png": np.array(pngs, dtype=object)}
+
+    def __del__(self):
+        """Ray Data calls this when it retires the actor (graceful shutdown): release the
+        pipeline's sessions/engines and the model's shared ones."""
+        for held in (getattr(self, "pipe", None), getattr(self, "model", None)):
+            if held is not None:
+                held.close()
 
 
 def _quiet_console() -> None:

@@ -17,11 +17,11 @@ try:
         import os
 
         os.environ["PAHI_RT_CACHE"] = cache
-        pipe = open_pipeline(model, PipelineConfig(backend="tensorrt",
-                                                   mode=MODES["gaussian-1step"], batch=1,
-                                                   height=64, width=64), print,
-                             export=export_on_first_use)
-        image = pipe(["a red fox"], [0])
+        with open_pipeline(model, PipelineConfig(backend="tensorrt",
+                                                 mode=MODES["gaussian-1step"], batch=1,
+                                                 height=64, width=64), print,
+                           export=export_on_first_use) as pipe:
+            image = pipe(["a red fox"], [0])
         print("TRT OK", image.shape, image.dtype, float(image.std()))
 except Exception as e:  # noqa: BLE001 - the message is the result
     traceback.print_exc()
