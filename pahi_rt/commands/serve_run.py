@@ -103,7 +103,7 @@ def _stop(signum, frame):
 
 def run(settings, host: str, port: int, address: str | None, options: dict,
         drain_s: float | None) -> None:
-    from ..serving import app, cluster, control
+    from ..serving import app, cluster
 
     how = cluster.connect(address)
     if how == "local":
@@ -131,7 +131,7 @@ def run(settings, host: str, port: int, address: str | None, options: dict,
         if deployed:
             bound = f"{drain_s:g} s" if drain_s is not None else "the longest batch + 5 s"
             echo_err(f"stopping: new requests get 503, accepted ones get up to {bound}")
-            took, left = control.drain(app.APP_NAME, options["replicas"], drain_s)
+            took, left = app.drain(options, drain_s)
             echo_err(f"drained in {took:.1f} s" + (f"; {left} request(s) still waiting got "
                                                    "503" if left else ""))
     finally:

@@ -100,6 +100,23 @@ class ImageRequest:
         return (self.noise, self.steps, self.height, self.width)
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """What the model deployment returns for one request (`model.ImageModel.generate`): the
+    pixels, and what the ingress needs to encode PNGs and headers without the model."""
+
+    pixels: list  # numpy uint8 [height, width, 3], one per seed, in seed order
+    batch_sizes: list[int]  # images in the pipeline call that rendered each
+    tokens: int  # CLIP tokens the prompt has (past `max_tokens` the pipeline truncates)
+    revised_prompt: str  # the text the text encoder read (whole words that fit)
+    batch_s: float  # the longest pipeline call among them, seconds (sets the drain time)
+    head_key: str  # content key of the head that rendered them; "none" for Gaussian noise
+    head_path: str | None  # the --head they came from (PNG metadata); None for Gaussian
+    model_key: str | None  # the model's content key (PNG metadata)
+    decoder: str  # the decoder's id (PNG metadata)
+    max_tokens: int  # the text encoder's token limit
+
+
 class ApiError(Exception):
     """An OpenAI-style error: HTTP `status` and `{"error": {"message", "type", "param"}}`."""
 
