@@ -93,8 +93,8 @@ def _run(todo, known, directory, settings, model_label, head_label, address, rep
     try:
         # actors run the plain run's torch thread count: same kernels, same reduction order,
         # so the PNGs are byte-identical to `generate` without --ray on this machine
-        for job, png in offline.render(todo, settings, model_label, head_label, replicas, gpus,
-                                       threads=torch.get_num_threads()):
+        for job, png in offline.render_batches(todo, settings, model_label, head_label,
+                                               replicas, gpus, threads=torch.get_num_threads()):
             try:
                 ledger.add(job, png, replace=job.path.name in replaceable)
             except OSError as e:
