@@ -25,7 +25,8 @@ MAX_IMAGES = 8  # `n` limit, as the OpenAI API's dall-e-2 limit is 10: small bat
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """What every replica loads and serves; the `generate` options plus the serving knobs.
+    """What every model replica loads and the ingress serves; the `generate` options plus the
+    serving knobs.
     height/width/steps are the defaults; more_sizes ((height, width), ...) and more_steps are
     served too, each a pipeline opened at start."""
 
@@ -47,11 +48,11 @@ class ServeSettings:
     max_prompt_bytes: int = 4096  # UTF-8 bytes of `prompt` (CLIP reads 77 tokens of it)
     max_body_bytes: int = 65536  # a request body (413 beyond)
     request_timeout_s: float = 300.0  # default deadline of a request (504 past it); 0: none
-    max_active: int = 80  # requests one replica takes at once (503 beyond)
+    max_active: int = 80  # requests taken at once per model replica (503 beyond)
     api_keys: tuple[str, ...] = ()  # Authorization: Bearer KEY; () = open
     feedback_db: str | None = None  # SQLite store of generations and feedback; None: off
     ui: bool = False  # the rating page at /
-    loopback: bool = True  # embedded Ray: bind the replica's internal gRPC server to 127.0.0.1
+    loopback: bool = True  # embedded Ray: bind replicas' internal gRPC servers to 127.0.0.1
 
     def __repr__(self) -> str:  # keys never reach a log, even through a repr
         return f"ServeSettings(model={self.model!r}, sizes={self.sizes}, steps={self.step_list})"
