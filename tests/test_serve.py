@@ -1,6 +1,6 @@
 """`pahi-rt serve` against a real local Ray Serve (session fixture `server`): the official
 `openai` client and plain HTTP; pixels equal `generate`'s; batching, overload, bad input, and a
-replica killed mid-request."""
+model replica killed mid-request."""
 from __future__ import annotations
 
 import base64
@@ -202,12 +202,13 @@ def test_metrics_count_images_and_batches(server):
 
 
 def test_zz_killed_replica_gives_5xx_then_recovers(server):
-    """Runs last (it restarts the replica): in-flight requests end in a clean 5xx, no hang;
-    Serve starts a new replica and later requests succeed."""
+    """Runs last (it restarts the model replica): in-flight requests end in a clean 5xx in the
+    OpenAI error shape (the ingress answers for the dead model replica), no hang; Serve starts
+    a new replica and later requests succeed."""
     import ray
 
     names = [a for a in ray.util.list_named_actors(all_namespaces=True)
-             if a["name"].startswith("SERVE_REPLICA::pahi-rt#")]
+             if a["name"].startswith("SERVE_REPLICA::pahi-rt#ImageModel#")]
     assert len(names) == 1
     replica = ray.get_actor(names[0]["name"], namespace=names[0]["namespace"])
     results = []
@@ -224,6 +225,9 @@ def test_zz_killed_replica_gives_5xx_then_recovers(server):
     statuses = [status for status, _, _ in results]
     assert len(statuses) == 8 and any(s >= 500 for s in statuses), statuses
     assert all(s == 200 or s >= 500 for s in statuses), statuses
+    failed = [body for status, _, body in results if status >= 500]
+    assert all(body["error"]["type"] == "server_error" and body["error"]["message"]
+               for body in failed), failed  # JSON, never Serve's text/plain 500
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         status, _, body = post(server, {"prompt": "after", "seed": 1}, timeout=60)
@@ -281,3 +285,14 @@ def test_repeated_prompt_hits_the_prompt_cache(server):
     after = stats()
     assert after["hits"] >= before["hits"] + 1 and after["misses"] >= before["misses"] + 1
     assert after["entries"] <= after["max_entries"]
+
+
+def test_ingress_and_model_are_separate_deployments(server):
+    """As Ray Serve's Stable Diffusion example: the HTTP ingress and the model deployment
+    that renders, each with its own replicas."""
+    from ray import serve
+
+    deployments = serve.status().applications["pahi-rt"].deployments
+    assert set(deployments) == {"ImageIngress", "ImageModel"}
+    for d in deployments.values():
+        assert d.status == "HEALTHY" and d.replica_states.get("RUNNING") == 1, d

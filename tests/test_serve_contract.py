@@ -168,3 +168,26 @@ def test_schema_rules_without_a_server():
         parse_request(json.dumps({"prompt": "\udfff"}).encode(), served)
     assert e.value.param == "prompt" and e.value.status == 400
     assert "secret" not in repr(ServeSettings(api_keys=("secret",)))
+
+
+def test_failed_model_calls_are_openai_errors():
+    """What the ingress answers when its call to the model deployment fails (no server): a
+    dead replica or backpressure is a 503 in the OpenAI shape, a render error a 500 naming
+    it; never a traceback."""
+    from ray.exceptions import ActorDiedError, RayTaskError
+    from ray.serve.exceptions import BackPressureError
+
+    from pahi_rt.serving.http import upstream_error
+
+    try:
+        raise ValueError("boom")
+    except ValueError as e:
+        raised = RayTaskError("generate", "traceback", e).as_instanceof_cause()
+    for exc, status, code in ((ActorDiedError(), 503, "model_unavailable"),
+                              (BackPressureError(9, 8), 503, "overloaded"),
+                              (raised, 500, None)):
+        err = upstream_error(exc)
+        body = err.body()["error"]
+        assert (err.status, body["code"], body["type"]) == (status, code, "server_error"), body
+        assert "traceback" not in body["message"].lower()
+    assert upstream_error(raised).message == "internal error: ValueError"

@@ -92,8 +92,9 @@ def _run(todo, known, directory, settings, o: GenerateOptions, head_label, repla
     try:
         # actors run the plain run's torch thread count: same kernels, same reduction order,
         # so the PNGs are byte-identical to `generate` without --ray on this machine
-        for job, png in offline.render(todo, settings, o.model, head_label, o.replicas,
-                                       o.gpus_per_replica, threads=torch.get_num_threads()):
+        for job, png in offline.render_batches(todo, settings, o.model, head_label, o.replicas,
+                                               o.gpus_per_replica,
+                                               threads=torch.get_num_threads()):
             try:
                 ledger.add(job, png, replace=job.path.name in replaceable)
             except OSError as e:

@@ -1,7 +1,9 @@
-"""Serving state every replica reads: "serving", "draining" (new requests: 503, accepted ones
-finish) or "stopping" (the drain time is over: what is left answers 503). Kept in Ray's GCS
-key-value store (one key per app), so it reaches every replica on every node; each replica
-polls it (`POLL_S`) and, while draining, reports how many requests it still holds.
+"""Serving state every ingress replica reads: "serving", "draining" (new requests: 503, accepted
+ones finish) or "stopping" (the drain time is over: what is left answers 503). Kept in Ray's GCS
+key-value store (one key per app), so it reaches every replica on every node; each ingress
+replica (the deployment that holds the requests; `ingress.ImageIngress`) polls it (`POLL_S`)
+and, while draining, reports how many requests it still holds and the longest batch the model
+rendered for it.
 
 `drain` is what `pahi-rt serve` does on SIGTERM/Ctrl-C before it stops Serve.
 """

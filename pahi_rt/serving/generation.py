@@ -1,7 +1,7 @@
-"""What a replica renders with: one pipeline per (noise, steps, height, width) it serves, and the
-head they use. A new head in the watched `--head` directory gives a new Generation; requests
-hold the one they started with, so requests in flight finish on the old head and new ones use
-the new (gaussian pipelines are shared between generations)."""
+"""What a model replica (`model.ImageModel`) renders with: one pipeline per (noise, steps, height,
+width) it serves, and the head they use. A new head in the watched `--head` directory gives a
+new Generation; requests hold the one they started with, so requests in flight finish on the old
+head and new ones use the new (gaussian pipelines are shared between generations)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

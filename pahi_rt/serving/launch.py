@@ -122,7 +122,7 @@ def _stop(signum, frame):
 
 def run(o: ServeOptions) -> None:
     """Deploy, serve until Ctrl-C/SIGTERM, drain and stop (returns once Ray is stopped)."""
-    from . import app, cluster, control
+    from . import app, cluster
 
     settings, host, port, drain_s = o.settings, o.host, o.port, o.drain_timeout
     how = cluster.connect(o.address)
@@ -153,7 +153,7 @@ def run(o: ServeOptions) -> None:
         if deployed:
             bound = f"{drain_s:g} s" if drain_s is not None else "the longest batch + 5 s"
             echo_err(f"stopping: new requests get 503, accepted ones get up to {bound}")
-            took, left = control.drain(app.APP_NAME, o.replicas, drain_s)
+            took, left = app.drain({}, drain_s)
             echo_err(f"drained in {took:.1f} s" + (f"; {left} request(s) still waiting got "
                                                    "503" if left else ""))
     finally:

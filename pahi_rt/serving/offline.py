@@ -1,7 +1,8 @@
-"""Offline generation on Ray Data (`pahi-rt generate --prompts FILE --ray`): actors that each
-open the pipeline once (`runtime.pipeline.open_pipeline`) render rows of (prompt, seed) and
-return finished PNG bytes; the driver writes them and the index (`ledger`). One image per
-pipeline call, exactly as the non-Ray run renders it, so the files are byte-identical."""
+"""Offline generation on Ray Data (`pahi-rt generate --prompts FILE --ray`): `render_batches`
+maps `RenderBatches` over batches of (prompt, seed) rows; its actors each open the pipeline once
+(`runtime.pipeline.open_pipeline`) and return finished PNG bytes; the driver writes them and the
+index (`ledger`). One image per pipeline call, exactly as the non-Ray run renders it, so the
+files are byte-identical. (Online serving is `app`: an ingress and a model deployment.)"""
 from __future__ import annotations
 
 import logging
@@ -14,12 +15,14 @@ from .. import io
 from .ledger import Job
 from .schema import ServeSettings
 
-ROWS_PER_CALL = 8  # rows an actor takes per call (fewer round trips), still one image per run
+ROWS_PER_BATCH = 8  # rows an actor takes per call (fewer round trips); one image per pipeline run
 
 
-class Renderer:
-    """A Ray Data actor: the model loaded and the pipeline opened once, in its constructor,
-    and closed in `__del__`, which Ray Data calls when it retires the actor."""
+class RenderBatches:
+    """The callable class `map_batches` runs on Ray Data actors: the model loaded and the
+    pipeline opened once, in its constructor, and closed in `__del__`, which Ray Data calls when
+    it retires the actor; each call renders a batch of rows ({"i", "prompt", "seed", "line"}
+    arrays) into {"i", "png"} (PNG bytes with generate's metadata)."""
 
     def __init__(self, settings: ServeSettings, model_label: str, head_label: str | None,
                  threads: int | None = None):
@@ -81,9 +84,9 @@ def _quiet_console() -> None:
             handler.setLevel(logging.ERROR)
 
 
-def render(jobs: list[Job], settings: ServeSettings, model_label: str, head_label: str | None,
-           replicas: int = 1, gpus_per_replica: float = 0.0, threads: int | None = None
-           ) -> Iterator[tuple[Job, bytes]]:
+def render_batches(jobs: list[Job], settings: ServeSettings, model_label: str,
+                   head_label: str | None, replicas: int = 1, gpus_per_replica: float = 0.0,
+                   threads: int | None = None) -> Iterator[tuple[Job, bytes]]:
     """(job, PNG bytes) as the actors finish them (any order); Ray must be connected.
     `threads`: torch intra-op threads per actor (None: Ray's default, one per actor CPU).
     CPU kernels reduce in an order that depends on the thread count, so images match a plain
@@ -98,9 +101,9 @@ def render(jobs: list[Job], settings: ServeSettings, model_label: str, head_labe
     rows = [{"i": j.i, "prompt": j.prompt, "seed": str(j.seed), "line": j.line} for j in jobs]
     blocks = max(1, min(len(rows), replicas * 4))  # enough blocks for every actor to work
     ds = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
-        Renderer, fn_constructor_kwargs=dict(settings=settings, model_label=model_label,
+        RenderBatches, fn_constructor_kwargs=dict(settings=settings, model_label=model_label,
                                              head_label=head_label, threads=threads),
-        batch_size=ROWS_PER_CALL, batch_format="numpy",
+        batch_size=ROWS_PER_BATCH, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=replicas),
         num_cpus=1, num_gpus=gpus_per_replica or None)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

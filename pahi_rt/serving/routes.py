@@ -1,11 +1,10 @@
-"""The HTTP routes of a replica (`app.ImageServer` mixes them in): images/generations,
-images/feedback, models, healthz and the rating page, plus the replica's control thread (drain
-state from `control`, the watched head)."""
+"""The HTTP routes of the ingress (`ingress.ImageIngress` mixes them in): images/generations
+(validated here, rendered by the model deployment, encoded here as base64 PNGs),
+images/feedback, models, healthz and the rating page."""
 # no `from __future__ import annotations`: FastAPI reads the Request annotation at runtime
 import asyncio
 import base64
 import logging
-import threading
 import time
 import uuid
 
@@ -14,50 +13,22 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from .. import io
 from . import control
-from .http import api_error, check_key, error, read_body
-from .schema import ApiError, decode_body, parse_request
+from .http import api_error, check_key, error, read_body, upstream_error
+from .schema import ApiError, Rendered, decode_body, parse_request
 
 log = logging.getLogger("ray.serve")
 api = FastAPI(title="pahi-rt", docs_url=None, redoc_url=None, openapi_url=None)
 RETRY = {"Retry-After": "1"}
+HEALTH_S = 5.0  # how long /healthz waits for a model replica's stats
+
+
+async def _result(response):
+    """Await a DeploymentResponse inside a task (a DeploymentResponse is not a coroutine)."""
+    return await response
 
 
 class Routes:
-    def setup_routes(self, app_name: str) -> None:
-        from ..model_key import model_key
-        from ..feedback.store import FeedbackStore
-
-        s = self.settings
-        self.app_name, self.active, self.state = app_name, 0, "serving"
-        self.rendered = 0  # images this replica rendered (dropped requests render none)
-        self.longest_batch_s = 0.0  # sets the default drain time
-        self.replica_id = uuid.uuid4().hex[:12]
-        self.store = FeedbackStore(s.feedback_db) if s.feedback_db else None
-        self.source = {"model": s.model, "decoder": s.decoder,
-                       "model_key": model_key(s.model, s.decoder) if self.store else None}
-        threading.Thread(target=self._control, name="pahi-control", daemon=True).start()
-
-    def _control(self) -> None:
-        """Poll the drain state (and report what this replica holds while draining); take up a
-        new head from the watched directory between requests."""
-        while True:
-            time.sleep(control.POLL_S)
-            try:
-                self.state = control.state(self.app_name)
-                if self.state != "serving":
-                    control.report_active(self.app_name, self.replica_id, self.active,
-                                          self.longest_batch_s)
-            except Exception as e:  # GCS briefly unreachable: keep the last state
-                log.debug("control poll failed: %s", e)
-            if self.watch is not None and self.watch.changed():
-                try:
-                    new = self.watch.reload(self.model, self.settings, self.gen)
-                except Exception as e:  # a half-written or unfit head: keep serving the old
-                    log.warning("head in %s not taken up: %s", self.settings.head, e)
-                    continue
-                if new is not None:
-                    self.gen = new
-                    log.warning("took up head %s from %s", new.head_key, self.settings.head)
+    """The routes and their helpers; `ingress.ImageIngress` sets the state they use."""
 
     def _admit(self) -> None:
         s = self.settings
@@ -68,11 +39,12 @@ class Routes:
             raise ApiError(503, f"the server is busy ({self.active} requests in progress); "
                            "retry later", kind="server_error", code="overloaded")
 
-    async def _wait(self, gen, req) -> list:
-        """The rendered items of `req`; 504 past its deadline, 503 when the server stops
-        first; queued items are dropped in both cases and when the client goes away."""
-        task = asyncio.ensure_future(asyncio.gather(
-            *(self.render((gen, req.key, req.prompt, seed)) for seed in req.seeds)))
+    async def _wait(self, req) -> Rendered:
+        """The rendered images of `req`; 504 past its deadline, 503 when the server stops
+        first; the model call is cancelled in both cases and when the client goes away (its
+        queued images never render). A failed model call is an ApiError (`upstream_error`)."""
+        response = self.model.generate.remote(req.key, req.prompt, req.seeds)
+        task = asyncio.ensure_future(_result(response))
         deadline = time.monotonic() + req.timeout_s if req.timeout_s else None
         try:
             while not task.done():
@@ -88,32 +60,35 @@ class Routes:
                                    f"{req.timeout_s:g} s", "timeout", kind="timeout_error",
                                    code="timeout")
         finally:
-            task.cancel()  # no-op when done; else the items still queued never render
-        return task.result()
+            if not task.done():  # the images still queued at the model never render
+                response.cancel()
+                task.cancel()
+        try:
+            return task.result()
+        except Exception as e:
+            raise upstream_error(e) from None
 
-    def _images(self, gen, req, results) -> list[dict]:
-        s, base = self.settings, self.model
-        head_key = gen.key_of(req.noise)
-        keys = {"model_key": base.keys()["model_key"],
-                "head_key": head_key if req.noise != "gaussian" else None}
+    def _images(self, req, rendered: Rendered) -> list[dict]:
+        s, r = self.settings, rendered
+        keys = {"model_key": r.model_key,
+                "head_key": r.head_key if req.noise != "gaussian" else None}
         data, rows = [], []
-        for seed, (pixels, _, _, text) in zip(req.seeds, results):
+        for seed, pixels in zip(req.seeds, r.pixels):
             meta = io.png_metadata(req.prompt, seed, req.steps, req.noise, s.model,
-                                   base.head_path if req.noise != "gaussian" else None,
-                                   req.height, req.width, base.base.decoder_id, keys=keys)
+                                   r.head_path, req.height, req.width, r.decoder, keys=keys)
             image_id = f"img_{uuid.uuid4().hex}"
             data.append({"b64_json": base64.b64encode(io.png_bytes(pixels, meta)).decode(),
-                         "revised_prompt": text, "id": image_id})
-            rows.append((image_id, req.prompt, seed, self._source(req, head_key)))
+                         "revised_prompt": r.revised_prompt, "id": image_id})
+            rows.append((image_id, req.prompt, seed, self._source(req, r)))
         if self.store is not None:
             self.store.add_images(rows)
         return data
 
-    def _source(self, req, head_key: str) -> dict:
+    def _source(self, req, r: Rendered) -> dict:
         src = {**self.source, "size": f"{req.width}x{req.height}", "steps": req.steps,
                "noise": req.noise}
         if req.noise != "gaussian":
-            src.update(head=self.model.head_path, head_key=head_key)
+            src.update(head=r.head_path, head_key=r.head_key)
         return {k: v for k, v in src.items() if v is not None}
 
     @api.post("/v1/images/generations")
@@ -125,9 +100,9 @@ class Routes:
             self.active += 1
             try:
                 req = parse_request(await read_body(request, s.max_body_bytes), s)
-                gen = self.gen  # the head this request renders with, whatever comes after
-                results = await self._wait(gen, req)
-                data = await asyncio.to_thread(self._images, gen, req, results)
+                rendered = await self._wait(req)
+                self.longest_batch_s = max(self.longest_batch_s, rendered.batch_s)
+                data = await asyncio.to_thread(self._images, req, rendered)
             finally:
                 self.active -= 1
         except ApiError as e:
@@ -135,13 +110,12 @@ class Routes:
         self.images.inc(req.n, tags={"noise": req.noise})
         self.latency.observe(time.perf_counter() - t0)
         return JSONResponse({"created": int(time.time()), "data": data},
-                            headers=self._headers(req, gen, results))
+                            headers=self._headers(req, rendered))
 
-    def _headers(self, req, gen, results) -> dict[str, str]:
-        batch, tokens = max(r[1] for r in results), results[0][2]
-        headers = {"x-pahi-seed": str(req.seed), "x-pahi-batch-size": str(batch),
-                   "x-pahi-head-key": gen.key_of(req.noise)}
-        limit = self.model.spec.max_tokens
+    def _headers(self, req, r: Rendered) -> dict[str, str]:
+        tokens, limit = r.tokens, r.max_tokens
+        headers = {"x-pahi-seed": str(req.seed), "x-pahi-batch-size": str(max(r.batch_sizes)),
+                   "x-pahi-head-key": r.head_key}
         if tokens > limit:  # the pipeline truncates exactly as `generate` does
             headers["warning"] = (f'299 pahi-rt "prompt truncated to {limit} tokens '
                                   f'({tokens} given)"')
@@ -190,19 +164,21 @@ class Routes:
 
     @api.get("/healthz")
     async def healthz(self):
-        """200 once this replica has loaded the model; 503 while it drains (load balancers
-        stop sending). Open without an API key."""
-        import torch
-
+        """200 once a model replica answers (it has loaded the model); 503 while the server
+        drains (load balancers stop sending) or no model replica answers in HEALTH_S.
+        Open without an API key."""
         s = self.settings
         if self.state != "serving":
             return error(503, f"the server is {self.state}", code="shutting_down")
+        response = self.model.stats.remote()
+        try:
+            model = await asyncio.wait_for(_result(response), HEALTH_S)
+        except Exception as e:  # a timeout, a dead or restarting replica
+            response.cancel()
+            e = upstream_error(e)
+            return error(503, f"the model is not ready: {e.message}", code=e.code)
         return {"status": "ok", "model": s.model_id, "sizes": s.sizes, "steps": s.step_list,
-                "noise": list(s.noises), "max_batch": s.max_batch,
-                "head_key": self.gen.head_key, "rendered": self.rendered,
-                "prompt_cache": self.gen.prompt_cache.stats() if self.gen.prompt_cache else None,
-                "device": str(self.model.device),
-                "torch_threads": torch.get_num_threads()}
+                "noise": list(s.noises), "max_batch": s.max_batch, **model}
 
     @api.get("/")
     async def page(self):

@@ -25,7 +25,8 @@ MAX_IMAGES = 8  # `n` limit, as the OpenAI API's dall-e-2 limit is 10: small bat
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """What every replica loads and serves; the `generate` options plus the serving knobs.
+    """What every model replica loads and the ingress serves; the `generate` options plus the
+    serving knobs.
     height/width/steps are the defaults; more_sizes ((height, width), ...) and more_steps are
     served too, each a pipeline opened at start."""
 
@@ -47,11 +48,11 @@ class ServeSettings:
     max_prompt_bytes: int = 4096  # UTF-8 bytes of `prompt` (CLIP reads 77 tokens of it)
     max_body_bytes: int = 65536  # a request body (413 beyond)
     request_timeout_s: float = 300.0  # default deadline of a request (504 past it); 0: none
-    max_active: int = 80  # requests one replica takes at once (503 beyond)
+    max_active: int = 80  # requests taken at once per model replica (503 beyond)
     api_keys: tuple[str, ...] = ()  # Authorization: Bearer KEY; () = open
     feedback_db: str | None = None  # SQLite store of generations and feedback; None: off
     ui: bool = False  # the rating page at /
-    loopback: bool = True  # embedded Ray: bind the replica's internal gRPC server to 127.0.0.1
+    loopback: bool = True  # embedded Ray: bind replicas' internal gRPC servers to 127.0.0.1
 
     def __repr__(self) -> str:  # keys never reach a log, even through a repr
         return f"ServeSettings(model={self.model!r}, sizes={self.sizes}, steps={self.step_list})"
@@ -98,6 +99,23 @@ class ImageRequest:
     def key(self) -> tuple[str, int, int, int]:
         """Which pipeline renders it: (noise, steps, height, width)."""
         return (self.noise, self.steps, self.height, self.width)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What the model deployment returns for one request (`model.ImageModel.generate`): the
+    pixels, and what the ingress needs to encode PNGs and headers without the model."""
+
+    pixels: list  # numpy uint8 [height, width, 3], one per seed, in seed order
+    batch_sizes: list[int]  # images in the pipeline call that rendered each
+    tokens: int  # CLIP tokens the prompt has (past `max_tokens` the pipeline truncates)
+    revised_prompt: str  # the text the text encoder read (whole words that fit)
+    batch_s: float  # the longest pipeline call among them, seconds (sets the drain time)
+    head_key: str  # content key of the head that rendered them; "none" for Gaussian noise
+    head_path: str | None  # the --head they came from (PNG metadata); None for Gaussian
+    model_key: str | None  # the model's content key (PNG metadata)
+    decoder: str  # the decoder's id (PNG metadata)
+    max_tokens: int  # the text encoder's token limit
 
 
 class ApiError(Exception):
