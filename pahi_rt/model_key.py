@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .hub import SUBFOLDERS, resolve_model_dir
-from .specs import PRESETS, random_decoder_label
+from .specs import OWN_VAE, PRESETS, random_decoder_label
 
 KEY_CHARS = 16  # hex digits kept: 64 bits tell models apart, and records stay short
 DIGEST_CACHE_ENV = "PAHI_RT_DIGEST_CACHE"
@@ -43,11 +43,17 @@ def model_key(model: str, decoder: str | None = None) -> str:
     preset = PRESETS.get(model)
     if decoder is not None and preset is not None and decoder == random_decoder_label(model):
         decoder = None
+    root = None
     if preset is not None and preset.hub_id is None:
         parts = {"preset": _preset_definition(preset)}
     else:
         root = resolve_model_dir(preset.hub_id if preset else model, preset is not None)
         parts = {"model": _tree_digest(root, SUBFOLDERS)}
+    if decoder == OWN_VAE:  # the model's own full VAE: its vae/ files, or the preset's config
+        parts["decoder"] = ({"own_vae": _tree_digest(root, ["vae"])} if root is not None else
+                            {"own_vae": _sha256_json([dict(preset.vae or {}),
+                                                      _source_digest("decoders")])})
+        return _sha256_json(parts)[:KEY_CHARS]
     if decoder is None and preset is not None:
         decoder = preset.decoder_id  # None for random presets: their decoder is in the definition
     elif decoder is None:
@@ -79,15 +85,19 @@ def file_digest(path: Path) -> str:
 
 
 def _preset_definition(preset) -> str:
-    import importlib.util
-
     # the initialisers' source files, read without importing them (they import torch)
-    sources = [Path(importlib.util.find_spec(f"pahi_rt.{m}").origin).read_bytes()
-               for m in ("random_init", "taesd")]
     return _sha256_json({"name": preset.name, "seed": preset.seed,
                          "configs": [dict(c or {}) for c in (preset.unet, preset.text_encoder,
                                                               preset.decoder)],
-                         "init": [hashlib.sha256(s).hexdigest() for s in sources]})
+                         "init": [_source_digest(m) for m in ("random_init", "taesd")]})
+
+
+def _source_digest(module: str) -> str:
+    """sha256 of pahi_rt.<module>'s source file, read without importing it (it imports torch)."""
+    import importlib.util
+
+    return hashlib.sha256(Path(importlib.util.find_spec(f"pahi_rt.{module}").origin).read_bytes()
+                          ).hexdigest()
 
 
 def _tree_digest(root: Path, folders) -> dict:
@@ -112,8 +122,8 @@ def _decoder_digest(decoder: str) -> dict:
 
         path = Path(local_snapshot(decoder))
     if not (path / "config.json").is_file():
-        raise InputError(f"decoder {decoder}: no config.json (expected an AutoencoderTiny "
-                         "directory, HF id or taesd_decoder.safetensors)")
+        raise InputError(f"decoder {decoder}: no config.json (expected an AutoencoderTiny or "
+                         "AutoencoderKL directory, HF id or taesd_decoder.safetensors)")
     return _tree_digest(path, [""])
 
 

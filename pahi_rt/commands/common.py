@@ -140,7 +140,8 @@ SCORER_HELP = (f"Preference scorer, repeatable; the objective is the weighted su
 Model = Annotated[str, typer.Option(help="Preset (sd-turbo, synthetic, tiny), diffusers model "
                                          "directory or HF id.")]
 Decoder = Annotated[Optional[str], typer.Option(
-    help="AutoencoderTiny dir / HF id, or a taesd_decoder.safetensors file.")]
+    help="AutoencoderTiny dir / HF id, a taesd_decoder.safetensors file, an AutoencoderKL dir, "
+         "or vae: the model's own full VAE (slower, the checkpoint's fidelity).")]
 Height = Annotated[int, typer.Option(help="Image height, a multiple of 8.")]
 Width = Annotated[int, typer.Option(help="Image width, a multiple of 8.")]
 Precision = Annotated[str, typer.Option(
