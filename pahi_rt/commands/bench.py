@@ -134,7 +134,7 @@ def bench(
     cfg = BenchConfig(names, mode_names, batches, height, width, precision, warmup, iters,
                       test_time, interleave, calibration, fused_stages)
 
-    fits(model, PipelineConfig(height=height, width=width), device, run=False)
+    fits(model, PipelineConfig(height=height, width=width), device, run=False, decoder=decoder)
     loaded = load_model(model, decoder, device=device, head=head, height=height, width=width,
                         noise=tuple(MODES[m].noise for m in mode_names), random_heads=True,
                         log=echo_err)

@@ -92,7 +92,7 @@ WebP files with their generation metadata."""
 
     config = PipelineConfig(backend, mode, min(best_of, 8), height, width, precision, artifacts,
                             compile=compile)
-    fits(model, config, device, export=backend != "torch" and artifacts is None)
+    fits(model, config, device, export=backend != "torch" and artifacts is None, decoder=decoder)
     if ray_run:
         from .generate_ray import generate_ray
 
