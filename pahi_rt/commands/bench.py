@@ -142,7 +142,8 @@ def bench(
     if test_time.refine is not None:
         scorers.check_differentiable()
     def save(partial: dict) -> dict:  # after every group of rows: nothing is lost
-        partial = {**partial, "command": command_line(ctx), "model": model}
+        partial = {**partial, "command": command_line(ctx), "model": model,
+                   "decoder": loaded.base.decoder_id}
         write_outputs(partial, json_path, markdown, None)
         return partial
     # progress: one line per step on stderr (no bar: bench output is often logged to a file)
