@@ -117,9 +117,7 @@ def configs_for(arch: Architecture, header: dict, name: str = "checkpoint") -> d
     no set matches the UNet's and text encoders' widths."""
     from .specs import TINY_TEXT, TINY_UNET, TINY_VAE
 
-    base = DATA / arch.configs
-    sets = [{p.parent.name if p.parent != base else "": json.loads(p.read_text())
-             for p in base.rglob("*.json")}]
+    sets = [shipped_configs(arch)]
     if arch.name == "sd2":
         sets.append({**sets[0], "unet": {"_class_name": "UNet2DConditionModel", **TINY_UNET},
                      "text_encoder": dict(TINY_TEXT),
@@ -129,6 +127,13 @@ def configs_for(arch: Architecture, header: dict, name: str = "checkpoint") -> d
             return {k: dict(v) for k, v in configs.items()}
     raise InputError(f"--model {name}: unknown {arch.name} variant (UNet/text widths "
                      f"{_widths(arch, header)}; pahi-rt knows {_widths(arch, sets[0])})")
+
+
+def shipped_configs(arch: Architecture) -> dict:
+    """{subfolder: config} of the architecture's shipped set ("" = model_index.json)."""
+    base = DATA / arch.configs
+    return {p.parent.name if p.parent != base else "": json.loads(p.read_text())
+            for p in base.rglob("*.json")}
 
 
 def _widths(arch: Architecture, source: dict) -> tuple:

@@ -110,14 +110,26 @@ def vae_to_original(state: dict) -> dict:
     return out
 
 
-def text_to_openclip(state: dict, layers: int, seed: int) -> dict:
-    """HF CLIPTextModel -> OpenCLIP keys, plus the layer SD 2.x's tower has beyond what it
-    reads (random: it must be dropped) and a text projection."""
-    p, out = "cond_stage_model.model.", {}
+def text_to_openclip(
+    state: dict,
+    layers: int,
+    seed: int,
+    p: str = "cond_stage_model.model.",
+    extra_layer: bool = True,
+) -> dict:
+    """HF CLIPTextModel(WithProjection) -> OpenCLIP keys under prefix `p`; `extra_layer`: plus
+    the layer SD 2.x's tower has beyond what it reads (random: it must be dropped). The text
+    projection is the model's own (transposed, as OpenCLIP stores it) or random."""
+    out = {}
     # transformers 5 saves CLIPTextModel without its `text_model.` level
-    state = {k if k.startswith("text_model.") else "text_model." + k: v for k, v in state.items()}
+    state = {
+        "text_model." + k
+        if k.startswith(("embeddings.", "encoder.", "final_layer_norm."))
+        else k: v
+        for k, v in state.items()
+    }
     g = torch.Generator().manual_seed(seed)
-    for i in range(layers + 1):
+    for i in range(layers + extra_layer):
         src = i if i < layers else 0
         hf, sd = f"text_model.encoder.layers.{src}.", f"{p}transformer.resblocks.{i}."
         noise = (lambda t: torch.randn(t.shape, generator=g)) if i == layers else (lambda t: t)
@@ -140,7 +152,9 @@ def text_to_openclip(state: dict, layers: int, seed: int) -> dict:
             p + "positional_embedding": state["text_model.embeddings.position_embedding.weight"],
             p + "ln_final.weight": state["text_model.final_layer_norm.weight"],
             p + "ln_final.bias": state["text_model.final_layer_norm.bias"],
-            p + "text_projection": torch.randn(width, width, generator=g),
+            p + "text_projection": state["text_projection.weight"].T
+            if "text_projection.weight" in state
+            else torch.randn(width, width, generator=g),
             p + "logit_scale": torch.tensor(4.6),
         }
     )
@@ -166,4 +180,38 @@ def write_original(model_dir: Path, out: Path, dtype: torch.dtype | None = None)
     )
     state = {k: (v.to(dtype) if dtype else v).contiguous() for k, v in state.items()}
     save_file(state, str(out))
+    return out
+
+
+XL_TOP = [
+    ("label_emb.0.0.", "add_embedding.linear_1."),
+    ("label_emb.0.2.", "add_embedding.linear_2."),
+]
+
+
+def write_original_xl(model_dir: Path, out: Path) -> Path:
+    """An SDXL diffusers dir (unet/ vae/ text_encoder/ text_encoder_2/) -> one original file."""
+    unet_cfg = json.loads((model_dir / "unet" / "config.json").read_text())
+    unet = load_file(model_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    top = {k: v for k, v in unet.items() if k.startswith("add_embedding.")}
+    state = unet_to_original({k: v for k, v in unet.items() if k not in top}, unet_cfg)
+    for sd, hf in XL_TOP:
+        for k, v in top.items():
+            if k.startswith(hf):
+                state["model.diffusion_model." + sd + k[len(hf) :]] = v
+    state.update(
+        vae_to_original(load_file(model_dir / "vae" / "diffusion_pytorch_model.safetensors"))
+    )
+    clip = load_file(model_dir / "text_encoder" / "model.safetensors")
+    for k, v in clip.items():
+        k = k if k.startswith("text_model.") else "text_model." + k
+        state["conditioner.embedders.0.transformer." + k] = v
+    big_cfg = json.loads((model_dir / "text_encoder_2" / "config.json").read_text())
+    big = load_file(model_dir / "text_encoder_2" / "model.safetensors")
+    state.update(
+        text_to_openclip(
+            big, big_cfg["num_hidden_layers"], 7, "conditioner.embedders.1.model.", False
+        )
+    )
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out))
     return out

@@ -168,3 +168,85 @@ def test_architecture_is_read_from_the_keys(tmp_path):
     )
     assert shipped[""]["_class_name"] == "StableDiffusionXLPipeline"
     assert shipped["scheduler"]["_class_name"] == "EulerAncestralDiscreteScheduler"
+
+
+TINY_XL_UNET = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=1,
+    block_out_channels=(32, 64),
+    attention_head_dim=(2, 4),
+    norm_num_groups=16,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=64,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=8,
+    projection_class_embeddings_input_dim=6 * 8 + 32,
+)
+TINY_CLIP = dict(
+    vocab_size=49408,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=77,
+    projection_dim=32,
+)
+
+
+def test_sdxl_single_file_converts_to_the_diffusers_model(tmp_path):
+    """A tiny SDXL written in the original layout converts back (diffusers' converters, the
+    shipped SDXL-Turbo model index and scheduler) to the same tensors, and diffusers'
+    StableDiffusionXLPipeline loads the result. (pahi-rt's SDXL sampling is issue 22 item 4.)"""
+    from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
+    from original_layout import write_original_xl
+    from safetensors.torch import load_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from pahi_rt.single_file import converted_dir, detect, read_header, shipped_configs
+    from pahi_rt.single_file_convert import convert
+    from pahi_rt.specs import TINY_VAE
+
+    src = tmp_path / "xl"
+    torch.manual_seed(0)
+    UNet2DConditionModel(**TINY_XL_UNET).save_pretrained(src / "unet")
+    AutoencoderKL(**TINY_VAE).save_pretrained(src / "vae")
+    CLIPTextModel(CLIPTextConfig(**TINY_CLIP, hidden_act="quick_gelu")).save_pretrained(
+        src / "text_encoder"
+    )
+    CLIPTextModelWithProjection(CLIPTextConfig(**TINY_CLIP)).save_pretrained(src / "text_encoder_2")
+    single = write_original_xl(src, tmp_path / "tiny_xl.safetensors")
+    arch = detect(read_header(single))
+    assert arch.name == "sdxl"
+    with pytest.raises(InputError, match="unknown sdxl variant"):
+        converted_dir(single)  # only SDXL-Turbo's full-size widths ship
+    configs = {
+        **shipped_configs(arch),
+        "unet": {"_class_name": "UNet2DConditionModel", **TINY_XL_UNET},
+        "vae": {"_class_name": "AutoencoderKL", **TINY_VAE},
+        "text_encoder": {
+            "architectures": ["CLIPTextModel"],
+            **TINY_CLIP,
+            "hidden_act": "quick_gelu",
+        },
+        "text_encoder_2": {"architectures": ["CLIPTextModelWithProjection"], **TINY_CLIP},
+    }
+    out = tmp_path / "converted"
+    convert(single, arch, configs, out)
+    for part, name in (
+        ("unet", "diffusion_pytorch_model"),
+        ("vae", "diffusion_pytorch_model"),
+        ("text_encoder", "model"),
+        ("text_encoder_2", "model"),
+    ):
+        want = load_file(src / part / f"{name}.safetensors")
+        got = load_file(out / part / f"{name}.safetensors")
+        assert set(got) == set(want), part
+        for k, v in want.items():
+            assert torch.equal(got[k].reshape(v.shape), v), (part, k)
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(out))
+    assert type(pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
+    assert pipe.tokenizer.pad_token == "<|endoftext|>" and pipe.tokenizer_2.pad_token == "!"
