@@ -34,9 +34,15 @@ def load_decoder(decoder: str, preset: Preset | None, model_dir: Path | None) ->
             raise InputError(f"--decoder {OWN_VAE}: the model has no vae/ folder")
         return _load_kl(str(model_dir / "vae"), OWN_VAE)
     path = Path(decoder)
-    if path.suffix != ".safetensors" and _class_name(path) == KL:
+    if path.suffix == ".safetensors":
+        return taesd.load(decoder)
+    if not (path.exists() or decoder.startswith((".", "/", "~"))):  # an HF id
+        from .hub import local_snapshot
+
+        path = Path(local_snapshot(decoder))
+    if _class_name(path) == KL:
         return _load_kl(str(path), decoder)
-    return taesd.load(decoder)
+    return taesd.load(decoder)  # as before the full VAE existed (its messages name `decoder`)
 
 
 def latent_scale(decoder: torch.nn.Module) -> float:
