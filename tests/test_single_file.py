@@ -250,3 +250,25 @@ def test_sdxl_single_file_converts_to_the_diffusers_model(tmp_path):
     pipe = StableDiffusionXLPipeline.from_pretrained(str(out))
     assert type(pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
     assert pipe.tokenizer.pad_token == "<|endoftext|>" and pipe.tokenizer_2.pad_token == "!"
+
+
+def test_fp16_file_keeps_its_dtype(tiny_vae_checkpoint, single_file, tmp_path):
+    """`*_fp16.safetensors` files convert without an fp32 copy on disk; runs cast as asked."""
+    from original_layout import write_original
+    from safetensors.torch import load_file
+
+    from pahi_rt.components import load_components
+    from pahi_rt.single_file import converted_dir
+
+    model_dir, _ = tiny_vae_checkpoint
+    half = write_original(model_dir, tmp_path / "tiny_fp16.safetensors", dtype=torch.float16)
+    folder = converted_dir(half)
+    assert folder != converted_dir(single_file)  # other bytes, other key
+    weights = load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+    assert {v.dtype for v in weights.values()} == {torch.float16}
+    got = load_components(str(half), OWN_VAE)
+    want = load_components(str(model_dir), OWN_VAE)
+    assert got.dtype == torch.float32
+    a = sampling.generate(want, ["a red fox"], [3], height=64, width=64)
+    b = sampling.generate(got, ["a red fox"], [3], height=64, width=64)
+    assert (a.int() - b.int()).abs().float().mean() < 2  # fp16-rounded weights, fp32 math
