@@ -61,7 +61,8 @@ def markdown(result: dict) -> str:
     lines = [f"# pahi-rt bench: {m['device']}", "",
              f"`{result['command']}`", "",
              f"Measured peaks: {m['peak_tflops']:.2f} TFLOP/s ({m['peak_precision']} matmul), "
-             f"{m['peak_gbps']:.1f} GB/s (copy). Model `{result['model']}`, "
+             f"{m['peak_gbps']:.1f} GB/s (copy). Model `{result['model']}`"
+             + (f", decoder `{result['decoder']}`" if result.get("decoder") else "") + ", "
              f"{result['height']}x{result['width']}." + cpu + how
              + (f" Score: mean of `{result['scorer']}` over the timed images."
                 if result.get("scorer") else ""), "",

@@ -228,7 +228,8 @@ def _fits(model: LoadedModel, config: BenchConfig, name: str, batch: int, artifa
     from pahi_rt import memory
 
     backend = VARIANTS.get(name, ("torch", {}))[0]
-    memory.check(memory.model_params(model.base.model_id), f"this row ({name}, batch {batch})",
+    memory.check(memory.model_params(model.base.model_id, model.base.decoder_id),
+                 f"this row ({name}, batch {batch})",
                  {}, height=config.height, width=config.width, batch=batch,
                  precision=precision, backend=backend, device=model.device.type,
                  export=backend != "torch" and artifacts is None, loaded=True,

@@ -16,8 +16,8 @@ from . import taesd
 from .random_init import fast_random_init
 from .errors import InputError, ModelLoadError
 from .hub import SUBFOLDERS, local_snapshot, resolve_model_dir  # noqa: F401
-from .specs import (DEFAULT_MODEL, PRESETS, ModelSpec, Preset, SchedulerSpec,  # noqa: F401
-                    random_decoder_label)
+from .specs import (DEFAULT_MODEL, OWN_VAE, PRESETS, ModelSpec, Preset,  # noqa: F401
+                    SchedulerSpec, random_decoder_label)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -73,7 +73,8 @@ def resolve_device(name: str) -> torch.device:
 
 def load_components(model: str = DEFAULT_MODEL, decoder: str | None = None, dtype: str = "fp32",
                     device: str = "cpu") -> Components:
-    """Load `model` (preset, directory or HF id) and its TAESD decoder, frozen, on device/dtype."""
+    """Load `model` (preset, directory, single .safetensors file or HF id) and its decoder
+    (default TAESD; `--decoder vae`: its full VAE, pahi_rt.decoders), frozen, on device/dtype."""
     torch_dtype, torch_device = parse_dtype(dtype), parse_device(device)
     preset = PRESETS.get(model)
     if preset is not None and preset.hub_id is None:
@@ -86,13 +87,33 @@ def load_components(model: str = DEFAULT_MODEL, decoder: str | None = None, dtyp
         decoder_id = random_decoder_label(model)
     elif decoder is None and preset is None:
         raise InputError(f"--model {model} needs --decoder (an AutoencoderTiny directory or HF id, "
-                         "e.g. madebyollin/taesd)")
-    else:
+                         f"e.g. madebyollin/taesd, or {OWN_VAE}: the model's own full VAE)")
+    elif decoder is None:
         dec = taesd.load(decoder_id)
+    else:
+        dec = _full_or_tiny_decoder(decoder, preset, model, parts)
     comps = Components(model_id=model, decoder_id=decoder_id, decoder=dec, **parts)
     for m in (comps.text_encoder, comps.unet, comps.decoder):
         m.requires_grad_(False).eval().to(device=torch_device, dtype=torch_dtype)
     return comps
+
+
+def _full_or_tiny_decoder(decoder: str, preset: Preset | None, model: str, parts: dict):
+    """`--decoder` as given (decoders.load_decoder); a full VAE's scaling factor goes into the
+    spec (parts["spec"].latent_scale), so every graph and backend decodes with it."""
+    from pathlib import Path
+
+    from . import decoders
+
+    model_dir = None
+    if decoder == OWN_VAE and (preset is None or preset.hub_id is not None):
+        model_dir = Path(resolve_model_dir(preset.hub_id if preset else model, preset is not None))
+    dec = decoders.load_decoder(decoder, preset, model_dir)
+    decoders.check_fits(dec, parts["spec"], decoder)
+    scale = decoders.latent_scale(dec)
+    if scale != parts["spec"].latent_scale:
+        parts["spec"] = replace(parts["spec"], latent_scale=scale)
+    return dec
 
 
 def load_text_components(model: str = DEFAULT_MODEL, dtype: str = "fp32", device: str = "cpu"

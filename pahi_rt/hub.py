@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 from .errors import InputError, ModelLoadError
+from .single_file import converted_dir, is_single_file
 from .specs import check_model_source
 
 ALLOW = ["*.json", "*.txt", "*.safetensors"]
@@ -59,7 +60,10 @@ def _cached_or_downloaded(fetch, repo_id: str, what: str, hint: str) -> str:
 
 
 def resolve_model_dir(source: str, is_preset: bool) -> Path:
-    """The local diffusers-layout directory of a model dir or HF id (the cache, else the hub)."""
+    """The local diffusers-layout directory of a model dir, HF id (the cache, else the hub) or
+    single-file checkpoint (converted once into the cache: single_file.py)."""
+    if not is_preset and is_single_file(source):
+        return converted_dir(Path(source))
     if not is_preset:
         check_model_source(source)
     path = Path(source)

@@ -2,13 +2,14 @@
 what the machine has before any of it starts (a step killed by the kernel says nothing).
 
 Estimates come from parameter counts (a preset is built on the `meta` device in a second; a
-directory's safetensors headers are read without the data) and factors measured on the project's
-2-core machine (bench/results/cpu-2core/export.md, bench/NOTES.md):
+directory's or single file's safetensors headers are read without the data) and factors
+measured on the project's 2-core machine (bench/results/cpu-2core/export.md, bench/NOTES.md):
 
     process   torch + diffusers + transformers imported, tokenizer           BASE
     load      the fp32 model, kept for exports                               4 B / parameter
     torch     + a copy in the run precision when it is not fp32 (CPU)        2 B / parameter
               + activations: ACT x UNet weight bytes x batch x (H x W / 512^2)
+              (full VAE, `--decoder vae`: at least VAE_ACT x batch x H x W for its decode)
     export    + the largest graph's weights once more (trace, then streamed)  EXPORT x bytes
     session   + weights of the graphs an onnxruntime session opens (fused and components)
               + activations as for torch
@@ -30,6 +31,11 @@ GiB = 2**30
 BASE = int(0.8 * GiB)  # measured: an imported CLI process before the model (RSS)
 ACT = 0.35  # activations of one 512x512 UNet call in fp32, per byte of UNet weights (measured)
 EXPORT = 1.0  # export peak above the loaded model, per byte of the largest graph's weights
+# activations of a full-VAE (SD's AutoencoderKL) decode in fp32, per output pixel: measured
+# 1.72 GiB process peak vs TAESD's 0.76 at 512x512, less the weights, ~2600 B/pixel
+# (bench/results/cpu-2core/full_vae.md; 128/256-channel 512x512 feature maps alive at once)
+VAE_ACT = 3000
+TAESD_PARAMS = 1_300_000  # TAESD's decoder: 1.2M
 ENV = "PAHI_RT_MEMORY_AVAILABLE"
 
 
@@ -40,6 +46,7 @@ class Params:
     text_encoder: int
     unet: int
     decoder: int
+    full_vae: int = 0  # full VAEs decoding at once (0: TAESD); activations VAE_ACT each
 
     @property
     def total(self) -> int:
@@ -106,24 +113,79 @@ SAME_ARCHITECTURE = {"sd-turbo": "synthetic"}
 
 
 @functools.lru_cache(maxsize=8)
-def model_params(model: str) -> Params | None:
+def model_params(model: str, decoder: str | None = None) -> Params | None:
     """Parameter counts without loading anything: a random preset (built on `meta`), a
-    diffusers directory or a cached HF id / hub preset (safetensors headers), else a hub preset's
-    known architecture; None when they cannot be known without downloading (an uncached id)."""
-    from .specs import PRESETS
+    diffusers directory, a single-file checkpoint or a cached HF id / hub preset (safetensors
+    headers), else a hub preset's known architecture; None when they cannot be known without
+    downloading (an uncached id). `decoder` "vae" or an AutoencoderKL dir: the full VAE's
+    decoder is counted (and its activations, `full_vae`), else TAESD's."""
+    from .specs import OWN_VAE, PRESETS
 
     preset = PRESETS.get(model)
     if preset is not None and preset.unet is not None:
-        return _preset_params(preset)
+        params = _preset_params(preset)
+        vae = _meta_vae_params(preset.vae) if decoder == OWN_VAE and preset.vae else None
+        return _with_vae(params, vae) if vae else _with_vae(params, _kl_dir_params(decoder))
     path = Path(model) if preset is None else None
+    if path is not None and path.is_file():
+        return _single_file_params(path, decoder)
     if path is None or not path.is_dir():
         path = _cached_snapshot(preset.hub_id if preset is not None else model)
     counts = {part: _safetensors_params(path / part) if path else None
               for part in ("text_encoder", "unet")}
     if None not in counts.values():
-        return Params(counts["text_encoder"], counts["unet"], 1_300_000)  # TAESD: 1.2M
+        vae = _kl_dir_params(str(path / "vae") if decoder == OWN_VAE else decoder)
+        return _with_vae(Params(counts["text_encoder"], counts["unet"], TAESD_PARAMS), vae)
     same = SAME_ARCHITECTURE.get(model)
-    return model_params(same) if same else None
+    return model_params(same, decoder) if same else None
+
+
+def _with_vae(params: Params, vae_decoder: int | None) -> Params:
+    if not vae_decoder:
+        return params
+    return Params(params.text_encoder, params.unet, vae_decoder, full_vae=1)
+
+
+def _meta_vae_params(config) -> int:
+    import torch
+    from diffusers import AutoencoderKL
+
+    with torch.device("meta"):
+        vae = AutoencoderKL(**dict(config))
+    return sum(p.numel() for m in (vae.decoder, vae.post_quant_conv) for p in m.parameters())
+
+
+def _kl_dir_params(decoder: str | None) -> int | None:
+    """Decoder parameters of an AutoencoderKL directory (its safetensors headers), else None."""
+    import json
+
+    path = Path(decoder) if decoder else None
+    if path is None or not (path / "config.json").is_file():
+        return None
+    try:
+        if json.loads((path / "config.json").read_text()).get("_class_name") != "AutoencoderKL":
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return _safetensors_params(path, ("decoder.", "post_quant_conv."))
+
+
+def _single_file_params(path: Path, decoder: str | None) -> Params | None:
+    """Counts from an original-layout file's header (single_file.py); None when unreadable."""
+    from .errors import PahiError
+    from .single_file import read_header
+    from .specs import OWN_VAE
+
+    try:
+        header = read_header(path)
+    except PahiError:
+        return None  # the loader says what is wrong with it, in one line
+    prefixes = {"unet": ("model.diffusion_model.",), "text": ("cond_stage_model.", "conditioner."),
+                "vae": ("first_stage_model.decoder.", "first_stage_model.post_quant_conv.")}
+    counts = {part: sum(math.prod(v["shape"]) for k, v in header.items() if k.startswith(pre))
+              for part, pre in prefixes.items()}
+    vae = counts["vae"] if decoder == OWN_VAE else _kl_dir_params(decoder)
+    return _with_vae(Params(counts["text"], counts["unet"], TAESD_PARAMS), vae)
 
 
 def _cached_snapshot(repo_id: str) -> Path | None:
@@ -150,7 +212,7 @@ def _preset_params(preset) -> Params:
     return Params(*(sum(p.numel() for p in m.parameters()) for m in (text, unet, dec.decoder)))
 
 
-def _safetensors_params(folder: Path) -> int | None:
+def _safetensors_params(folder: Path, prefixes: tuple[str, ...] = ("",)) -> int | None:
     import json
     import struct
 
@@ -163,7 +225,7 @@ def _safetensors_params(folder: Path) -> int | None:
         with open(f, "rb") as fh:
             header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
         for name, info in header.items():
-            if name != "__metadata__":
+            if name != "__metadata__" and name.startswith(prefixes):
                 n = 1
                 for d in info["shape"]:
                     n *= d
@@ -181,6 +243,8 @@ def need_bytes(params: Params, *, height: int, width: int, batch: int = 1,
     figure has already paid for."""
     need = 0 if loaded else BASE + 4 * params.total
     act = int(ACT * 4 * params.unet * batch * height * width / 512**2)
+    if params.full_vae:  # the decode's feature maps dwarf the UNet's at full resolution
+        act = max(act, VAE_ACT * params.full_vae * batch * height * width)
     on_cpu = device == "cpu"
     exporting = int(EXPORT * 4 * max(params.unet, params.text_encoder)) if export else 0
     running = 0

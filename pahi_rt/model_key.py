@@ -20,21 +20,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
-import os
-import re
 from pathlib import Path
 
+from .digests import (DIGEST_CACHE_ENV, HEX, _read_cache, _write_cache,  # noqa: F401
+                      file_digest)
 from .errors import InputError
-from .io import sha256_file, sha256_json
+from .io import sha256_json
 from .hub import SUBFOLDERS, resolve_model_dir
-from .specs import PRESETS, random_decoder_label
+from .specs import OWN_VAE, PRESETS, random_decoder_label
 
 KEY_CHARS = 16  # hex digits kept: 64 bits tell models apart, and records stay short
-DIGEST_CACHE_ENV = "PAHI_RT_DIGEST_CACHE"
-HEX = frozenset("0123456789abcdef")
 _SUFFIXES = (".json", ".txt", ".safetensors")
-_BLOB = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
 
 @functools.lru_cache(maxsize=16)
@@ -44,11 +40,17 @@ def model_key(model: str, decoder: str | None = None) -> str:
     preset = PRESETS.get(model)
     if decoder is not None and preset is not None and decoder == random_decoder_label(model):
         decoder = None
+    root = None
     if preset is not None and preset.hub_id is None:
         parts = {"preset": _preset_definition(preset)}
     else:
         root = resolve_model_dir(preset.hub_id if preset else model, preset is not None)
         parts = {"model": _tree_digest(root, SUBFOLDERS)}
+    if decoder == OWN_VAE:  # the model's own full VAE: its vae/ files, or the preset's config
+        parts["decoder"] = ({"own_vae": _tree_digest(root, ["vae"])} if root is not None else
+                            {"own_vae": sha256_json([dict(preset.vae or {}),
+                                                      _source_digest("decoders")])})
+        return sha256_json(parts)[:KEY_CHARS]
     if decoder is None and preset is not None:
         decoder = preset.decoder_id  # None for random presets: their decoder is in the definition
     elif decoder is None:
@@ -58,33 +60,20 @@ def model_key(model: str, decoder: str | None = None) -> str:
     return sha256_json(parts)[:KEY_CHARS]
 
 
-def file_digest(path: Path) -> str:
-    """A content digest of one file: its HF blob name when it is a cache link, else its
-    sha256 (cached by path, size and mtime)."""
-    if path.is_symlink():
-        target = Path(os.readlink(path))
-        if target.parent.name == "blobs" and _BLOB.match(target.name):
-            return target.name
-    real = path.resolve()
-    stat = real.stat()
-    cache_key = f"{real}|{stat.st_size}|{stat.st_mtime_ns}"
-    cache = _read_cache()
-    if cache_key not in cache:
-        cache[cache_key] = sha256_file(real)
-        _write_cache(cache)
-    return cache[cache_key]
-
-
 def _preset_definition(preset) -> str:
-    import importlib.util
-
     # the initialisers' source files, read without importing them (they import torch)
-    sources = [Path(importlib.util.find_spec(f"pahi_rt.{m}").origin).read_bytes()
-               for m in ("random_init", "taesd")]
     return sha256_json({"name": preset.name, "seed": preset.seed,
                         "configs": [dict(c or {}) for c in (preset.unet, preset.text_encoder,
                                                              preset.decoder)],
-                        "init": [hashlib.sha256(s).hexdigest() for s in sources]})
+                        "init": [_source_digest(m) for m in ("random_init", "taesd")]})
+
+
+def _source_digest(module: str) -> str:
+    """sha256 of pahi_rt.<module>'s source file, read without importing it (it imports torch)."""
+    import importlib.util
+
+    return hashlib.sha256(Path(importlib.util.find_spec(f"pahi_rt.{module}").origin).read_bytes()
+                          ).hexdigest()
 
 
 def _tree_digest(root: Path, folders) -> dict:
@@ -109,40 +98,8 @@ def _decoder_digest(decoder: str) -> dict:
 
         path = Path(local_snapshot(decoder))
     if not (path / "config.json").is_file():
-        raise InputError(f"decoder {decoder}: no config.json (expected an AutoencoderTiny "
-                         "directory, HF id or taesd_decoder.safetensors)")
+        raise InputError(f"decoder {decoder}: no config.json (expected an AutoencoderTiny or "
+                         "AutoencoderKL directory, HF id or taesd_decoder.safetensors)")
     return _tree_digest(path, [""])
 
 
-def _cache_path() -> Path:
-    default = Path.home() / ".cache" / "pahi-rt" / "file-digests.json"
-    return Path(os.environ.get(DIGEST_CACHE_ENV) or default)
-
-
-def _read_cache() -> dict:
-    """The digest cache; anything unreadable or malformed (a list, non-hex values) is ignored
-    entry by entry: a cache can only cost time, never give a wrong key."""
-    if not _cache_path().is_file():  # absent, or a FIFO/device that a read would block on
-        return {}
-    try:
-        data = json.loads(_cache_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items()
-            if isinstance(v, str) and len(v) == 64 and all(c in HEX for c in v)}
-
-
-def _write_cache(cache: dict) -> None:
-    """Best effort (it is only a cache): atomic, and silent when the place is not writable."""
-    from .io import atomic_write_text
-
-    path = _cache_path()
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        return  # never swap a link, device (/dev/null) or folder for a cache file
-    try:
-        _cache_path().parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(_cache_path(), json.dumps(cache))
-    except OSError:
-        pass

@@ -205,6 +205,11 @@ OPENCLIP_H_TEXT = MappingProxyType(dict(  # OpenCLIP ViT-H text tower, penultima
     layer_norm_eps=1e-5, bos_token_id=49406, eos_token_id=49407, pad_token_id=0,
 ))
 TAESD = MappingProxyType(dict())  # AutoencoderTiny's defaults are the TAESD architecture
+SD_VAE = MappingProxyType(dict(  # SD 1.x/2.x's full VAE (AutoencoderKL), `--decoder vae`
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32,
+    block_out_channels=(128, 256, 512, 512), act_fn="silu", scaling_factor=0.18215,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+))
 
 TINY_UNET = MappingProxyType(dict(
     sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
@@ -223,6 +228,11 @@ TINY_TAESD = MappingProxyType(dict(
     encoder_block_out_channels=(16, 16, 16, 16), decoder_block_out_channels=(16, 16, 16, 16),
     num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
 ))
+TINY_VAE = MappingProxyType(dict(  # four levels, as SD_VAE: 8 pixels per latent cell
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=4,
+    block_out_channels=(8, 8, 16, 16), act_fn="silu", scaling_factor=0.18215, sample_size=64,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+))
 
 
 @dataclass(frozen=True)
@@ -235,6 +245,7 @@ class Preset:
     unet: MappingProxyType | None = None  # built from these configs when hub_id is None
     text_encoder: MappingProxyType | None = None
     decoder: MappingProxyType | None = None
+    vae: MappingProxyType | None = None  # the full VAE `--decoder vae` builds (random presets)
     seed: int = 0  # random-weight presets are reproducible
 
     def spec(self) -> ModelSpec:
@@ -245,9 +256,9 @@ class Preset:
 PRESETS = MappingProxyType({
     "sd-turbo": Preset("sd-turbo", hub_id="stabilityai/sd-turbo", decoder_id="madebyollin/taesd"),
     "synthetic": Preset("synthetic", hub_id=None, decoder_id=None, unet=SD21_UNET,
-                        text_encoder=OPENCLIP_H_TEXT, decoder=TAESD),
+                        text_encoder=OPENCLIP_H_TEXT, decoder=TAESD, vae=SD_VAE),
     "tiny": Preset("tiny", hub_id=None, decoder_id=None, unet=TINY_UNET, text_encoder=TINY_TEXT,
-                   decoder=TINY_TAESD),
+                   decoder=TINY_TAESD, vae=TINY_VAE),
 })
 DEFAULT_MODEL = "sd-turbo"
 
@@ -263,6 +274,11 @@ def check_seeds(seeds) -> None:
     bad = [s for s in seeds if not (isinstance(s, numbers.Integral) and lo <= s <= hi)]
     if bad:
         raise InputError(f"seed {bad[0]} is outside {lo}..2**64-1 (image i of a run uses seed+i)")
+
+
+# `--decoder vae`: the model's own full VAE (a checkpoint's vae/ folder, a single file's
+# first_stage_model, a random preset's seeded `Preset.vae`) instead of TAESD
+OWN_VAE = "vae"
 
 
 def random_decoder_label(model: str) -> str:

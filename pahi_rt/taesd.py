@@ -74,7 +74,8 @@ def load(source: str):
 
     cls = read_json_object(cfg, f"--decoder {source}").get("_class_name")
     if cls != "AutoencoderTiny":
-        raise InputError(f"--decoder {source} is a {cls}, not an AutoencoderTiny (TAESD)")
+        raise InputError(f"--decoder {source} is a {cls}, not an AutoencoderTiny (TAESD) or an "
+                         "AutoencoderKL (full VAE)")
     try:
         return AutoencoderTiny.from_pretrained(str(path), use_safetensors=True)
     except (OSError, ValueError) as e:

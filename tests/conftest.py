@@ -21,6 +21,12 @@ def tiny_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_vae_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
+    """The tiny checkpoint with a full VAE in vae/ (`--decoder vae`, single-file tests)."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny_vae"), seed=4321, vae=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_components():
     from pahi_rt.components import load_components
 

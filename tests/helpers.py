@@ -13,8 +13,10 @@ SHARED = next((p / "shared" / "data" for p in Path(__file__).resolve().parents[1
 
 
 def save_tiny_checkpoint(root: Path, seed: int, unet_overrides: dict | None = None,
-                         scheduler_overrides: dict | None = None) -> tuple[Path, Path]:
-    """A diffusers-layout model dir and an AutoencoderTiny dir with random weights."""
+                         scheduler_overrides: dict | None = None, vae: bool = False
+                         ) -> tuple[Path, Path]:
+    """A diffusers-layout model dir and an AutoencoderTiny dir with random weights; with `vae`,
+    the model dir has a full VAE (AutoencoderKL, specs.TINY_VAE) in vae/ too."""
     from diffusers import AutoencoderTiny, EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -36,6 +38,10 @@ def save_tiny_checkpoint(root: Path, seed: int, unet_overrides: dict | None = No
     sched.save_pretrained(model_dir / "scheduler")
     assert isinstance(dec, AutoencoderTiny)
     dec.save_pretrained(decoder_dir)
+    if vae:
+        from pahi_rt.decoders import build_vae
+
+        build_vae(specs.TINY_VAE, seed=seed).save_pretrained(model_dir / "vae")
     return model_dir, decoder_dir
 
 

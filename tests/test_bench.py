@@ -212,3 +212,17 @@ def test_artifacts_do_not_skip_the_torch_rows(tmp_path, tiny_artifacts):
     assert r.exit_code == 0, r.output
     result = json.loads((tmp_path / "r.json").read_text())
     assert {row["backend"] for row in result["rows"]} == {"torch", "onnxruntime"}, result
+
+
+def test_decoder_recorded_and_full_vae_rows(bench_result, tmp_path):
+    """The result names its decoder; `--decoder vae` benches the full VAE in our rows and in
+    the stock diffusers row (its `vae`)."""
+    assert bench_result[1]["decoder"] == "tiny (random TAESD)"
+    r = runner.invoke(app, [
+        "bench", "--model", "tiny", "--decoder", "vae", "--height", "64", "--width", "64",
+        "--warmup", "1", "--iters", "1", "--backends", "torch,diffusers", "--modes",
+        "gaussian-1step", "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")])
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["decoder"] == "vae" and "decoder `vae`" in (tmp_path / "r.md").read_text()
+    assert {row["backend"] for row in result["rows"]} == {"torch", "diffusers"}

@@ -77,7 +77,8 @@ def test_bad_input_is_one_line_error(tmp_path, args, message):
 
 
 def test_wrong_decoder_type(tmp_path):
-    (tmp_path / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
+    # an AutoencoderKL folder is a decoder now (the full VAE: tests/test_decoders.py)
+    (tmp_path / "config.json").write_text('{"_class_name": "UNet2DConditionModel"}')
     r = run("generate", "x", *SMALL, "--decoder", str(tmp_path), "--out", str(tmp_path / "o"))
     assert_one_line_error(r, "not an AutoencoderTiny")
 

@@ -117,3 +117,28 @@ def test_freed_heap_goes_back_between_bench_rows():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
+
+
+def test_full_vae_and_single_files_are_estimated(tiny_vae_checkpoint, tmp_path):
+    """`--decoder vae` counts the full VAE's decoder and its decode activations (every preset:
+    sd-turbo uncached as its architecture `synthetic`); a single-file checkpoint is counted
+    from its header."""
+    from original_layout import write_original
+
+    taesd = memory.model_params("synthetic")
+    vae = memory.model_params("synthetic", "vae")
+    assert taesd.full_vae == 0 and vae.full_vae == 1
+    assert 4.5e7 < vae.decoder < 5.5e7 and vae.unet == taesd.unet  # SD's VAE decoder: 49.5M
+    assert memory.model_params("sd-turbo", "vae") == vae  # uncached here: its architecture
+    shape = dict(height=512, width=512)
+    assert memory.need_bytes(vae, **shape) > memory.need_bytes(taesd, **shape)
+    tiny = memory.model_params("tiny", "vae")  # a small UNet: the decode's feature maps rule
+    assert tiny.full_vae == 1 and memory.need_bytes(tiny, **shape) >= (
+        memory.BASE + 4 * tiny.total + memory.VAE_ACT * 512 * 512)
+    model_dir, _ = tiny_vae_checkpoint
+    single = write_original(model_dir, tmp_path / "tiny.safetensors")
+    from_dir = memory.model_params(str(model_dir), "vae")
+    from_file = memory.model_params(str(single), "vae")
+    assert from_file.unet == from_dir.unet and from_file.decoder == from_dir.decoder
+    assert from_file.full_vae == 1 and from_file.text_encoder >= from_dir.text_encoder
+    assert memory.model_params(str(single)).decoder == memory.TAESD_PARAMS

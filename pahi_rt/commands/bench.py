@@ -136,7 +136,7 @@ def bench(
                       test_time=test_time, interleave=interleave, calibration=calibration,
                       fused_stages=fused_stages)
 
-    fits(model, PipelineConfig(height=height, width=width), device, run=False)
+    fits(model, PipelineConfig(height=height, width=width), device, run=False, decoder=decoder)
     loaded = load_model(model, decoder, device=device, head=head, height=height, width=width,
                         noise=tuple(MODES[m].noise for m in mode_names), random_heads=True,
                         log=echo_err)
@@ -144,7 +144,8 @@ def bench(
     if test_time.refine is not None:
         scorers.check_differentiable()
     def save(partial: dict) -> dict:  # after every group of rows: nothing is lost
-        partial = {**partial, "command": command_line(ctx), "model": model}
+        partial = {**partial, "command": command_line(ctx), "model": model,
+                   "decoder": loaded.base.decoder_id}
         write_outputs(partial, json_path, markdown, None)
         return partial
     # progress: one line per step on stderr (no bar: bench output is often logged to a file)

@@ -115,7 +115,8 @@ def resolve_precision(precision: str, backend: str, device: str, log=echo_err) -
     return picked
 
 
-def fits(model: str, config, device: str, export: bool = False, run: bool = True) -> None:
+def fits(model: str, config, device: str, export: bool = False, run: bool = True,
+         decoder: str | None = None) -> None:
     """Refuse (one line naming what would fit) a step the machine's memory cannot hold."""
     from .. import memory
     from ..components import resolve_device
@@ -123,7 +124,7 @@ def fits(model: str, config, device: str, export: bool = False, run: bool = True
     alternatives = memory.smaller_shapes(config.height, config.width, config.batch)
     if config.precision == "fp32" and (config.backend != "torch" or not run):
         alternatives = {"--precision fp16": {"precision": "fp16"}, **alternatives}
-    memory.check(memory.model_params(model), f"{model} at {config.width}x{config.height}",
+    memory.check(memory.model_params(model, decoder), f"{model} at {config.width}x{config.height}",
                  alternatives, height=config.height, width=config.width, batch=config.batch,
                  precision=config.precision, backend=config.backend,
                  device=resolve_device(device).type, export=export, run=run)
@@ -140,7 +141,8 @@ SCORER_HELP = (f"Preference scorer, repeatable; the objective is the weighted su
 Model = Annotated[str, typer.Option(help="Preset (sd-turbo, synthetic, tiny), diffusers model "
                                          "directory or HF id.")]
 Decoder = Annotated[Optional[str], typer.Option(
-    help="AutoencoderTiny dir / HF id, or a taesd_decoder.safetensors file.")]
+    help="AutoencoderTiny dir / HF id, a taesd_decoder.safetensors file, an AutoencoderKL dir, "
+         "or vae: the model's own full VAE (slower, the checkpoint's fidelity).")]
 Height = Annotated[int, typer.Option(help="Image height, a multiple of 8.")]
 Width = Annotated[int, typer.Option(help="Image width, a multiple of 8.")]
 Precision = Annotated[str, typer.Option(

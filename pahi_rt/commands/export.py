@@ -55,7 +55,7 @@ def export_cmd(
 
     fits(model, PipelineConfig(backend="onnxruntime", batch=max(batch, max_batch), height=height,
                                width=width, precision=precision),
-         "cpu", export=True, run=False)
+         "cpu", export=True, run=False, decoder=decoder)
     comps = load_components(model, decoder)
     noise_head = load_head(head, comps.spec, height, width) if head else None
     names = tuple(n for n, _ in graph_plan(noise_head, tuple(graph)))

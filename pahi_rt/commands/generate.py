@@ -114,7 +114,8 @@ def render(o: GenerateOptions) -> None:
     config = PipelineConfig(backend=o.backend, mode=parse_mode(o.noise, o.steps),
                             batch=min(o.best_of, 8), height=o.height, width=o.width,
                             precision=o.precision, artifacts=o.artifacts, compile=o.compile)
-    fits(o.model, config, o.device, export=o.backend != "torch" and o.artifacts is None)
+    fits(o.model, config, o.device, export=o.backend != "torch" and o.artifacts is None,
+         decoder=o.decoder)
     if o.ray_run:
         from .generate_ray import generate_ray
 

@@ -87,7 +87,7 @@ def _check_memory(settings, replicas: int) -> None:
     per pipeline: counted per size)."""
     from .. import memory
 
-    params = memory.model_params(settings.model)
+    params = memory.model_params(settings.model, settings.decoder)
     sizes = [(settings.height, settings.width), *settings.more_sizes]
     h, w = max(sizes, key=lambda s: s[0] * s[1])
     if params is None:
