@@ -259,7 +259,6 @@ def _runners(model, config: BenchConfig, name, mode, batch, artifacts, log, prec
 
 def _with_test_time(pipe, model: LoadedModel, config: BenchConfig, mode, scorers):
     """The row's end-to-end call with best-of-N (any backend) or refinement (torch) inside."""
-    import copy
 
     from pahi_rt import sampling
     from pahi_rt.test_time import search as tt
@@ -270,8 +269,7 @@ def _with_test_time(pipe, model: LoadedModel, config: BenchConfig, mode, scorers
                                                  cfg.best_of).pixels
     comps = model.torch_components("fp32" if config.precision == "auto" else config.precision)
     head = model.head(mode.noise)
-    source = sampling.gaussian if head is None else copy.deepcopy(head).to(comps.device,
-                                                                          comps.dtype)
+    source = sampling.noise_source(head, comps.device, comps.dtype)
     schedule = sampling.Schedule.from_spec(comps.spec.scheduler, mode.steps)
     shape = model.spec.latent_shape(config.height, config.width)
 

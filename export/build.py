@@ -24,9 +24,9 @@ from .engine import BuildOptions
 from .onnx_export import PRECISIONS
 
 # Modules whose code shapes an exported graph: their source is part of every ONNX key.
-GRAPH_CODE = ("pahi_rt.specs", "pahi_rt.sampling", "pahi_rt.heads.head", "pahi_rt.export.graphs",
-              "pahi_rt.export.cleanup", "pahi_rt.export.onnx_export", "pahi_rt.export.external",
-              "pahi_rt.export.compose")
+GRAPH_CODE = ("pahi_rt.specs", "pahi_rt.sampling", "pahi_rt.pixels", "pahi_rt.heads.head",
+              "pahi_rt.export.graphs", "pahi_rt.export.cleanup", "pahi_rt.export.onnx_export",
+              "pahi_rt.export.external", "pahi_rt.export.compose")
 # Packages whose version changes the graphs written (exporter, cleanup, fp16 converter).
 GRAPH_TOOLS = ("torch", "onnx", "onnxslim", "onnxruntime")
 
@@ -132,7 +132,7 @@ def graph_plan(head=None, only: tuple[str, ...] = ()) -> list[tuple[str, int]]:
     # the largest first: an export that consumes its components frees each after its graph
     plan = [(graphs.UNET, 1), (graphs.TEXT_ENCODER, 1), (graphs.DECODER, 1)]
     fused = [m for m in MODES.values() if m.noise == "gaussian" or
-             (head is not None and m.noise == head.config.mode)]
+             (head is not None and m.noise == head.config.kind)]
     if head is not None:
         plan.append((graphs.HEAD, 1))
     plan += [(m.name, m.steps) for m in fused]

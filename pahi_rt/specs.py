@@ -6,7 +6,7 @@ these frozen dataclasses instead of repeating literals.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from .errors import InputError
@@ -63,7 +63,10 @@ def unet_stage(index: int) -> str:
 
 @dataclass(frozen=True)
 class Mode:
-    """What the path computes: the noise source and the number of Euler steps."""
+    """A render mode: what the path computes, the noise source and the number of Euler steps.
+
+    "Mode" here always means noise + steps (`--noise` x `--steps`, a fused graph's name); what a
+    head is (hi | pahi) is its kind (`heads.HeadConfig.kind`, `train --mode`)."""
 
     noise: str  # gaussian | hi | pahi
     steps: int
@@ -164,12 +167,42 @@ class ModelSpec:
     vae_scale_factor: int = 8  # pixels per latent cell
     latent_scale: float = 1.0  # decoder input = x0 / latent_scale (AutoencoderTiny: 1.0)
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    default_sample_size: int = 64  # latent side the UNet was trained at (unet.config.sample_size)
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        """(height, width) in pixels when none is given, as diffusers' `default_sample_size *
+        vae_scale_factor`: 512x512 for SD-Turbo and `synthetic`, 64x64 for `tiny`."""
+        side = self.default_sample_size * self.vae_scale_factor
+        return side, side
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(C, h, w) of the latent for an image size; validates the size."""
         check_image_size(height, width, self.vae_scale_factor)
         f = self.vae_scale_factor
         return (self.latent_channels, height // f, width // f)
+
+
+@dataclass(frozen=True)
+class RenderShape:
+    """The static shape and precision one backend, graph or engine is built for: `batch` images
+    of `height` x `width` pixels in `precision`. None sizes: the model's `default_size` (`sized`).
+    Run, pipeline, export, serve, bench and train configs hold this one value."""
+
+    batch: int = 1
+    height: int | None = None
+    width: int | None = None
+    precision: str = "fp32"  # one of PRECISIONS
+
+    def sized(self, spec: "ModelSpec") -> "RenderShape":
+        """This shape with a missing height/width taken from `spec.default_size`."""
+        h, w = spec.default_size
+        return replace(self, height=self.height or h, width=self.width or w)
+
+    @property
+    def key(self) -> str:
+        """The one cache-key form, "1x512x512-fp32" (batch x height x width - precision)."""
+        return f"{self.batch}x{self.height}x{self.width}-{self.precision}"
 
 
 def check_image_size(height: int, width: int, multiple: int = 8, where: str = "",
@@ -232,7 +265,8 @@ class Preset:
 
     def spec(self) -> ModelSpec:
         text_dim = self.text_encoder["hidden_size"] if self.text_encoder else 1024
-        return ModelSpec(name=self.name, text_dim=text_dim)
+        sample = {"default_sample_size": self.unet["sample_size"]} if self.unet else {}
+        return ModelSpec(name=self.name, text_dim=text_dim, **sample)
 
 
 PRESETS = MappingProxyType({
@@ -245,17 +279,13 @@ PRESETS = MappingProxyType({
 DEFAULT_MODEL = "sd-turbo"
 
 
-SEED_RANGE = (0, SEED_MAX)  # what torch.Generator.manual_seed takes without wrapping
-
-
 def check_seeds(seeds) -> None:
-    """Every seed an int in SEED_RANGE (numpy integers too); one-line InputError otherwise."""
+    """Every seed an int in 0..SEED_MAX (numpy integers too); one-line InputError otherwise."""
     import numbers
 
-    lo, hi = SEED_RANGE
-    bad = [s for s in seeds if not (isinstance(s, numbers.Integral) and lo <= s <= hi)]
+    bad = [s for s in seeds if not (isinstance(s, numbers.Integral) and 0 <= s <= SEED_MAX)]
     if bad:
-        raise InputError(f"seed {bad[0]} is outside {lo}..2**64-1 (image i of a run uses seed+i)")
+        raise InputError(f"seed {bad[0]} is outside 0..2**64-1 (image i of a run uses seed+i)")
 
 
 def random_decoder_label(model: str) -> str:

@@ -92,12 +92,12 @@ def render(model, backend, precision, mode, prompts, size, calibration):
 
 
 def compare(backend, precision, mode, images, ref, prompts, seconds) -> dict:
-    import torch
-
     from synthetic_scorers import colour_by_word, fixed_colour
 
+    from pahi_rt.pixels import uint8_to_unit
+
     def score(x):
-        t = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+        t = uint8_to_unit(x)
         return {f.__name__: float(f()(t, prompts).mean()) for f in (colour_by_word, fixed_colour)}
     diff = np.abs(images.astype(int) - ref.astype(int))
     s, r = score(images), score(ref)

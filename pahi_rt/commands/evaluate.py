@@ -81,7 +81,7 @@ def evaluate(
                "size": f"{width}x{height}", "head_training": {
                    k: training.get(k) for k in ("scorer", "steps", "best_step", "val_loss",
                                                 "val_win_rate")}}
-    table = markdown(result, f"{config.mode.upper()} vs Gaussian: {head} on {model}")
+    table = markdown(result, f"{config.kind.upper()} vs Gaussian: {head} on {model}")
     if json_path:
         io.atomic_write_text(json_path, json.dumps(summary, indent=2))
     if markdown_path:

@@ -66,16 +66,11 @@ class CompiledTorchBackend(TorchBackend):
 
     @torch.inference_mode()
     def unet_step(self, index, x, text_embeddings):
-        return sampling.denoise(self.unet, x, text_embeddings, self._one_step(index))
+        return sampling.denoise(self.unet, x, text_embeddings, self.schedule.step(index))
 
     @torch.inference_mode()
     def decode(self, latents):
         return self._decode(latents)
-
-    def _one_step(self, index: int) -> sampling.Schedule:
-        s = self.schedule
-        return sampling.Schedule(s.timesteps[index:index + 1], s.sigmas[index:index + 2],
-                                 s.init_sigma if index == 0 else 1.0, s.prediction_type)
 
     def _path(self, ids: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Device ids [B, 77] and eps [B, 4, h, w] -> device uint8 image: the whole path."""

@@ -22,7 +22,7 @@ import torch
 
 from .. import sampling
 from ..errors import InputError
-from ..specs import (BACKENDS, GRAPHS, MODES, PRECISIONS, SEED_RANGE, Mode,  # noqa: F401
+from ..specs import (BACKENDS, GRAPHS, MODES, PRECISIONS, SEED_MAX, Mode,  # noqa: F401
                      check_seeds)
 from .backend import Backend, RunConfig, Timer
 from .config_check import check_config
@@ -110,7 +110,9 @@ class LoadedModel:
     def torch_components(self, precision: str):
         """The components on the run device in `precision` (the fp32 CPU ones when they match;
         a converted copy while exports may still need fp32, else converted in place)."""
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        from ..components import DTYPES
+
+        dtype = DTYPES[precision]
         if self.device.type == "cpu" and dtype == torch.float32:
             return self.base
         if dtype not in self._torch:
@@ -236,9 +238,7 @@ def open_pipeline(model: LoadedModel, config: PipelineConfig, log: Log = lambda 
 
 def _torch_backend(model: LoadedModel, config: PipelineConfig, head) -> Backend:
     comps = model.torch_components(config.precision)
-    # a copy: the fp32 CPU head is what exports trace
-    source = sampling.gaussian if head is None else copy.deepcopy(head).to(comps.device,
-                                                                          comps.dtype)
+    source = sampling.noise_source(head, comps.device, comps.dtype)
     if config.compile:
         from .compiled import CompiledTorchBackend
 

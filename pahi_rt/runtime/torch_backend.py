@@ -41,10 +41,7 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def unet_step(self, index: int, x: Any, text_embeddings: Any) -> Any:
-        s = self.schedule
-        one = sampling.Schedule(s.timesteps[index:index + 1], s.sigmas[index:index + 2],
-                                s.init_sigma if index == 0 else 1.0, s.prediction_type)
-        return sampling.denoise(self.comps.unet, x, text_embeddings, one)
+        return sampling.denoise(self.comps.unet, x, text_embeddings, self.schedule.step(index))
 
     @torch.inference_mode()
     def decode(self, latents: Any) -> Any:

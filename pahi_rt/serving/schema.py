@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..prompts import normalise
-from ..specs import SEED_MAX
+from ..specs import DEFAULT_MODEL, SEED_MAX
 
 MAX_IMAGES = 8  # `n` limit, as the OpenAI API's dall-e-2 limit is 10: small batches per request
 
@@ -29,7 +29,7 @@ class ServeSettings:
     height/width/steps are the defaults; more_sizes ((height, width), ...) and more_steps are
     served too, each a pipeline opened at start."""
 
-    model: str = "sd-turbo"
+    model: str = DEFAULT_MODEL
     decoder: str | None = None
     head: str | None = None  # checkpoint dir for noise hi|pahi (watched for a new head)
     noise: str = "gaussian"  # the head's kind; gaussian is always served too

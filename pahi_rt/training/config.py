@@ -27,7 +27,7 @@ class TrainConfig:
     """One training run. Defaults follow the paper where it says (batch 72, Adam, warm-up from
     1e-5 over 10k steps, validation every 1000 steps, patience 5)."""
 
-    mode: str = "pahi"  # "hi" or "pahi"
+    mode: str = "pahi"  # the head's kind, "hi" or "pahi" (`--mode`; not a specs.Mode)
     steps: int = 100_000  # optimiser steps (upper bound; early stopping usually ends sooner)
     batch_size: int = 72  # global batch (split over processes): prompts, records or pairs
     lr: float | None = None  # peak Adam LR after warm-up; None: DEFAULT_LR / FEEDBACK_LR[mode]

@@ -22,6 +22,7 @@ from .. import sampling
 from ..heads.head import HeadConfig, build_head
 from .loop import DEFAULT_LR, TrainConfig, batch_indices, fit, lr_factor  # noqa: F401 (API)
 from ..render import text_embeddings
+from ..specs import SEED_MAX
 from .scorer_objective import paired_scores
 from .pretrain import PretrainConfig, pretrain
 
@@ -46,7 +47,7 @@ def batch_prompts(prompts: list[str], seed: int, step: int, batch_size: int) -> 
 
 
 def batch_eps(seed: int, step: int, batch_size: int, shape) -> torch.Tensor:
-    gen = torch.Generator().manual_seed((seed * 1_000_003 + step + 1) % 2**64)
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + step + 1) % (SEED_MAX + 1))
     return torch.randn((batch_size, *shape), generator=gen)
 
 
