@@ -13,7 +13,7 @@ import torch
 from pahi_rt.errors import PahiError
 from pahi_rt.runtime.backend import WallTimer
 from pahi_rt.runtime.pipeline import LoadedModel, PipelineConfig, open_pipeline
-from pahi_rt.specs import MODES
+from pahi_rt.specs import MODES, RenderShape
 
 from . import floor
 from .harness import CudaEventTimer, MemoryProbe, RowRun, mean_score
@@ -27,8 +27,8 @@ class BenchConfig:
     backends: tuple[str, ...]  # keys of VARIANTS, or REFERENCE
     modes: tuple[str, ...]  # keys of MODES
     batches: tuple[int, ...] = (1,)
-    height: int = 512
-    width: int = 512
+    height: int | None = None  # None: the model's default size
+    width: int | None = None
     precision: str = "fp32"  # or "auto": per row, what `cpu.auto_precision` picks
     warmup: int = 2
     iters: int = 10
@@ -61,6 +61,8 @@ def run_bench(model: LoadedModel, config: BenchConfig, prompts: Sequence[str],
     of the group alike and ratios within a group hold on a shared machine. A row that does not
     fit beside the open ones starts the next group. `on_row(result so far)` is called after
     each group (the CLI writes partial results)."""
+    size = RenderShape(height=config.height, width=config.width).sized(model.spec)
+    config = replace(config, height=size.height, width=size.width)
     peaks = floor.measure_peaks(model.device, "fp32" if config.precision == "auto"
                                 else config.precision)
     head = model.export_head
@@ -237,8 +239,8 @@ def _runners(model, config: BenchConfig, name, mode, batch, artifacts, log, prec
         run = diffusers_runner(comps, mode.steps, config.height, config.width)
         return run, None, True, None, lambda: []
     backend, overrides = VARIANTS[name]
-    cfg = replace(PipelineConfig(backend, mode, batch, config.height, config.width,
-                                 precision, artifacts if backend != "torch" else None,
+    shape = RenderShape(batch, config.height, config.width, precision)
+    cfg = replace(PipelineConfig(backend, mode, shape, artifacts if backend != "torch" else None,
                                  calibration=config.calibration), **overrides)
     pipe = open_pipeline(model, cfg, log)
     if model.device.type == "cuda" and backend == "torch" and not cfg.compile:

@@ -36,7 +36,7 @@ def export_artifacts(components, out_dir: str | Path, options: ExportOptions, he
     (from `source_hashes(components, head)`) saves hashing the weights again. `consume`: the
     caller hands the components over; each torch module is dropped once its graph is written
     (the UNet goes first, so the other traces run without its 3.5 GB beside them)."""
-    options.check()
+    options = replace(options, shape=options.shape.sized(components.spec)).check()
     out = Path(out_dir)
     report = ExportReport(out)
     sources = sources or source_hashes(components, head)
@@ -114,8 +114,7 @@ def fused_key(name: str, parts: dict[str, dict], sources: dict, options: ExportO
     return mf.sha256_json({"graph": name, "parts": {g: e["key"] for g, e in parts.items()},
                            "code": sources["code"], "tools": sources["tools"],
                            "spec": sources["model_spec"],
-                           "options": [options.height, options.width, options.batch,
-                                       options.max_batch, options.precision]})
+                           "options": options.key})
 
 
 def engine_key(onnx_entry: dict, options: ExportOptions) -> str:

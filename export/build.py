@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ArtifactError, InputError
-from ..specs import MODES
+from ..specs import MODES, RenderShape
 from . import graphs, manifest as mf
 from .engine import BuildOptions
 from .onnx_export import PRECISIONS
@@ -36,16 +36,24 @@ MAX_EXPORT_BATCH = 256  # images per graph call; serve --max-batch has the same 
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """Shapes, precision and which engines to build. Static shapes unless max_batch > batch."""
+    """Shape, precision and which engines to build. Static shapes unless max_batch > batch; a
+    None size in `shape` is the model's (`export_artifacts` fills it in)."""
 
-    height: int = 512
-    width: int = 512
-    batch: int = 1
-    precision: str = "fp32"
+    shape: RenderShape = RenderShape()
     max_batch: int = 0  # > batch: dynamic batch axis and an optimisation profile 1..max_batch
     graphs: tuple[str, ...] = ()  # graph names to export (empty: all of `graph_plan`)
     engines: tuple[str, ...] = ()  # graph names to build engines for (empty: none)
     build: BuildOptions = field(default_factory=BuildOptions)
+
+    batch = property(lambda self: self.shape.batch)
+    height = property(lambda self: self.shape.height)
+    width = property(lambda self: self.shape.width)
+    precision = property(lambda self: self.shape.precision)
+
+    @property
+    def key(self) -> list:
+        """What of the options keys a graph and the cache directory (`RenderShape.key`)."""
+        return [self.shape.key, self.max_batch]
 
     def check(self) -> "ExportOptions":
         if self.precision not in PRECISIONS:
@@ -158,8 +166,7 @@ def onnx_key(name: str, steps: int, sources: dict, options: ExportOptions) -> st
     return mf.sha256_json({"graph": name, "steps": steps, "code": sources["code"],
                            "tools": sources["tools"], "spec": sources["model_spec"],
                            "weights": {k: sources.get(k) for k in used},
-                           "options": [options.height, options.width, options.batch,
-                                       options.max_batch, options.precision]})
+                           "options": options.key})
 
 
 def cache_root() -> Path:
@@ -181,7 +188,5 @@ def cache_dir(sources: dict, options: ExportOptions) -> Path:
     """A content-keyed directory under $PAHI_RT_CACHE (default ~/.cache/pahi-rt/artifacts) for
     the graphs of `sources` (from `source_hashes`) at these shapes and precision."""
     base = cache_root()
-    key = mf.sha256_json({"sources": sources,
-                          "options": [options.height, options.width, options.batch,
-                                      options.max_batch, options.precision]})
+    key = mf.sha256_json({"sources": sources, "options": options.key})
     return base / key[:20]

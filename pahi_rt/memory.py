@@ -8,7 +8,7 @@ directory's safetensors headers are read without the data) and factors measured 
     process   torch + diffusers + transformers imported, tokenizer           BASE
     load      the fp32 model, kept for exports                               4 B / parameter
     torch     + a copy in the run precision when it is not fp32 (CPU)        2 B / parameter
-              + activations: ACT x UNet weight bytes x batch x (H x W / 512^2)
+              + activations: ACT x UNet weight bytes x batch x (H x W / ACT_SIZE)
     export    + the largest graph's weights once more (trace, then streamed)  EXPORT x bytes
     session   + weights of the graphs an onnxruntime session opens (fused and components)
               + activations as for torch
@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
+from .specs import PRESETS
 
 GiB = 2**30
 BASE = int(0.8 * GiB)  # measured: an imported CLI process before the model (RSS)
-ACT = 0.35  # activations of one 512x512 UNet call in fp32, per byte of UNet weights (measured)
+ACT = 0.35  # activations of one UNet call in fp32, per byte of UNet weights (measured) ...
+ACT_SIZE = PRESETS["synthetic"].spec().default_size  # ... at this (height, width): synthetic's
 EXPORT = 1.0  # export peak above the loaded model, per byte of the largest graph's weights
 ENV = "PAHI_RT_MEMORY_AVAILABLE"
 
@@ -180,7 +182,7 @@ def need_bytes(params: Params, *, height: int, width: int, batch: int = 1,
     `loaded`: the process already holds the fp32 model (bench rows), which the available
     figure has already paid for."""
     need = 0 if loaded else BASE + 4 * params.total
-    act = int(ACT * 4 * params.unet * batch * height * width / 512**2)
+    act = int(ACT * 4 * params.unet * batch * height * width / (ACT_SIZE[0] * ACT_SIZE[1]))
     on_cpu = device == "cpu"
     exporting = int(EXPORT * 4 * max(params.unet, params.text_encoder)) if export else 0
     running = 0

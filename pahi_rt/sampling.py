@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import torch
 
 from .pixels import to_uint8  # noqa: F401 (the sampler's last step; one definition)
-from .specs import SchedulerSpec
+from .specs import RenderShape, SchedulerSpec
 
 NoiseSource = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (eps, text emb) -> noise
 
@@ -132,11 +132,13 @@ def decode(decoder: torch.nn.Module, latents: torch.Tensor, latent_scale: float 
 
 @torch.inference_mode()
 def generate(components, prompts: Sequence[str], seeds: Sequence[int], *, steps: int = 1,
-             height: int = 512, width: int = 512, noise_source: NoiseSource = gaussian
-             ) -> torch.Tensor:
-    """Prompts -> uint8 images [B, H, W, 3]; image i uses seeds[i]."""
+             height: int | None = None, width: int | None = None,
+             noise_source: NoiseSource = gaussian) -> torch.Tensor:
+    """Prompts -> uint8 images [B, H, W, 3]; image i uses seeds[i]. A size left out is the
+    model's default (`ModelSpec.default_size`)."""
     spec = components.spec
-    shape = spec.latent_shape(height, width)
+    size = RenderShape(height=height, width=width).sized(spec)
+    shape = spec.latent_shape(size.height, size.width)
     ids = tokenize(components.tokenizer, prompts, spec.max_tokens)
     emb = encode_text(components.text_encoder, ids)
     eps = draw_eps(seeds, shape, components.dtype).to(components.device)

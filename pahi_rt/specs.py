@@ -167,14 +167,15 @@ class ModelSpec:
     vae_scale_factor: int = 8  # pixels per latent cell
     latent_scale: float = 1.0  # decoder input = x0 / latent_scale (AutoencoderTiny: 1.0)
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
-    default_sample_size: int = 64  # latent side the UNet was trained at (unet.config.sample_size)
+    default_sample_size: int | tuple[int, int] = 64  # latent side(s): unet.config.sample_size
 
     @property
     def default_size(self) -> tuple[int, int]:
         """(height, width) in pixels when none is given, as diffusers' `default_sample_size *
         vae_scale_factor`: 512x512 for SD-Turbo and `synthetic`, 64x64 for `tiny`."""
-        side = self.default_sample_size * self.vae_scale_factor
-        return side, side
+        s = self.default_sample_size
+        h, w = (s, s) if isinstance(s, int) else s
+        return h * self.vae_scale_factor, w * self.vae_scale_factor
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(C, h, w) of the latent for an image size; validates the size."""
@@ -185,12 +186,11 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class RenderShape:
-    """The static shape and precision one backend, graph or engine is built for: `batch` images
-    of `height` x `width` pixels in `precision`. None sizes: the model's `default_size` (`sized`).
-    Run, pipeline, export, serve, bench and train configs hold this one value."""
+    """What one backend, graph or engine is built for: `batch` images of `height` x `width`
+    pixels in `precision`. The run, pipeline, export, serve and bench configs hold this value."""
 
     batch: int = 1
-    height: int | None = None
+    height: int | None = None  # None: the model's default_size (`sized`)
     width: int | None = None
     precision: str = "fp32"  # one of PRECISIONS
 
@@ -291,21 +291,3 @@ def check_seeds(seeds) -> None:
 def random_decoder_label(model: str) -> str:
     """What a random-weight preset's built-in TAESD is called (`decoder_id`, PNG metadata)."""
     return f"{model} (random TAESD)"
-
-
-def check_model_source(model: str) -> None:
-    """Refuse at once a --model that can be no preset, directory or HF id: a path that does not
-    exist (not "not a diffusers model directory") or a bare name that is no preset (a typo:
-    named with the presets, not "not in the local HF cache")."""
-    import difflib
-    from pathlib import Path
-
-    if model in PRESETS or Path(model).expanduser().exists():
-        return
-    presets = ", ".join(PRESETS)
-    if model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model:
-        raise InputError(f"--model {model}: no such directory (presets: {presets})")
-    if "/" not in model:
-        close = difflib.get_close_matches(model, PRESETS, n=1)
-        raise InputError(f"--model {model}: not a preset ({presets}), a directory or an HF id "
-                         f"(owner/name)" + (f"; did you mean {close[0]}?" if close else ""))

@@ -71,12 +71,12 @@ def full(work: Path) -> dict:
 def full_parity(directory: Path) -> dict:
     """One prompt and seed through the fused fp32 graph (onnxruntime, CPU) and torch fp32."""
     from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
-    from pahi_rt.specs import MODES
+    from pahi_rt.specs import MODES, RenderShape
 
     model = load_model("synthetic", device="cpu")
     images = {}
     for backend in ("torch", "onnxruntime"):
-        config = PipelineConfig(backend, MODES["gaussian-1step"], 1, 512, 512,
+        config = PipelineConfig(backend, MODES["gaussian-1step"], RenderShape(1, 512, 512),
                                 artifacts=directory if backend != "torch" else None)
         t0 = time.perf_counter()
         images[backend] = open_pipeline(model, config)(["a red fox in the snow"], [0])
@@ -91,7 +91,7 @@ def tiny() -> dict:
     import tempfile
 
     from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
-    from pahi_rt.specs import MODES
+    from pahi_rt.specs import MODES, RenderShape
 
     prompts = ["a red fox in the snow", "an astronaut riding a horse", "a bowl of ramen",
                "a lighthouse at dusk"]
@@ -104,11 +104,12 @@ def tiny() -> dict:
                            width=64)
         for precision in ("fp32", "fp16"):
             for mode in ("pahi-1step", "gaussian-1step", "gaussian-2step"):
-                ref = open_pipeline(model, PipelineConfig("torch", MODES[mode], 4, 64, 64))(
+                ref = open_pipeline(model, PipelineConfig("torch", MODES[mode],
+                                                          RenderShape(4, 64, 64)))(
                     prompts, range(4)).astype(int)
                 for fused in (True, False):
-                    cfg = PipelineConfig("onnxruntime", MODES[mode], 4, 64, 64, precision,
-                                         fused=fused)
+                    cfg = PipelineConfig("onnxruntime", MODES[mode],
+                                         RenderShape(4, 64, 64, precision), fused=fused)
                     d = np.abs(open_pipeline(model, cfg)(prompts, range(4)).astype(int) - ref)
                     rows[f"{precision} {mode} {'fused' if fused else 'staged'}"] = {
                         "max": int(d.max()), "mean": round(float(d.mean()), 3)}

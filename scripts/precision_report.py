@@ -74,9 +74,10 @@ def render(model, backend, precision, mode, prompts, size, calibration):
     """uint8 images [N, H, W, 3] and the median seconds per image after the first call."""
     from pahi_rt.hostmem import give_back_freed_memory
     from pahi_rt.runtime.pipeline import PipelineConfig, open_pipeline
-    from pahi_rt.specs import MODES
+    from pahi_rt.specs import MODES, RenderShape
 
-    pipe = open_pipeline(model, PipelineConfig(backend, MODES[mode], 1, size, size, precision,
+    pipe = open_pipeline(model, PipelineConfig(backend, MODES[mode],
+                                               RenderShape(1, size, size, precision),
                                                calibration=calibration), log=print)
     out, times = [], []
     for i, p in enumerate(prompts):

@@ -7,7 +7,7 @@ import numpy as np
 
 from pahi_rt.runtime.backend import null_timer
 from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
-from pahi_rt.specs import MODES
+from pahi_rt.specs import MODES, RenderShape
 
 
 def test_compiled_matches_eager_on_cpu(tmp_path, monkeypatch):
@@ -15,8 +15,9 @@ def test_compiled_matches_eager_on_cpu(tmp_path, monkeypatch):
     model = load_model("tiny", device="cpu", noise=("pahi",), random_heads=True, height=64,
                        width=64)
     mode, prompts, seeds = MODES["pahi-1step"], ["a cat", "a dog"], [1, 2]
-    eager = open_pipeline(model, PipelineConfig("torch", mode, 2, 64, 64))
-    compiled = open_pipeline(model, PipelineConfig("torch", mode, 2, 64, 64, compile=True))
+    eager = open_pipeline(model, PipelineConfig("torch", mode, RenderShape(2, 64, 64)))
+    compiled = open_pipeline(model, PipelineConfig("torch", mode, RenderShape(2, 64, 64),
+                                                   compile=True))
     reference = eager(prompts, seeds).astype(int)
     assert reference.std() > 20
     for out in (compiled(prompts, seeds), compiled.run_staged(prompts, seeds, null_timer)):

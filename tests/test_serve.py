@@ -67,10 +67,10 @@ def client(server):
 def reference():
     """generate's pipeline in this process: (prompt, seed) -> its pixels."""
     from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
-    from pahi_rt.specs import MODES
+    from pahi_rt.specs import MODES, RenderShape
 
     pipe = open_pipeline(load_model("tiny", device="cpu"),
-                         PipelineConfig("torch", MODES["gaussian-1step"], 1, 64, 64))
+                         PipelineConfig("torch", MODES["gaussian-1step"], RenderShape(1, 64, 64)))
     return lambda prompt, seed: pipe([prompt], [seed])[0].astype(np.int16)
 
 

@@ -13,7 +13,7 @@ from ..specs import DEFAULT_MODEL
 from .common import (Artifacts, Backend, BestOfOption, Compile, Decoder, Device, DtypeAlias,
                      Height, Model, Noise, Precision, PromptColumn, PromptField, RefineLr,
                      RefineOption, RefineReg, Scorers, Steps, Width, check_backend, check_number,
-                     echo_err, fits, pick_precision, resolve_precision)
+                     echo_err, fits, image_size, pick_precision, resolve_precision)
 
 
 def generate(
@@ -31,8 +31,8 @@ def generate(
     head: Optional[Path] = typer.Option(None, help="Head checkpoint dir for --noise hi|pahi."),
     steps: Steps = 1,
     seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
-    height: Height = 512,
-    width: Width = 512,
+    height: Height = None,
+    width: Width = None,
     precision: Precision = "fp32",
     dtype: DtypeAlias = None,
     device: Device = "auto",
@@ -64,7 +64,7 @@ WebP files with their generation metadata."""
     from ..scorers.spec import parse_scorer
     from ..test_time.options import check_test_time
     from ..prompts import Prompt, normalise, read_prompts
-    from ..specs import check_image_size, check_model_source, check_seeds, parse_mode
+    from ..specs import RenderShape, check_seeds, parse_mode
 
     check_number("--refine-lr", refine_lr, 0.0, 1e4, low_open=True)
     check_number("--refine-reg", refine_reg, 0.0, 1e4)
@@ -76,11 +76,10 @@ WebP files with their generation metadata."""
         raise InputError("--head is only used with --noise hi or --noise pahi")
     check_backend(backend, device)
     check_extras("generate", backend=backend, artifacts=artifacts, scorer=scorer, ray=ray)
-    check_model_source(model)
+    height, width = image_size(model, height, width)  # --model checked first
     mode = parse_mode(noise, steps)
     test_time = check_test_time(best_of, refine, refine_lr, refine_reg, scorer, backend)
     [parse_scorer(s) for s in scorer]  # syntax errors before any loading
-    check_image_size(height, width)
     precision = resolve_precision(pick_precision(precision, dtype), backend, device)
     texts = (read_prompts(prompts, prompt_column, prompt_field) if prompts
              else [Prompt(normalise(prompt), 0)])
@@ -90,8 +89,8 @@ WebP files with their generation metadata."""
         raise InputError("--ray writes PNGs (its index verifies them); drop --format")
     from ..runtime.pipeline import PipelineConfig, load_model, open_pipeline
 
-    config = PipelineConfig(backend, mode, min(best_of, 8), height, width, precision, artifacts,
-                            compile=compile)
+    config = PipelineConfig(backend, mode, RenderShape(min(best_of, 8), height, width, precision),
+                            artifacts, compile=compile)
     fits(model, config, device, export=backend != "torch" and artifacts is None)
     if ray_run:
         from .generate_ray import generate_ray

@@ -12,7 +12,7 @@ from ..errors import InputError
 from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
 from .common import (SCORER_HELP, Decoder, Device, DtypeAlias, PromptColumn, PromptField,
-                     check_number, pick_precision)
+                     check_number, image_size, pick_precision)
 from .train_progress import Progress, report
 
 SCORER_DEFAULTS = {"steps": 100_000, "batch_size": 72, "val_every": 1000, "patience": 5}
@@ -68,10 +68,10 @@ def train(
                                            "lower val loss (0: never; default 5)."),
     hidden: Optional[int] = typer.Option(None, help="Head MLP width (default 144: ~5M "
                                          "parameters at 512x512; with --init: the head's)."),
-    height: Optional[int] = typer.Option(None, help="Image height (default 512; kto/dpo: the "
-                                         "records')."),
-    width: Optional[int] = typer.Option(None, help="Image width (default 512; kto/dpo: the "
-                                        "records')."),
+    height: Optional[int] = typer.Option(None, help="Image height (default: the model's own, "
+                                         "e.g. 64 for tiny; kto/dpo: the records')."),
+    width: Optional[int] = typer.Option(None, help="Image width (default: the model's own; "
+                                        "kto/dpo: the records')."),
     seed: int = typer.Option(0, help="Seed of data order, noise and pretraining."),
     device: Device = "auto",
     precision: str = typer.Option("fp32", help="fp32 | fp16 | bf16: the dtype the frozen "
@@ -121,8 +121,9 @@ on users' feedback records (KTO / DPO on the head's density)."""
                                      good_weight, bad_weight,
                                      model, decoder, hidden, height, width, device, dtype, out,
                                      resume)
-    config = TrainConfig(**settings, hidden=144 if hidden is None else hidden, height=height or 512,
-                         width=width or 512)
+    height, width = image_size(model or DEFAULT_MODEL, height, width)
+    config = TrainConfig(**settings, hidden=144 if hidden is None else hidden, height=height,
+                         width=width)
     config.check()
     _scorer_training(config, model or DEFAULT_MODEL, decoder, scorer, prompts, val_prompts,
                      prompt_column, prompt_field, max_val_prompts, device, dtype, bf16, out,
@@ -153,10 +154,8 @@ def _scorer_training(config, model, decoder, scorer, prompts, val_prompts, promp
     from .. import prompt_sets as data
     from ..scorers.scorer_set import ScorerSet, parse_scorer
     from ..training.train_with_scorers import make_accelerator, train as run_training
-    from ..specs import check_image_size
 
     [parse_scorer(s) for s in scorer]  # syntax errors before any loading
-    check_image_size(config.height, config.width)
     train_set = data.load_prompts(prompts, prompt_column, prompt_field)
     if val_prompts:
         val_set = data.load_prompts(val_prompts, prompt_column, prompt_field, "--val-prompts")

@@ -1,7 +1,8 @@
 """The one place a prompt->image pipeline is opened; generate, bench and serve call it.
 
     model = load_model("synthetic", device="cuda", head="runs/pahi")     # once
-    pipe = open_pipeline(model, PipelineConfig("onnxruntime", MODES["pahi-1step"], batch=4))
+    pipe = open_pipeline(model, PipelineConfig("onnxruntime", MODES["pahi-1step"],
+                                               RenderShape(batch=4)))  # the model's size
     images = pipe(prompts, seeds)                                       # uint8 [B, H, W, 3]
 
 `load_model` keeps the fp32 CPU weights that exports are traced from and hashes them once;
@@ -23,7 +24,7 @@ import torch
 from .. import sampling
 from ..errors import InputError
 from ..specs import (BACKENDS, GRAPHS, MODES, PRECISIONS, SEED_MAX, Mode,  # noqa: F401
-                     check_seeds)
+                     RenderShape, check_seeds)
 from .backend import Backend, RunConfig, Timer
 from .config_check import check_config
 
@@ -36,14 +37,17 @@ class PipelineConfig:
 
     backend: str = "torch"  # torch | onnxruntime | tensorrt | openvino
     mode: Mode = MODES["gaussian-1step"]
-    batch: int = 1
-    height: int = 512
-    width: int = 512
-    precision: str = "fp32"  # fp32 | fp16 | bf16 (torch, openvino) | int8 (openvino)
+    # precision: fp32 | fp16 | bf16 (torch, openvino) | int8 (openvino); a None size: the model's
+    shape: RenderShape = RenderShape()
     artifacts: Path | None = None  # exported dir; None: export into the cache on first use
     fused: bool = True  # artifact backends: one fused graph/engine per call when the mode has one
     compile: bool = False  # torch: torch.compile, and CUDA-graph replay on a GPU
     calibration: tuple[str, ...] | None = None  # openvino int8: calibration prompts
+
+    batch = property(lambda self: self.shape.batch)
+    height = property(lambda self: self.shape.height)
+    width = property(lambda self: self.shape.width)
+    precision = property(lambda self: self.shape.precision)
 
     @property
     def export_precision(self) -> str:
@@ -51,7 +55,7 @@ class PipelineConfig:
         return "fp32" if self.backend == "openvino" else self.precision
 
     def run_config(self) -> RunConfig:
-        return RunConfig(self.mode, self.batch, self.height, self.width, self.precision)
+        return RunConfig(self.mode, self.shape)
 
 
 class LoadedModel:
@@ -124,11 +128,12 @@ class LoadedModel:
 
 
 def load_model(model: str, decoder: str | None = None, *, device: str = "auto",
-               head: str | Path | None = None, noise: Sequence[str] = (), height: int = 512,
-               width: int = 512, random_heads: bool = False, keep_fp32: bool = True,
-               log: Log = lambda m: None) -> LoadedModel:
+               head: str | Path | None = None, noise: Sequence[str] = (),
+               height: int | None = None, width: int | None = None, random_heads: bool = False,
+               keep_fp32: bool = True, log: Log = lambda m: None) -> LoadedModel:
     """Load `model` once. Heads: the checkpoint `head` for each kind in `noise` that needs one
-    (its own kind), or with `random_heads` a random head of the right shape (latency work)."""
+    (its own kind), or with `random_heads` a random head of the right shape (latency work), for
+    images of height x width (None: the model's default size)."""
     from .. import progress
     from ..components import load_components, resolve_device
     from ..heads.checkpoint import load_head
@@ -137,6 +142,8 @@ def load_model(model: str, decoder: str | None = None, *, device: str = "auto",
     with progress.stage(progress.describe_model(model), lambda: progress.parameter_count(comps),
                         log):
         comps = load_components(model, decoder)
+    shape = RenderShape(height=height, width=width).sized(comps.spec)
+    height, width = shape.height, shape.width
     heads = {}
     for kind in dict.fromkeys(k for k in noise if k != "gaussian"):
         if head is not None:
@@ -209,7 +216,9 @@ class Pipeline:
 
 def open_pipeline(model: LoadedModel, config: PipelineConfig, log: Log = lambda m: None
                   ) -> Pipeline:
-    """Check the combination, export on first use if needed, and open the backend."""
+    """Check the combination, export on first use if needed, and open the backend. A size
+    `config` leaves out is the model's default (`ModelSpec.default_size`)."""
+    config = replace(config, shape=config.shape.sized(model.spec))
     check_config(model, config)
     head = model.head(config.mode.noise)
     if config.backend == "torch":
@@ -256,6 +265,7 @@ def ensure_artifacts(model: LoadedModel, config: PipelineConfig, log: Log) -> Pa
     from ..export.build import ExportOptions, cache_dir
     from ..export.engine import BuildOptions
 
+    config = replace(config, shape=config.shape.sized(model.spec))
     sources = model.sources()
     if config.artifacts is not None:
         check_sources(config.artifacts, sources)
@@ -265,8 +275,7 @@ def ensure_artifacts(model: LoadedModel, config: PipelineConfig, log: Log) -> Pa
         (GRAPHS.head,) if mode.noise != "gaussian" else ())
     fused = (mode.name,) if config.fused and mode.name in MODES else ()
     engines = (fused or components) if config.backend == "tensorrt" else ()
-    options = ExportOptions(height=config.height, width=config.width, batch=config.batch,
-                            precision=config.export_precision)
+    options = ExportOptions(replace(config.shape, precision=config.export_precision))
     # engines built on first use run here: TensorRT-RTX builds for this GPU
     build = BuildOptions(targets=("current",))
     directory = cache_dir(sources, options)

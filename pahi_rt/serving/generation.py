@@ -36,7 +36,7 @@ def open_generation(model, s: ServeSettings, old: Generation | None = None,
     cache is kept: its keys hold the head's content key, so old entries never meet the new
     head)."""
     from ..runtime.pipeline import PipelineConfig, open_pipeline
-    from ..specs import parse_mode
+    from ..specs import RenderShape, parse_mode
 
     artifacts = Path(s.artifacts) if s.artifacts else None
     cache = old.prompt_cache if old is not None else prompt_cache
@@ -47,7 +47,8 @@ def open_generation(model, s: ServeSettings, old: Generation | None = None,
             pipes[key] = old.pipes[key]
             continue
         pipes[key] = open_pipeline(model, PipelineConfig(
-            s.backend, parse_mode(noise, steps), s.max_batch, h, w, s.precision, artifacts))
+            s.backend, parse_mode(noise, steps), RenderShape(s.max_batch, h, w, s.precision),
+            artifacts))
         pipes[key].prompt_cache = None if pipes[key].fused else cache
     return Generation(pipes, head_key or _head_key(s.head), cache)
 

@@ -27,7 +27,7 @@ class Renderer:
         import torch
 
         from ..runtime.pipeline import PipelineConfig, load_model, open_pipeline
-        from ..specs import parse_mode
+        from ..specs import RenderShape, parse_mode
 
         if threads:  # Ray gives an actor OMP_NUM_THREADS = its CPUs (1); the driver decides
             torch.set_num_threads(threads)
@@ -38,7 +38,7 @@ class Renderer:
                                 noise=(s.noise,), height=s.height, width=s.width,
                                 keep_fp32=s.backend != "torch")
         self.pipe = open_pipeline(self.model, PipelineConfig(
-            s.backend, parse_mode(s.noise, s.steps), 1, s.height, s.width, s.precision,
+            s.backend, parse_mode(s.noise, s.steps), RenderShape(1, s.height, s.width, s.precision),
             Path(s.artifacts) if s.artifacts else None))
 
     def __call__(self, batch: dict) -> dict:

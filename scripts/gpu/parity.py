@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
-from pahi_rt.specs import MODES
+from pahi_rt.specs import MODES, RenderShape
 
 PROMPTS = ["a red fox in the snow, photograph", "an astronaut riding a horse on the moon",
            "a bowl of ramen, studio lighting", "a watercolor painting of a lighthouse"]
@@ -29,8 +29,9 @@ def main(out: str) -> None:
         for name, backend, precision in (("torch fp32", "torch", "fp32"),
                                          ("torch fp16", "torch", "fp16"),
                                          ("onnxruntime fp16 fused", "onnxruntime", "fp16")):
-            pipe = open_pipeline(model, PipelineConfig(backend, MODES[mode], 1, size, size,
-                                                       precision), print)
+            pipe = open_pipeline(model, PipelineConfig(backend, MODES[mode],
+                                                       RenderShape(1, size, size, precision)),
+                                 print)
             runs[name] = np.concatenate([pipe([p], [i]) for i, p in enumerate(PROMPTS)])
             pipe.close()
         ref = runs["torch fp32"].astype(int)

@@ -11,7 +11,7 @@ import resource
 import time
 
 from pahi_rt.runtime.pipeline import PipelineConfig, ensure_artifacts, load_model
-from pahi_rt.specs import MODES
+from pahi_rt.specs import MODES, RenderShape
 
 MODE_NAMES = ("pahi-1step", "gaussian-1step", "gaussian-2step")
 
@@ -29,7 +29,8 @@ def main() -> None:
         random_heads=True, height=size, width=size, log=print)
     backend = "tensorrt" if args.engines else "onnxruntime"
     for name in MODE_NAMES:
-        config = PipelineConfig(backend, MODES[name], args.batch, size, size, args.precision)
+        config = PipelineConfig(backend, MODES[name],
+                                RenderShape(args.batch, size, size, args.precision))
         directory = ensure_artifacts(model, config, print)
         print(f"{name} batch {args.batch}: {directory}  ({time.perf_counter() - t0:.0f} s)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

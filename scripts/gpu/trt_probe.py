@@ -8,7 +8,7 @@ import tempfile
 import traceback
 
 from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
-from pahi_rt.specs import MODES
+from pahi_rt.specs import MODES, RenderShape
 
 try:
     model = load_model("tiny", device="cuda", height=64, width=64)
@@ -16,8 +16,8 @@ try:
         import os
 
         os.environ["PAHI_RT_CACHE"] = cache
-        pipe = open_pipeline(model, PipelineConfig("tensorrt", MODES["gaussian-1step"], 1, 64, 64),
-                             print)
+        pipe = open_pipeline(model, PipelineConfig("tensorrt", MODES["gaussian-1step"],
+                                                    RenderShape(1, 64, 64)), print)
         image = pipe(["a red fox"], [0])
         print("TRT OK", image.shape, image.dtype, float(image.std()))
 except Exception as e:  # noqa: BLE001 - the message is the result
