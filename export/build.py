@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ArtifactError, InputError
-from ..specs import MODES, RenderShape
+from ..specs import MODES, RenderShape, ShapeFields
 from . import graphs, manifest as mf
 from .engine import BuildOptions
 from .onnx_export import PRECISIONS
@@ -35,7 +35,7 @@ MAX_EXPORT_BATCH = 256  # images per graph call; serve --max-batch has the same 
 
 
 @dataclass(frozen=True)
-class ExportOptions:
+class ExportOptions(ShapeFields):
     """Shape, precision and which engines to build. Static shapes unless max_batch > batch; a
     None size in `shape` is the model's (`export_artifacts` fills it in)."""
 
@@ -44,11 +44,6 @@ class ExportOptions:
     graphs: tuple[str, ...] = ()  # graph names to export (empty: all of `graph_plan`)
     engines: tuple[str, ...] = ()  # graph names to build engines for (empty: none)
     build: BuildOptions = field(default_factory=BuildOptions)
-
-    batch = property(lambda self: self.shape.batch)
-    height = property(lambda self: self.shape.height)
-    width = property(lambda self: self.shape.width)
-    precision = property(lambda self: self.shape.precision)
 
     @property
     def key(self) -> list:

@@ -63,10 +63,8 @@ def unet_stage(index: int) -> str:
 
 @dataclass(frozen=True)
 class Mode:
-    """A render mode: what the path computes, the noise source and the number of Euler steps.
-
-    "Mode" here always means noise + steps (`--noise` x `--steps`, a fused graph's name); what a
-    head is (hi | pahi) is its kind (`heads.HeadConfig.kind`, `train --mode`)."""
+    """A render mode: the noise source and the number of Euler steps (a fused graph's name). What a
+    head is (hi | pahi) is its kind instead (`heads.HeadConfig.kind`, `train --mode`)."""
 
     noise: str  # gaussian | hi | pahi
     steps: int
@@ -203,6 +201,14 @@ class RenderShape:
     def key(self) -> str:
         """The one cache-key form, "1x512x512-fp32" (batch x height x width - precision)."""
         return f"{self.batch}x{self.height}x{self.width}-{self.precision}"
+
+
+class ShapeFields:
+    """Reads batch, height, width and precision through from `self.shape` (a RenderShape)."""
+    batch = property(lambda self: self.shape.batch)
+    height = property(lambda self: self.shape.height)
+    width = property(lambda self: self.shape.width)
+    precision = property(lambda self: self.shape.precision)
 
 
 def check_image_size(height: int, width: int, multiple: int = 8, where: str = "",

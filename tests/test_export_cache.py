@@ -92,6 +92,7 @@ CHILD = textwrap.dedent("""
     from pahi_rt.components import load_components
     from pahi_rt.export.artifacts import export_artifacts
     from pahi_rt.export.build import ExportOptions
+    from pahi_rt.specs import RenderShape
     report = export_artifacts(load_components("tiny"), sys.argv[1],
                               ExportOptions(RenderShape(1, 64, 64), graphs=("head", "decoder")),
                               random_head())

@@ -17,21 +17,16 @@ from typing import Any, Callable, ClassVar, Iterator
 import numpy as np
 
 from ..errors import InputError
-from ..specs import Mode, ModelSpec, RenderShape, unet_stage
+from ..specs import Mode, ModelSpec, RenderShape, ShapeFields, unet_stage
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(ShapeFields):
     """The mode and the static shape/precision one backend instance is built for. `shape.batch`:
     images per call (static backends pad smaller calls up to it); sizes are resolved."""
 
     mode: Mode
-    shape: RenderShape
-
-    batch = property(lambda self: self.shape.batch)
-    height = property(lambda self: self.shape.height)
-    width = property(lambda self: self.shape.width)
-    precision = property(lambda self: self.shape.precision)  # fp32 | fp16 | bf16 (torch only)
+    shape: RenderShape  # precision: fp32 | fp16 | bf16 (torch only)
 
 
 class Backend(ABC):

@@ -24,7 +24,7 @@ import torch
 from .. import sampling
 from ..errors import InputError
 from ..specs import (BACKENDS, GRAPHS, MODES, PRECISIONS, SEED_MAX, Mode,  # noqa: F401
-                     RenderShape, check_seeds)
+                     RenderShape, ShapeFields, check_seeds)
 from .backend import Backend, RunConfig, Timer
 from .config_check import check_config
 
@@ -32,7 +32,7 @@ Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(ShapeFields):
     """What to run: backend, mode, shapes, precision, and where artifacts come from."""
 
     backend: str = "torch"  # torch | onnxruntime | tensorrt | openvino
@@ -43,11 +43,6 @@ class PipelineConfig:
     fused: bool = True  # artifact backends: one fused graph/engine per call when the mode has one
     compile: bool = False  # torch: torch.compile, and CUDA-graph replay on a GPU
     calibration: tuple[str, ...] | None = None  # openvino int8: calibration prompts
-
-    batch = property(lambda self: self.shape.batch)
-    height = property(lambda self: self.shape.height)
-    width = property(lambda self: self.shape.width)
-    precision = property(lambda self: self.shape.precision)
 
     @property
     def export_precision(self) -> str:
