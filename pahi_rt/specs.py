@@ -184,8 +184,8 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class RenderShape:
-    """What one backend, graph or engine is built for: `batch` images of `height` x `width`
-    pixels in `precision`. The run, pipeline, export, serve and bench configs hold this value."""
+    """`batch` images of `height` x `width` pixels in `precision`: what a backend, graph or engine
+    is built for. Run/pipeline/export configs hold it; serve, bench and train build theirs."""
 
     batch: int = 1
     height: int | None = None  # None: the model's default_size (`sized`)
@@ -195,7 +195,8 @@ class RenderShape:
     def sized(self, spec: "ModelSpec") -> "RenderShape":
         """This shape with a missing height/width taken from `spec.default_size`."""
         h, w = spec.default_size
-        return replace(self, height=self.height or h, width=self.width or w)
+        return replace(self, height=h if self.height is None else self.height,
+                       width=w if self.width is None else self.width)
 
     @property
     def key(self) -> str:
