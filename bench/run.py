@@ -239,7 +239,8 @@ def _runners(model, config: BenchConfig, name, mode, batch, artifacts, log, prec
         run = diffusers_runner(comps, mode.steps, config.height, config.width)
         return run, None, True, None, lambda: []
     backend, overrides = VARIANTS[name]
-    shape = RenderShape(batch, config.height, config.width, precision)
+    overrides = dict(overrides)  # a -bf16/-int8 row's precision goes into its shape
+    shape = RenderShape(batch, config.height, config.width, overrides.pop("precision", precision))
     cfg = replace(PipelineConfig(backend, mode, shape, artifacts if backend != "torch" else None,
                                  calibration=config.calibration), **overrides)
     pipe = open_pipeline(model, cfg, log)
