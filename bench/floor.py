@@ -84,7 +84,9 @@ def stage_work(comps: Components, head, batch: int, height: int, width: int,
 
 def measure_peaks(device: torch.device, precision: str, seconds: float = 1.5) -> Peaks:
     """Measured matmul FLOP/s (in `precision`) and copy bandwidth of the device."""
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    from pahi_rt.components import DTYPES
+
+    dtype = DTYPES[precision]
     if device.type == "cpu" and dtype != torch.float32:
         dtype = torch.float32  # CPU half matmuls are emulated; the fp32 rate is the real ceiling
     flops_per_s = 0.0

@@ -40,10 +40,12 @@ def mean_score(scorers, outputs: list[tuple[list[str], np.ndarray]]) -> float:
     """Mean weighted score over every kept image (uint8 NHWC -> float [0, 1] NCHW)."""
     import torch
 
+    from pahi_rt.pixels import uint8_to_unit
+
     scores = []
     with torch.no_grad():
         for prompts, images in outputs:
-            x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255
+            x = uint8_to_unit(images)
             scores.append(scorers.total(x, prompts).float())
     return float(torch.cat(scores).mean())
 

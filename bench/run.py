@@ -14,7 +14,7 @@ from pahi_rt.errors import PahiError
 from pahi_rt.export.first_use import export_on_first_use
 from pahi_rt.runtime.backend import WallTimer
 from pahi_rt.runtime.pipeline import LoadedModel, PipelineConfig, open_pipeline
-from pahi_rt.specs import MODES
+from pahi_rt.specs import MODES, RenderShape
 
 from . import floor
 from .harness import CudaEventTimer, MemoryProbe, RowRun, mean_score
@@ -28,8 +28,8 @@ class BenchConfig:
     backends: tuple[str, ...]  # keys of VARIANTS, or REFERENCE
     modes: tuple[str, ...]  # keys of MODES
     batches: tuple[int, ...] = (1,)
-    height: int = 512
-    width: int = 512
+    height: int | None = None  # None: the model's default size
+    width: int | None = None
     precision: str = "fp32"  # or "auto": per row, what `cpu.auto_precision` picks
     warmup: int = 2
     iters: int = 10
@@ -62,6 +62,8 @@ def run_bench(model: LoadedModel, config: BenchConfig, prompts: Sequence[str],
     of the group alike and ratios within a group hold on a shared machine. A row that does not
     fit beside the open ones starts the next group. `on_row(result so far)` is called after
     each group (the CLI writes partial results)."""
+    size = RenderShape(height=config.height, width=config.width).sized(model.spec)
+    config = replace(config, height=size.height, width=size.width)
     peaks = floor.measure_peaks(model.device, "fp32" if config.precision == "auto"
                                 else config.precision)
     head = model.export_head
@@ -247,8 +249,10 @@ def _runners(model, config: BenchConfig, name, mode, batch, artifacts, log, prec
         run = diffusers_runner(comps, mode.steps, config.height, config.width)
         return run, None, True, None, lambda: []
     backend, overrides = VARIANTS[name]
-    cfg = replace(PipelineConfig(backend=backend, mode=mode, batch=batch, height=config.height,
-                                 width=config.width, precision=precision,
+    overrides = dict(overrides)  # a -bf16/-int8 row's precision goes into its shape
+    shape = RenderShape(batch=batch, height=config.height, width=config.width,
+                        precision=overrides.pop("precision", precision))
+    cfg = replace(PipelineConfig(backend=backend, mode=mode, shape=shape,
                                  artifacts=artifacts if backend != "torch" else None,
                                  calibration=config.calibration), **overrides)
     pipe = open_pipeline(model, cfg, log, export=export_on_first_use)
@@ -270,7 +274,6 @@ def _runners(model, config: BenchConfig, name, mode, batch, artifacts, log, prec
 
 def _with_test_time(pipe, model: LoadedModel, config: BenchConfig, mode, scorers):
     """The row's end-to-end call with best-of-N (any backend) or refinement (torch) inside."""
-    import copy
 
     from pahi_rt import sampling
     from pahi_rt.test_time import search as tt
@@ -281,8 +284,7 @@ def _with_test_time(pipe, model: LoadedModel, config: BenchConfig, mode, scorers
                                                  cfg.best_of).pixels
     comps = model.torch_components("fp32" if config.precision == "auto" else config.precision)
     head = model.head(mode.noise)
-    source = sampling.gaussian if head is None else copy.deepcopy(head).to(comps.device,
-                                                                          comps.dtype)
+    source = sampling.noise_source(head, comps.device, comps.dtype)
     schedule = sampling.Schedule.from_spec(comps.spec.scheduler, mode.steps)
     shape = model.spec.latent_shape(config.height, config.width)
 

@@ -45,7 +45,7 @@ def export_artifacts(components, out_dir: str | Path, options: ExportOptions, he
     (from `source_hashes(components, head)`) saves hashing the weights again. `consume`: the
     caller hands the components over; each torch module is dropped once its graph is written
     (the UNet goes first, so the other traces run without its 3.5 GB beside them)."""
-    options.check()
+    options = replace(options, shape=options.shape.sized(components.spec)).check()
     out = Path(out_dir)
     report = ExportReport(out)
     sources = sources or source_hashes(components, head)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ..artifacts.keys import options_key
 from ..errors import InputError
 from ..io import sha256_json
-from ..specs import MODES, component_graphs
+from ..specs import MODES, RenderShape, ShapeFields, component_graphs
 from . import graphs
 from .engine import BuildOptions
 from .onnx_export import PRECISIONS
@@ -20,13 +20,11 @@ MAX_EXPORT_BATCH = 256  # images per graph call; serve --max-batch has the same 
 
 
 @dataclass(frozen=True)
-class ExportOptions:
-    """Shapes, precision and which engines to build. Static shapes unless max_batch > batch."""
+class ExportOptions(ShapeFields):
+    """Shape, precision and which engines to build. Static shapes unless max_batch > batch; a
+    None size in `shape` is the model's (`export_artifacts` fills it in)."""
 
-    height: int = 512
-    width: int = 512
-    batch: int = 1
-    precision: str = "fp32"
+    shape: RenderShape = RenderShape()
     max_batch: int = 0  # > batch: dynamic batch axis and an optimisation profile 1..max_batch
     graphs: tuple[str, ...] = ()  # graph names to export (empty: all of `graph_plan`)
     engines: tuple[str, ...] = ()  # graph names to build engines for (empty: none)
@@ -49,7 +47,7 @@ def graph_plan(head=None, only: tuple[str, ...] = ()) -> list[tuple[str, int]]:
     # the largest first: an export that consumes its components frees each after its graph
     plan = [(graphs.UNET, 1), (graphs.TEXT_ENCODER, 1), (graphs.DECODER, 1)]
     fused = [m for m in MODES.values() if m.noise == "gaussian" or
-             (head is not None and m.noise == head.config.mode)]
+             (head is not None and m.noise == head.config.kind)]
     if head is not None:
         plan.append((graphs.HEAD, 1))
     plan += [(m.name, m.steps) for m in fused]

@@ -15,8 +15,7 @@ def export_on_first_use(request: ExportRequest, log: Callable[[str], None] = lam
                         ) -> ExportReport:
     """Export `request.graphs` (and engines for `request.engines`) into `request.directory`,
     reusing every artifact whose key and sha256 still match; progress lines go to `log`."""
-    options = ExportOptions(height=request.height, width=request.width, batch=request.batch,
-                            precision=request.precision, max_batch=request.max_batch,
+    options = ExportOptions(shape=request.shape, max_batch=request.max_batch,
                             graphs=request.graphs, engines=request.engines,
                             build=BuildOptions(targets=request.targets))
     return export_artifacts(request.components, request.directory, options, request.head,

@@ -15,7 +15,7 @@ import torch
 from . import taesd
 from .random_init import fast_random_init
 from .errors import InputError, ModelLoadError
-from .hub import SUBFOLDERS, local_snapshot, resolve_model_dir  # noqa: F401
+from .hub import SUBFOLDERS, local_snapshot, resolve_model_dir, unet_sample_size  # noqa: F401
 from .specs import (DEFAULT_MODEL, OWN_VAE, PRESETS, ModelSpec, Preset,  # noqa: F401
                     SchedulerSpec, random_decoder_label)
 
@@ -172,7 +172,8 @@ def _load_pretrained(source: str, is_preset: bool, text_only: bool = False) -> d
                              f"{unet_config['cross_attention_dim']} != text encoder width "
                              f"{text_dim}")
     spec = ModelSpec(name=source, text_dim=text_dim, max_tokens=tokenizer.model_max_length,
-                     latent_channels=unet_config["in_channels"], scheduler=scheduler)
+                     latent_channels=unet_config["in_channels"], scheduler=scheduler,
+                     default_sample_size=unet_sample_size(unet_config))
     return dict(spec=spec, tokenizer=tokenizer, text_encoder=text_encoder, unet=unet)
 
 

@@ -68,14 +68,17 @@ def _images(test_time, head, components, scorers, chunk, seeds, eps, emb, schedu
 
 @torch.no_grad()
 def evaluate(head, components, scorers, prompts: list[str], seeds: int = 5, batch_size: int = 8,
-             height: int = 512, width: int = 512, two_step: bool = True, on_batch=None,
-             test_time=None) -> EvalResult:
-    """Score head and Gaussian images for every (round, prompt); see the module docstring."""
-    shape = components.spec.latent_shape(height, width)
+             height: int | None = None, width: int | None = None, two_step: bool = True,
+             on_batch=None, test_time=None) -> EvalResult:
+    """Score head and Gaussian images for every (round, prompt); see the module docstring.
+    A size left out is the head's (its latent shape fixes the image size)."""
+    f = components.spec.vae_scale_factor
+    shape = components.spec.latent_shape(height or head.config.latent_shape[1] * f,
+                                         width or head.config.latent_shape[2] * f)
     one = sampling.Schedule.from_spec(components.spec.scheduler, 1)
     two = sampling.Schedule.from_spec(components.spec.scheduler, 2) if two_step else None
-    gauss1, gauss2, mine = _method_names(head.config.mode)
-    result = EvalResult(head.config.mode, scorers.labels, len(prompts), seeds,
+    gauss1, gauss2, mine = _method_names(head.config.kind)
+    result = EvalResult(head.config.kind, scorers.labels, len(prompts), seeds,
                         test_time=test_time.label if test_time is not None else "plain")
     methods = [gauss1, mine] + ([gauss2] if two else [])
     seconds, curves = {m: 0.0 for m in methods}, {}

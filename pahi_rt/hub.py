@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import InputError, ModelLoadError
 from .single_file import converted_dir, is_single_file
-from .specs import check_model_source
+from .specs import PRESETS
 
 ALLOW = ["*.json", "*.txt", "*.safetensors"]
 HUB_HOST = "huggingface.co"
@@ -57,6 +57,48 @@ def _cached_or_downloaded(fetch, repo_id: str, what: str, hint: str) -> str:
         return fetch()
     except Exception as e:
         raise ModelLoadError(f"could not download {what}: {str(e).splitlines()[0]}") from None
+
+
+def check_model_source(model: str) -> None:
+    """Refuse at once a --model that can be no preset, directory or HF id: a path that does not
+    exist (not "not a diffusers model directory") or a bare name that is no preset (a typo:
+    named with the presets, not "not in the local HF cache")."""
+    import difflib
+
+    if model in PRESETS or Path(model).expanduser().exists():
+        return
+    presets = ", ".join(PRESETS)
+    if model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model:
+        raise InputError(f"--model {model}: no such directory (presets: {presets})")
+    if "/" not in model:
+        close = difflib.get_close_matches(model, PRESETS, n=1)
+        raise InputError(f"--model {model}: not a preset ({presets}), a directory or an HF id "
+                         f"(owner/name)" + (f"; did you mean {close[0]}?" if close else ""))
+
+
+def default_size(model: str) -> tuple[int, int]:
+    """(height, width) `model` renders when none is given (`ModelSpec.default_size`), read
+    without torch: a preset's own, else from the UNet config of the directory or HF id."""
+    import json
+
+    from .specs import ModelSpec
+
+    if model in PRESETS:
+        return PRESETS[model].spec().default_size
+    config = resolve_model_dir(model, is_preset=False) / "unet" / "config.json"
+    try:
+        sample = unet_sample_size(json.loads(config.read_text()))
+        return ModelSpec(model, 0, default_sample_size=sample).default_size
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise ModelLoadError(f"--model {model}: bad {config} ({e})") from None
+
+
+def unet_sample_size(unet_config) -> int | tuple[int, int]:
+    """unet.config.sample_size (an int, or [h, w]) as ModelSpec.default_sample_size takes it."""
+    from .specs import ModelSpec
+
+    s = unet_config.get("sample_size", ModelSpec.default_sample_size)
+    return s if isinstance(s, int) else tuple(s)
 
 
 def resolve_model_dir(source: str, is_preset: bool) -> Path:

@@ -8,7 +8,7 @@ measured on the project's 2-core machine (bench/results/cpu-2core/export.md, ben
     process   torch + diffusers + transformers imported, tokenizer           BASE
     load      the fp32 model, kept for exports                               4 B / parameter
     torch     + a copy in the run precision when it is not fp32 (CPU)        2 B / parameter
-              + activations: ACT x UNet weight bytes x batch x (H x W / 512^2)
+              + activations: ACT x UNet weight bytes x batch x (H x W / ACT_SIZE)
               (full VAE, `--decoder vae`: at least VAE_ACT x batch x H x W for its decode)
     export    + the largest graph's weights once more (trace, then streamed)  EXPORT x bytes
     session   + weights of the graphs an onnxruntime session opens (fused and components)
@@ -26,10 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
+from .specs import PRESETS
 
 GiB = 2**30
 BASE = int(0.8 * GiB)  # measured: an imported CLI process before the model (RSS)
-ACT = 0.35  # activations of one 512x512 UNet call in fp32, per byte of UNet weights (measured)
+ACT = 0.35  # activations of one UNet call in fp32, per byte of UNet weights (measured) ...
+ACT_SIZE = PRESETS["synthetic"].spec().default_size  # ... at this (height, width): synthetic's
 EXPORT = 1.0  # export peak above the loaded model, per byte of the largest graph's weights
 # activations of a full-VAE (SD's AutoencoderKL) decode in fp32, per output pixel: measured
 # 1.72 GiB process peak vs TAESD's 0.76 at 512x512, less the weights, ~2600 B/pixel
@@ -242,7 +244,7 @@ def need_bytes(params: Params, *, height: int, width: int, batch: int = 1,
     `loaded`: the process already holds the fp32 model (bench rows), which the available
     figure has already paid for."""
     need = 0 if loaded else BASE + 4 * params.total
-    act = int(ACT * 4 * params.unet * batch * height * width / 512**2)
+    act = int(ACT * 4 * params.unet * batch * height * width / (ACT_SIZE[0] * ACT_SIZE[1]))
     if params.full_vae:  # the decode's feature maps dwarf the UNet's at full resolution
         act = max(act, VAE_ACT * params.full_vae * batch * height * width)
     on_cpu = device == "cpu"

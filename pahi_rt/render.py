@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from . import sampling
+from .pixels import signed_to_unit
 
 
 @torch.no_grad()
@@ -21,4 +22,4 @@ def images_from_noise(components, noise: torch.Tensor, emb: torch.Tensor,
     """Unit-scale noise -> images [B, 3, H, W] float in [0, 1] (what the scorers read)."""
     latents = sampling.denoise(components.unet, noise.to(components.dtype), emb, schedule)
     image = sampling.decode(components.decoder, latents, components.spec.latent_scale)
-    return (image.float() / 2 + 0.5).clamp(0, 1)
+    return signed_to_unit(image)

@@ -14,7 +14,7 @@ reproduce `diffusers.StableDiffusionPipeline(..., guidance_scale=0.0)` with an A
     x0   = x - sigma_i * e               (epsilon; v: x / (s^2+1) - s * e / sqrt(s^2+1))
     x    = x + (x - x0) / sigma_i * (sigma_{i+1} - sigma_i)      (`euler_step`, in float32)
   image  = decoder(x / latent_scale)    AutoencoderTiny: tanh(x/3)*3 clamp inside, out in [-1, 1]
-  pixels = round(clamp(image / 2 + 0.5, 0, 1) * 255)  as uint8, NHWC              (`to_uint8`)
+  pixels = round(clamp(image / 2 + 0.5, 0, 1) * 255)  as uint8, NHWC          (`pixels.to_uint8`)
 
 Functions here keep autograd available (training backpropagates through `denoise` and `decode`);
 `generate` is the no-grad convenience wrapper.
@@ -27,7 +27,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .specs import SchedulerSpec
+from .pixels import to_uint8  # noqa: F401 (the sampler's last step; one definition)
+from .specs import RenderShape, SchedulerSpec
 
 NoiseSource = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (eps, text emb) -> noise
 
@@ -45,6 +46,12 @@ class Schedule:
     def from_spec(cls, spec: SchedulerSpec, steps: int) -> "Schedule":
         return cls(spec.timesteps(steps), spec.sigmas(steps), spec.init_sigma(steps),
                    spec.prediction_type)
+
+    def step(self, index: int) -> "Schedule":
+        """Euler step `index` (0-based) alone: step 0 scales the unit noise by init_sigma, a
+        later step continues from the previous step's latent (scale 1)."""
+        return Schedule(self.timesteps[index:index + 1], self.sigmas[index:index + 2],
+                        self.init_sigma if index == 0 else 1.0, self.prediction_type)
 
 
 def tokenize(tokenizer, prompts: Sequence[str], max_tokens: int = 77) -> torch.Tensor:
@@ -76,6 +83,14 @@ def draw_eps(seeds: Sequence[int], shape: Sequence[int], dtype: torch.dtype = to
 def gaussian(eps: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
     """Standard Gaussian noise source: noise = eps."""
     return eps
+
+
+def noise_source(head, device, dtype) -> NoiseSource:
+    """The noise source for a head (None: `gaussian`): a copy of the head on `device` in
+    `dtype`, so the fp32 CPU head that exports trace is left as it is."""
+    import copy
+
+    return gaussian if head is None else copy.deepcopy(head).to(device, dtype)
 
 
 def model_input(x, sigma: float):
@@ -115,20 +130,15 @@ def decode(decoder: torch.nn.Module, latents: torch.Tensor, latent_scale: float 
     return decoder.decode(latents / latent_scale, return_dict=False)[0]
 
 
-def to_uint8(image: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] NCHW float -> uint8 NHWC on the same device, rounded as diffusers' image
-    processor does. The one definition of the pixel conversion (fused graphs trace it too)."""
-    x = (image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
-    return (x * 255).round().to(torch.uint8)
-
-
 @torch.inference_mode()
 def generate(components, prompts: Sequence[str], seeds: Sequence[int], *, steps: int = 1,
-             height: int = 512, width: int = 512, noise_source: NoiseSource = gaussian
-             ) -> torch.Tensor:
-    """Prompts -> uint8 images [B, H, W, 3]; image i uses seeds[i]."""
+             height: int | None = None, width: int | None = None,
+             noise_source: NoiseSource = gaussian) -> torch.Tensor:
+    """Prompts -> uint8 images [B, H, W, 3]; image i uses seeds[i]. A size left out is the
+    model's default (`ModelSpec.default_size`)."""
     spec = components.spec
-    shape = spec.latent_shape(height, width)
+    size = RenderShape(height=height, width=width).sized(spec)
+    shape = spec.latent_shape(size.height, size.width)
     ids = tokenize(components.tokenizer, prompts, spec.max_tokens)
     emb = encode_text(components.text_encoder, ids)
     eps = draw_eps(seeds, shape, components.dtype).to(components.device)

@@ -6,10 +6,12 @@ these frozen dataclasses instead of repeating literals.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from .errors import InputError
+from .model_configs import (OPENCLIP_H_TEXT, SD21_UNET, SD_VAE, TAESD,  # noqa: F401 (re-exported)
+                            TINY_TAESD, TINY_TEXT, TINY_UNET, TINY_VAE)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ def unet_stage(index: int) -> str:
 
 @dataclass(frozen=True)
 class Mode:
-    """What the path computes: the noise source and the number of Euler steps."""
+    """A render mode: the noise source and the number of Euler steps (a fused graph's name). What a
+    head is (hi | pahi) is its kind instead (`heads.HeadConfig.kind`, `train --mode`)."""
 
     noise: str  # gaussian | hi | pahi
     steps: int
@@ -171,12 +174,51 @@ class ModelSpec:
     vae_scale_factor: int = 8  # pixels per latent cell
     latent_scale: float = 1.0  # decoder input = x0 / latent_scale (AutoencoderTiny: 1.0)
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    default_sample_size: int | tuple[int, int] = 64  # latent side(s): unet.config.sample_size
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        """(height, width) in pixels when none is given, as diffusers' `default_sample_size *
+        vae_scale_factor`: 512x512 for SD-Turbo and `synthetic`, 64x64 for `tiny`."""
+        s = self.default_sample_size
+        h, w = (s, s) if isinstance(s, int) else s
+        return h * self.vae_scale_factor, w * self.vae_scale_factor
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(C, h, w) of the latent for an image size; validates the size."""
         check_image_size(height, width, self.vae_scale_factor)
         f = self.vae_scale_factor
         return (self.latent_channels, height // f, width // f)
+
+
+@dataclass(frozen=True)
+class RenderShape:
+    """`batch` images of `height` x `width` pixels in `precision`: what a backend, graph or engine
+    is built for. Run/pipeline/export configs hold it; serve, bench and train build theirs."""
+
+    batch: int = 1
+    height: int | None = None  # None: the model's default_size (`sized`)
+    width: int | None = None
+    precision: str = "fp32"  # one of PRECISIONS
+
+    def sized(self, spec: "ModelSpec") -> "RenderShape":
+        """This shape with a missing height/width taken from `spec.default_size`."""
+        h, w = spec.default_size
+        return replace(self, height=h if self.height is None else self.height,
+                       width=w if self.width is None else self.width)
+
+    @property
+    def key(self) -> str:
+        """The one cache-key form, "1x512x512-fp32" (batch x height x width - precision)."""
+        return f"{self.batch}x{self.height}x{self.width}-{self.precision}"
+
+
+class ShapeFields:
+    """Reads batch, height, width and precision through from `self.shape` (a RenderShape)."""
+    batch = property(lambda self: self.shape.batch)
+    height = property(lambda self: self.shape.height)
+    width = property(lambda self: self.shape.width)
+    precision = property(lambda self: self.shape.precision)
 
 
 def check_image_size(height: int, width: int, multiple: int = 8, where: str = "",
@@ -186,53 +228,6 @@ def check_image_size(height: int, width: int, multiple: int = 8, where: str = ""
         if v < 64 or v > MAX_IMAGE_SIDE or v % multiple:
             raise InputError(f"{where}{label} must be a multiple of {multiple} from 64 to "
                              f"{MAX_IMAGE_SIDE}, got {v}")
-
-
-# Architectures. Kept as plain diffusers/transformers config dicts so `--model DIR` checkpoints and
-# presets go through the same constructors.
-SD21_UNET = MappingProxyType(dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280), attention_head_dim=(5, 10, 20, 20),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
-                      "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=1024, use_linear_projection=True, norm_num_groups=32, act_fn="silu",
-    flip_sin_to_cos=True, freq_shift=0,
-))
-OPENCLIP_H_TEXT = MappingProxyType(dict(  # OpenCLIP ViT-H text tower, penultimate layer (23 of 24)
-    vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
-    num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=512,
-    layer_norm_eps=1e-5, bos_token_id=49406, eos_token_id=49407, pad_token_id=0,
-))
-TAESD = MappingProxyType(dict())  # AutoencoderTiny's defaults are the TAESD architecture
-SD_VAE = MappingProxyType(dict(  # SD 1.x/2.x's full VAE (AutoencoderKL), `--decoder vae`
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32,
-    block_out_channels=(128, 256, 512, 512), act_fn="silu", scaling_factor=0.18215,
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-))
-
-TINY_UNET = MappingProxyType(dict(
-    sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-    block_out_channels=(32, 64), attention_head_dim=(2, 4),
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=32, use_linear_projection=True, norm_num_groups=16, act_fn="silu",
-    flip_sin_to_cos=True, freq_shift=0,
-))
-TINY_TEXT = MappingProxyType(dict(
-    vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-    num_attention_heads=4, max_position_embeddings=77, hidden_act="gelu", projection_dim=32,
-    layer_norm_eps=1e-5, bos_token_id=49406, eos_token_id=49407, pad_token_id=0,
-))
-TINY_TAESD = MappingProxyType(dict(
-    encoder_block_out_channels=(16, 16, 16, 16), decoder_block_out_channels=(16, 16, 16, 16),
-    num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
-))
-TINY_VAE = MappingProxyType(dict(  # four levels, as SD_VAE: 8 pixels per latent cell
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=4,
-    block_out_channels=(8, 8, 16, 16), act_fn="silu", scaling_factor=0.18215, sample_size=64,
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-))
 
 
 @dataclass(frozen=True)
@@ -250,7 +245,8 @@ class Preset:
 
     def spec(self) -> ModelSpec:
         text_dim = self.text_encoder["hidden_size"] if self.text_encoder else 1024
-        return ModelSpec(name=self.name, text_dim=text_dim)
+        sample = {"default_sample_size": self.unet["sample_size"]} if self.unet else {}
+        return ModelSpec(name=self.name, text_dim=text_dim, **sample)
 
 
 PRESETS = MappingProxyType({
@@ -263,17 +259,13 @@ PRESETS = MappingProxyType({
 DEFAULT_MODEL = "sd-turbo"
 
 
-SEED_RANGE = (0, SEED_MAX)  # what torch.Generator.manual_seed takes without wrapping
-
-
 def check_seeds(seeds) -> None:
-    """Every seed an int in SEED_RANGE (numpy integers too); one-line InputError otherwise."""
+    """Every seed an int in 0..SEED_MAX (numpy integers too); one-line InputError otherwise."""
     import numbers
 
-    lo, hi = SEED_RANGE
-    bad = [s for s in seeds if not (isinstance(s, numbers.Integral) and lo <= s <= hi)]
+    bad = [s for s in seeds if not (isinstance(s, numbers.Integral) and 0 <= s <= SEED_MAX)]
     if bad:
-        raise InputError(f"seed {bad[0]} is outside {lo}..2**64-1 (image i of a run uses seed+i)")
+        raise InputError(f"seed {bad[0]} is outside 0..2**64-1 (image i of a run uses seed+i)")
 
 
 # `--decoder vae`: the model's own full VAE (a checkpoint's vae/ folder, a single file's
@@ -284,21 +276,3 @@ OWN_VAE = "vae"
 def random_decoder_label(model: str) -> str:
     """What a random-weight preset's built-in TAESD is called (`decoder_id`, PNG metadata)."""
     return f"{model} (random TAESD)"
-
-
-def check_model_source(model: str) -> None:
-    """Refuse at once a --model that can be no preset, directory or HF id: a path that does not
-    exist (not "not a diffusers model directory") or a bare name that is no preset (a typo:
-    named with the presets, not "not in the local HF cache")."""
-    import difflib
-    from pathlib import Path
-
-    if model in PRESETS or Path(model).expanduser().exists():
-        return
-    presets = ", ".join(PRESETS)
-    if model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model:
-        raise InputError(f"--model {model}: no such directory (presets: {presets})")
-    if "/" not in model:
-        close = difflib.get_close_matches(model, PRESETS, n=1)
-        raise InputError(f"--model {model}: not a preset ({presets}), a directory or an HF id "
-                         f"(owner/name)" + (f"; did you mean {close[0]}?" if close else ""))

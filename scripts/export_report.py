@@ -71,13 +71,13 @@ def full(work: Path) -> dict:
 def full_parity(directory: Path) -> dict:
     """One prompt and seed through the fused fp32 graph (onnxruntime, CPU) and torch fp32."""
     from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
-    from pahi_rt.specs import MODES
+    from pahi_rt.specs import MODES, RenderShape
 
     model = load_model("synthetic", device="cpu")
     images = {}
     for backend in ("torch", "onnxruntime"):
-        config = PipelineConfig(backend=backend, mode=MODES["gaussian-1step"], batch=1,
-                                height=512, width=512,
+        config = PipelineConfig(backend=backend, mode=MODES["gaussian-1step"],
+                                shape=RenderShape(batch=1, height=512, width=512),
                                 artifacts=directory if backend != "torch" else None)
         t0 = time.perf_counter()
         with open_pipeline(model, config) as pipe:
@@ -94,7 +94,7 @@ def tiny() -> dict:
 
     from pahi_rt.export.first_use import export_on_first_use
     from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
-    from pahi_rt.specs import MODES
+    from pahi_rt.specs import MODES, RenderShape
 
     prompts = ["a red fox in the snow", "an astronaut riding a horse", "a bowl of ramen",
                "a lighthouse at dusk"]
@@ -108,11 +108,13 @@ def tiny() -> dict:
         for precision in ("fp32", "fp16"):
             for mode in ("pahi-1step", "gaussian-1step", "gaussian-2step"):
                 with open_pipeline(model, PipelineConfig(
-                        backend="torch", mode=MODES[mode], batch=4, height=64, width=64)) as p:
+                        backend="torch", mode=MODES[mode],
+                        shape=RenderShape(batch=4, height=64, width=64))) as p:
                     ref = p(prompts, range(4)).astype(int)
                 for fused in (True, False):
-                    cfg = PipelineConfig(backend="onnxruntime", mode=MODES[mode], batch=4,
-                                         height=64, width=64, precision=precision, fused=fused)
+                    cfg = PipelineConfig(backend="onnxruntime", mode=MODES[mode],
+                                         shape=RenderShape(batch=4, height=64, width=64,
+                                                           precision=precision), fused=fused)
                     with open_pipeline(model, cfg, export=export_on_first_use) as pipe:
                         d = np.abs(pipe(prompts, range(4)).astype(int) - ref)
                     rows[f"{precision} {mode} {'fused' if fused else 'staged'}"] = {

@@ -75,11 +75,12 @@ def render(model, backend, precision, mode, prompts, size, calibration):
     from pahi_rt.hostmem import give_back_freed_memory
     from pahi_rt.export.first_use import export_on_first_use
     from pahi_rt.runtime.pipeline import PipelineConfig, open_pipeline
-    from pahi_rt.specs import MODES
+    from pahi_rt.specs import MODES, RenderShape
 
     out, times = [], []
-    config = PipelineConfig(backend=backend, mode=MODES[mode], batch=1, height=size, width=size,
-                            precision=precision, calibration=calibration)
+    config = PipelineConfig(backend=backend, mode=MODES[mode],
+                            shape=RenderShape(batch=1, height=size, width=size,
+                                              precision=precision), calibration=calibration)
     with open_pipeline(model, config, log=print, export=export_on_first_use) as pipe:
         for i, p in enumerate(prompts):
             t0 = time.perf_counter()
@@ -92,12 +93,12 @@ def render(model, backend, precision, mode, prompts, size, calibration):
 
 
 def compare(backend, precision, mode, images, ref, prompts, seconds) -> dict:
-    import torch
-
     from synthetic_scorers import colour_by_word, fixed_colour
 
+    from pahi_rt.pixels import uint8_to_unit
+
     def score(x):
-        t = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+        t = uint8_to_unit(x)
         return {f.__name__: float(f()(t, prompts).mean()) for f in (colour_by_word, fixed_colour)}
     diff = np.abs(images.astype(int) - ref.astype(int))
     s, r = score(images), score(ref)

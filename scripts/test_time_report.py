@@ -65,14 +65,14 @@ def full_size(iters: int = 2) -> dict:
     from pahi_rt.test_time import search as tt
     from pahi_rt.scorers.scorer_set import ScorerSet
     from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
-    from pahi_rt.specs import MODES
+    from pahi_rt.specs import MODES, RenderShape
 
     model = load_model("synthetic", device="cpu", noise=("pahi",), random_heads=True)
     scorers = ScorerSet.load([SCORER])
     prompt, rows = ["a red kite"], []
     for noise in ("gaussian", "pahi"):
         pipe = open_pipeline(model, PipelineConfig(backend="torch", mode=MODES[f"{noise}-1step"],
-                                                     batch=2))
+                                                     shape=RenderShape(batch=2)))
         pipe(prompt, [0])  # warm-up
         t0 = time.perf_counter()
         pipe(prompt, [0])

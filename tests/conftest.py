@@ -43,9 +43,10 @@ def pahi_head():
 def _export(tmp_path_factory, components, head, precision, engines=()):
     from pahi_rt.export.artifacts import export_artifacts
     from pahi_rt.export.build import ExportOptions
+    from pahi_rt.specs import RenderShape
 
     out = tmp_path_factory.mktemp(f"artifacts_{precision}")
-    options = ExportOptions(height=64, width=64, batch=2, precision=precision, engines=engines)
+    options = ExportOptions(RenderShape(2, 64, 64, precision), engines=engines)
     return export_artifacts(components, out, options, head, head_source="random pahi head")
 
 

@@ -10,7 +10,7 @@ from pahi_rt.artifacts.cache import cache_dir, cache_root, inductor_cache_dir
 from pahi_rt.artifacts.first_use import ExportRequest
 from pahi_rt.errors import ArtifactError
 from pahi_rt.io import atomic_write_files
-from pahi_rt.specs import MODES, component_graphs
+from pahi_rt.specs import MODES, RenderShape, component_graphs
 
 
 def test_cache_roots_are_pure(tmp_path):
@@ -27,8 +27,8 @@ def test_cache_roots_are_pure(tmp_path):
 
 def _request(width: int) -> ExportRequest:
     return ExportRequest(components=None, head=None, head_source=None, sources={},
-                         directory=None, graphs=(), height=64, width=width, batch=1,
-                         precision="fp32")
+                         directory=None, graphs=(),
+                         shape=RenderShape(batch=1, height=64, width=width, precision="fp32"))
 
 
 def test_cache_dir_follows_sources_and_shapes(tmp_path, monkeypatch):
@@ -54,8 +54,8 @@ def test_no_exporter_no_export(tiny_components, pahi_head, tmp_path, monkeypatch
     from pahi_rt.runtime.pipeline import PipelineConfig, ensure_artifacts
 
     monkeypatch.setenv("PAHI_RT_CACHE", str(tmp_path))
-    config = PipelineConfig(backend="onnxruntime", mode=MODES["pahi-1step"], batch=2,
-                            height=64, width=64)
+    config = PipelineConfig(backend="onnxruntime", mode=MODES["pahi-1step"],
+                            shape=RenderShape(batch=2, height=64, width=64))
     with pytest.raises(ArtifactError, match="--artifacts DIR"):
         ensure_artifacts(_model(tiny_components, pahi_head), config, print)
 
@@ -66,8 +66,9 @@ def test_exporter_gets_what_the_run_needs(tiny_components, pahi_head, tmp_path, 
     monkeypatch.setenv("PAHI_RT_CACHE", str(tmp_path))
     model, asked = _model(tiny_components, pahi_head), []
     for backend, fused in (("onnxruntime", True), ("tensorrt", False), ("openvino", True)):
-        config = PipelineConfig(backend=backend, mode=MODES["pahi-1step"], batch=2, height=64,
-                                width=64, precision="fp32", fused=fused)
+        config = PipelineConfig(backend=backend, mode=MODES["pahi-1step"],
+                                shape=RenderShape(batch=2, height=64, width=64, precision="fp32"),
+                                fused=fused)
         directory = ensure_artifacts(model, config, print, lambda r, log: asked.append(r))
         assert asked[-1].directory == directory and directory.parent == tmp_path
     parts = ("text_encoder", "head", "unet", "decoder")

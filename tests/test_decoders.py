@@ -10,7 +10,7 @@ import torch
 
 from pahi_rt import sampling
 from pahi_rt.errors import InputError
-from pahi_rt.specs import MODES, NAMES, OWN_VAE
+from pahi_rt.specs import MODES, NAMES, OWN_VAE, RenderShape
 
 PROMPTS, SEEDS = ["a red fox in the snow", "an astronaut riding a horse"], [5, 6]
 
@@ -27,7 +27,7 @@ def vae_artifacts(tmp_path_factory, vae_components):
     from pahi_rt.export.artifacts import export_artifacts
     from pahi_rt.export.build import ExportOptions
 
-    options = ExportOptions(height=64, width=64, batch=2, precision="fp32",
+    options = ExportOptions(shape=RenderShape(batch=2, height=64, width=64, precision="fp32"),
                             graphs=("gaussian-1step",))
     return export_artifacts(vae_components, tmp_path_factory.mktemp("vae_artifacts"), options)
 
@@ -52,7 +52,7 @@ def test_onnxruntime_matches_torch_with_the_full_vae(vae_components, vae_artifac
     from pahi_rt.runtime.ort_backend import OrtBackend
     from pahi_rt.runtime.torch_backend import TorchBackend
 
-    cfg = RunConfig(MODES["gaussian-1step"], batch=2, height=64, width=64)
+    cfg = RunConfig(MODES["gaussian-1step"], RenderShape(batch=2, height=64, width=64))
     ids = sampling.tokenize(vae_components.tokenizer, PROMPTS).numpy()
     eps = sampling.draw_eps(SEEDS, vae_components.spec.latent_shape(64, 64)).numpy()
     ref = TorchBackend(cfg, vae_components, sampling.gaussian).run(ids, eps)

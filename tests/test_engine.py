@@ -7,6 +7,7 @@ import pytest
 from pahi_rt.artifacts import manifest as mf, tensorrt
 from pahi_rt.errors import EngineError
 from pahi_rt.export import engine
+from pahi_rt.specs import RenderShape
 
 from helpers import has_module
 
@@ -64,7 +65,8 @@ def test_dynamic_batch_graph_and_engine_profile(tmp_path, tiny_components, pahi_
     from pahi_rt.export.build import ExportOptions
     from pahi_rt.specs import NAMES
 
-    options = ExportOptions(64, 64, batch=2, max_batch=4, graphs=("head",), engines=("head",))
+    options = ExportOptions(RenderShape(2, 64, 64), max_batch=4, graphs=("head",),
+                            engines=("head",))
     report = export_artifacts(tiny_components, tmp_path, options, pahi_head)
     entry = mf.find_artifact(report.manifest, "head", "engine")
     assert entry["profile"][NAMES.eps] == [[1, 4, 8, 8], [2, 4, 8, 8], [4, 4, 8, 8]]
@@ -92,7 +94,7 @@ def test_other_trt_version_or_target_rebuilds_engine(tiny_artifacts, tiny_compon
 
     out = tmp_path / "a"
     shutil.copytree(tiny_artifacts.directory, out)
-    options = ExportOptions(64, 64, 2, graphs=("pahi-1step",), engines=("pahi-1step",))
+    options = ExportOptions(RenderShape(2, 64, 64), graphs=("pahi-1step",), engines=("pahi-1step",))
     assert export_artifacts(tiny_components, out, options, pahi_head).built == []
     real = engine.flavour_version()
     monkeypatch.setattr(engine, "flavour_version", lambda: {**real, "version": "9.9.9"})

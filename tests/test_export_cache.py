@@ -17,12 +17,12 @@ from pahi_rt.export.artifacts import export_artifacts
 from pahi_rt.export.build import ExportOptions
 from pahi_rt.io import atomic_write_json
 from pahi_rt.runtime.backend import RunConfig
-from pahi_rt.specs import MODES
+from pahi_rt.specs import MODES, RenderShape
 from pahi_rt.runtime.ort_backend import OrtBackend
 
 from helpers import random_head
 
-OPTIONS = ExportOptions(height=64, width=64, batch=2)
+OPTIONS = ExportOptions(RenderShape(2, 64, 64))
 
 
 def _copy(report, tmp_path) -> Path:
@@ -35,7 +35,7 @@ def test_second_export_reuses_everything(tiny_artifacts, tiny_components, pahi_h
     out = _copy(tiny_artifacts, tmp_path)
     engines = tuple(e["graph"] for e in tiny_artifacts.manifest["artifacts"]
                     if e["kind"] == "engine")
-    options = ExportOptions(height=64, width=64, batch=2, engines=engines)
+    options = ExportOptions(RenderShape(2, 64, 64), engines=engines)
     report = export_artifacts(tiny_components, out, options, pahi_head, "random pahi head")
     assert report.built == []
     assert len(report.reused) == len(tiny_artifacts.manifest["artifacts"])
@@ -45,7 +45,8 @@ def test_changed_head_rebuilds_only_what_uses_it(tiny_artifacts, tiny_components
     out = _copy(tiny_artifacts, tmp_path)
     other = random_head(seed=7)
     only = ("text_encoder", "head", "pahi-1step", "gaussian-1step")
-    report = export_artifacts(tiny_components, out, ExportOptions(64, 64, 2, graphs=only), other)
+    report = export_artifacts(tiny_components, out,
+                              ExportOptions(RenderShape(2, 64, 64), graphs=only), other)
     assert sorted(report.built) == ["head.onnx", "pahi-1step.onnx"]
     assert sorted(report.reused) == ["decoder.onnx", "gaussian-1step.onnx", "text_encoder.onnx",
                                      "unet.onnx"]
@@ -59,12 +60,12 @@ def test_file_existence_is_not_trusted(tiny_artifacts, tiny_components, pahi_hea
     out = _copy(tiny_artifacts, tmp_path)
     path = out / "gaussian-1step.onnx"
     path.write_bytes(path.read_bytes()[:1000])
-    cfg = RunConfig(MODES["gaussian-1step"], batch=2, height=64, width=64)
+    cfg = RunConfig(MODES["gaussian-1step"], RenderShape(2, 64, 64))
     backend = OrtBackend(cfg, out, tiny_components.spec, "cpu")
     with pytest.raises(ArtifactError, match="corrupt"):
         backend.session("gaussian-1step")
     report = export_artifacts(tiny_components, out, ExportOptions(
-        64, 64, 2, graphs=("gaussian-1step", "unet")), pahi_head)
+        RenderShape(2, 64, 64), graphs=("gaussian-1step", "unet")), pahi_head)
     assert report.built == ["gaussian-1step.onnx"]
     assert sorted(report.reused) == ["decoder.onnx", "text_encoder.onnx", "unet.onnx"]
     assert mf.is_intact(out, mf.find_artifact(mf.read_manifest(out), "gaussian-1step", "onnx"))
@@ -94,8 +95,10 @@ CHILD = textwrap.dedent("""
     from pahi_rt.components import load_components
     from pahi_rt.export.artifacts import export_artifacts
     from pahi_rt.export.build import ExportOptions
+    from pahi_rt.specs import RenderShape
     report = export_artifacts(load_components("tiny"), sys.argv[1],
-                              ExportOptions(64, 64, 1, graphs=("head", "decoder")), random_head())
+                              ExportOptions(RenderShape(1, 64, 64), graphs=("head", "decoder")),
+                              random_head())
     print("built", len(report.built), "reused", len(report.reused))
 """)
 

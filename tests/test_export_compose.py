@@ -17,7 +17,7 @@ from pahi_rt.export.onnx_export import export_graph
 from pahi_rt.runtime.backend import RunConfig, null_timer
 from pahi_rt.runtime.ort_backend import OrtBackend
 from pahi_rt.runtime.torch_backend import TorchBackend
-from pahi_rt.specs import MODES, NAMES
+from pahi_rt.specs import MODES, NAMES, RenderShape
 
 from helpers import traced_fused_graph
 
@@ -40,11 +40,12 @@ def test_composed_equals_traced_staged_and_torch(tiny_artifacts, tiny_components
                  (torch.from_numpy(ids), torch.from_numpy(eps)), graph_spec(mode), traced_path)
     traced = ort.InferenceSession(str(traced_path), providers=["CPUExecutionProvider"]).run(
         None, {NAMES.input_ids: ids, NAMES.eps: eps})[0]
-    backend = OrtBackend(RunConfig(m, 2, 64, 64), tiny_artifacts.directory, comps.spec, "cpu")
+    backend = OrtBackend(RunConfig(m, RenderShape(2, 64, 64)), tiny_artifacts.directory,
+                         comps.spec, "cpu")
     assert backend.fused
     composed = backend.run(ids, eps)
     staged = backend.run_staged(ids, eps, null_timer)
-    reference = TorchBackend(RunConfig(m, 2, 64, 64), comps,
+    reference = TorchBackend(RunConfig(m, RenderShape(2, 64, 64)), comps,
                              head or sampling.gaussian).run(ids, eps)
     assert reference.std() > 20, "images need contrast for the comparison to mean anything"
     for other in (traced, staged, reference):

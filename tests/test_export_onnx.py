@@ -10,7 +10,7 @@ from pahi_rt.artifacts import manifest as mf
 from pahi_rt.export import cleanup, graphs
 from pahi_rt.io import sha256_file
 from pahi_rt.export.build import graph_plan
-from pahi_rt.specs import NAMES
+from pahi_rt.specs import NAMES, RenderShape
 
 EXPECTED = {"text_encoder", "head", "unet", "decoder", "pahi-1step", "gaussian-1step",
             "gaussian-2step"}
@@ -128,7 +128,7 @@ def test_large_graph_path_external_data(tmp_path, monkeypatch, tiny_components,
 
     monkeypatch.setattr(onnx_export, "STREAM_BYTES", 1000)
     report = export_artifacts(tiny_components, tmp_path, ExportOptions(
-        64, 64, 2, "fp16", graphs=("unet",)))
+        RenderShape(2, 64, 64, "fp16"), graphs=("unet",)))
     entry = mf.find_artifact(report.manifest, "unet", "onnx")
     assert entry["external_data"] == "unet.onnx.data" and entry["external_data_sha256"]
     onnx.checker.check_model(str(tmp_path / "unet.onnx"))

@@ -140,7 +140,7 @@ def test_pipeline_without_prompts_raises_the_project_error():
     from pahi_rt.errors import InputError
     from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
 
-    pipe = open_pipeline(load_model("tiny", device="cpu"), PipelineConfig(height=64, width=64))
+    pipe = open_pipeline(load_model("tiny", device="cpu"), PipelineConfig())  # tiny: 64x64
     with pytest.raises(InputError, match="0 prompts and 0 seeds"):
         pipe([], [])
     with pytest.raises(InputError, match="1 prompts and 2 seeds"):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from pahi_rt import sampling
 from pahi_rt.runtime.backend import RunConfig, null_timer
 from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
-from pahi_rt.specs import MODES
+from pahi_rt.specs import MODES, RenderShape
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -28,7 +28,8 @@ def _cpu_reference(comps, head, mode):
     from pahi_rt.runtime.torch_backend import TorchBackend
 
     source = head if MODES[mode].noise != "gaussian" else sampling.gaussian
-    return TorchBackend(RunConfig(MODES[mode], 2, 64, 64), comps, source).run(*_ids_eps(comps))
+    return TorchBackend(RunConfig(MODES[mode], RenderShape(2, 64, 64)), comps,
+                        source).run(*_ids_eps(comps))
 
 
 @pytest.mark.parametrize("mode", ["pahi-1step", "gaussian-2step"])
@@ -38,7 +39,7 @@ def test_onnxruntime_cuda_matches_torch(tiny_artifacts, tiny_components, pahi_he
         pytest.skip("onnxruntime has no CUDA provider (pip install 'pahi-rt[gpu]')")
     from pahi_rt.runtime.ort_backend import OrtBackend
 
-    backend = OrtBackend(RunConfig(MODES[mode], 2, 64, 64), tiny_artifacts.directory,
+    backend = OrtBackend(RunConfig(MODES[mode], RenderShape(2, 64, 64)), tiny_artifacts.directory,
                          tiny_components.spec, "cuda")
     ref = _cpu_reference(tiny_components, pahi_head, mode).astype(int)
     ids, eps = _ids_eps(tiny_components)
@@ -54,7 +55,7 @@ def test_compiled_cuda_graph_matches_eager():
     model = load_model("tiny", device="cuda", noise=("pahi",), random_heads=True, height=64,
                        width=64)
     mode = MODES["pahi-1step"]
-    base = dict(backend="torch", mode=mode, batch=2, height=64, width=64)
+    base = dict(backend="torch", mode=mode, shape=RenderShape(batch=2, height=64, width=64))
     eager = open_pipeline(model, PipelineConfig(**base))
     compiled = open_pipeline(model, PipelineConfig(**base, compile=True))
     a, b = compiled(PROMPTS, SEEDS), eager(PROMPTS, SEEDS)
@@ -68,9 +69,11 @@ def test_compiled_cuda_graph_matches_eager():
 def test_fp16_on_cuda_close_to_fp32():
     model = load_model("tiny", device="cuda", height=64, width=64)
     mode = MODES["gaussian-1step"]
-    base = dict(backend="torch", mode=mode, batch=2, height=64, width=64)
-    fp32 = open_pipeline(model, PipelineConfig(**base, precision="fp32"))(PROMPTS, SEEDS)
-    fp16 = open_pipeline(model, PipelineConfig(**base, precision="fp16"))(PROMPTS, SEEDS)
+    base = dict(backend="torch", mode=mode)
+    fp32 = open_pipeline(model, PipelineConfig(**base, shape=RenderShape(
+        batch=2, height=64, width=64, precision="fp32")))(PROMPTS, SEEDS)
+    fp16 = open_pipeline(model, PipelineConfig(**base, shape=RenderShape(
+        batch=2, height=64, width=64, precision="fp16")))(PROMPTS, SEEDS)
     diff = np.abs(fp16.astype(int) - fp32.astype(int))
     assert diff.max() <= 16 and diff.mean() <= 2, (diff.max(), diff.mean())
 

@@ -7,7 +7,7 @@ import torch
 from pahi_rt.errors import InputError
 from pahi_rt.heads.checkpoint import load_head, save_head
 from pahi_rt.heads.head import HeadConfig, build_head
-from pahi_rt.specs import ModelSpec
+from pahi_rt.specs import ModelSpec, RenderShape
 
 SPEC = ModelSpec(name="tiny", text_dim=32)
 
@@ -69,7 +69,8 @@ def test_generate_with_head_uses_it(tmp_path):
     save_head(head, tmp_path / "h")
     model = load_model("tiny", device="cpu", head=tmp_path / "h", noise=("hi",), height=64,
                        width=64)
-    a, b = (open_pipeline(model, PipelineConfig(mode=MODES[m], height=64, width=64))(["a"], [0])
+    shape = RenderShape(height=64, width=64)
+    a, b = (open_pipeline(model, PipelineConfig(mode=MODES[m], shape=shape))(["a"], [0])
             for m in ("hi-1step", "gaussian-1step"))
     assert model.head_path == str(tmp_path / "h") and (a != b).any()
 

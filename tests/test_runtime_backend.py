@@ -17,7 +17,7 @@ from pahi_rt.errors import BackendError, InputError
 from pahi_rt.runtime.backend import RunConfig
 from pahi_rt.runtime.ort_backend import OrtBackend
 from pahi_rt.runtime.torch_backend import TorchBackend
-from pahi_rt.specs import GRAPHS, MODES, NAMES
+from pahi_rt.specs import GRAPHS, MODES, NAMES, RenderShape
 
 PROMPTS, SEEDS = ["a red fox in the snow", "an astronaut riding a horse"], [5, 6]
 
@@ -28,7 +28,7 @@ def _inputs(comps):
 
 
 def _config(mode="gaussian-1step"):
-    return RunConfig(MODES[mode], batch=2, height=64, width=64)
+    return RunConfig(MODES[mode], RenderShape(batch=2, height=64, width=64))
 
 
 def test_torch_backend_closes_and_refuses_after(tiny_components, pahi_head):
@@ -53,7 +53,7 @@ def test_with_releases_on_exceptions(tiny_components):
     model = LoadedModel(tiny_components, {}, "cpu", None)
     model.cache["onnxruntime"] = {"a session": object()}
     pipe = Pipeline(model, TorchBackend(_config(), tiny_components),
-                    PipelineConfig(height=64, width=64))
+                    PipelineConfig(shape=RenderShape(height=64, width=64)))
     with pytest.raises(RuntimeError, match="boom"):
         with model, pipe:
             assert pipe(PROMPTS[:1], [0]).shape == (1, 64, 64, 3)

@@ -7,7 +7,7 @@ import numpy as np
 
 from pahi_rt.runtime.backend import null_timer
 from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
-from pahi_rt.specs import MODES
+from pahi_rt.specs import MODES, RenderShape
 
 
 def test_compiled_matches_eager_on_cpu(tmp_path, monkeypatch):
@@ -15,7 +15,7 @@ def test_compiled_matches_eager_on_cpu(tmp_path, monkeypatch):
     model = load_model("tiny", device="cpu", noise=("pahi",), random_heads=True, height=64,
                        width=64)
     mode, prompts, seeds = MODES["pahi-1step"], ["a cat", "a dog"], [1, 2]
-    base = dict(backend="torch", mode=mode, batch=2, height=64, width=64)
+    base = dict(backend="torch", mode=mode, shape=RenderShape(batch=2, height=64, width=64))
     eager = open_pipeline(model, PipelineConfig(**base))
     compiled = open_pipeline(model, PipelineConfig(**base, compile=True))
     reference = eager(prompts, seeds).astype(int)

@@ -10,7 +10,7 @@ from pahi_rt.export import graphs
 from pahi_rt.runtime.backend import RunConfig
 from pahi_rt.runtime.ort_backend import OrtBackend
 from pahi_rt.runtime.torch_backend import TorchBackend
-from pahi_rt.specs import MODES, NAMES
+from pahi_rt.specs import MODES, NAMES, RenderShape
 
 PROMPTS, SEEDS = ["a red fox in the snow", "an astronaut riding a horse"], [5, 6]
 # fp16 vs torch fp32 on the tiny model, measured: max 10, mean < 1 level (bench/results/cpu-2core)
@@ -25,12 +25,12 @@ def _inputs(comps):
 
 def _reference(comps, head, mode):
     source = head if MODES[mode].noise != "gaussian" else sampling.gaussian
-    cfg = RunConfig(MODES[mode], batch=2, height=64, width=64)
+    cfg = RunConfig(MODES[mode], RenderShape(2, 64, 64))
     return TorchBackend(cfg, comps, source).run(*_inputs(comps))
 
 
 def _ort(artifacts, comps, mode, precision="fp32"):
-    cfg = RunConfig(MODES[mode], batch=2, height=64, width=64, precision=precision)
+    cfg = RunConfig(MODES[mode], RenderShape(2, 64, 64, precision))
     return OrtBackend(cfg, artifacts.directory, comps.spec, "cpu")
 
 
@@ -89,7 +89,7 @@ def test_fp16_within_measured_tolerance(tiny_artifacts_fp16, tiny_components, pa
 def test_wrong_shape_or_precision_is_refused(tiny_artifacts, tiny_components):
     from pahi_rt.errors import ArtifactError
 
-    cfg = RunConfig(MODES["pahi-1step"], batch=2, height=64, width=64, precision="fp16")
+    cfg = RunConfig(MODES["pahi-1step"], RenderShape(2, 64, 64, "fp16"))
     with pytest.raises(ArtifactError, match="export again"):
         OrtBackend(cfg, tiny_artifacts.directory, tiny_components.spec)
 
@@ -109,8 +109,8 @@ def test_hi_head_fused_graph(tmp_path, tiny_components):
 
     head = random_head("hi", seed=5)
     export_artifacts(tiny_components, tmp_path, ExportOptions(
-        64, 64, 2, graphs=("head", "hi-1step")), head)
-    cfg = RunConfig(MODES["hi-1step"], batch=2, height=64, width=64)
+        RenderShape(2, 64, 64), graphs=("head", "hi-1step")), head)
+    cfg = RunConfig(MODES["hi-1step"], RenderShape(2, 64, 64))
     ids, eps = _inputs(tiny_components)
     ref = TorchBackend(cfg, tiny_components, head).run(ids, eps)
     out = OrtBackend(cfg, tmp_path, tiny_components.spec, "cpu").run(ids, eps)

@@ -12,7 +12,7 @@ from pahi_rt.errors import ArtifactError, BackendError
 from pahi_rt.runtime.backend import RunConfig, null_timer
 from pahi_rt.runtime.ov_backend import OpenVinoBackend
 from pahi_rt.runtime.torch_backend import TorchBackend
-from pahi_rt.specs import MODES
+from pahi_rt.specs import MODES, RenderShape
 
 pytest.importorskip("openvino")
 
@@ -30,12 +30,12 @@ def _inputs(comps):
 
 def _reference(comps, head, mode):
     source = head if MODES[mode].noise != "gaussian" else sampling.gaussian
-    cfg = RunConfig(MODES[mode], batch=2, height=64, width=64)
+    cfg = RunConfig(MODES[mode], RenderShape(2, 64, 64))
     return TorchBackend(cfg, comps, source).run(*_inputs(comps))
 
 
 def _ov(directory, comps, mode, precision="fp32", **kw):
-    cfg = RunConfig(MODES[mode], batch=2, height=64, width=64, precision=precision)
+    cfg = RunConfig(MODES[mode], RenderShape(2, 64, 64, precision))
 
     def tokenize(prompts):
         return sampling.tokenize(comps.tokenizer, prompts).numpy()

@@ -10,7 +10,7 @@ from pahi_rt.runtime.backend import RunConfig
 from pahi_rt.runtime.pipeline import LoadedModel, Pipeline, PipelineConfig
 from pahi_rt.runtime.prompt_cache import Conditioning, PromptCache
 from pahi_rt.runtime.torch_backend import TorchBackend
-from pahi_rt.specs import MODES
+from pahi_rt.specs import MODES, RenderShape
 
 PROMPTS = ["a red fox", "a blue boat", "a red fox"]
 
@@ -31,9 +31,10 @@ def test_lru_bound_and_counters():
 
 def _pipeline(comps, head, cache=None, mode="pahi-1step", batch=2):
     model = LoadedModel(comps, {"pahi": head} if head is not None else {}, "cpu", None)
-    config = PipelineConfig(backend="torch", mode=MODES[mode], batch=batch, height=64, width=64)
+    config = PipelineConfig(backend="torch", mode=MODES[mode],
+                            shape=RenderShape(batch=batch, height=64, width=64))
     source = head if head is not None else sampling.gaussian
-    backend = TorchBackend(RunConfig(MODES[mode], batch, 64, 64), comps, source)
+    backend = TorchBackend(RunConfig(MODES[mode], RenderShape(batch, 64, 64)), comps, source)
     return Pipeline(model, backend, config, prompt_cache=cache)
 
 
@@ -80,8 +81,8 @@ def test_artifact_backend_runs_its_head_graph(tiny_artifacts, tiny_components, p
     from pahi_rt.runtime.ort_backend import OrtBackend
 
     model = LoadedModel(tiny_components, {"pahi": pahi_head}, "cpu", None)
-    config = PipelineConfig(backend="onnxruntime", mode=MODES["pahi-1step"], batch=2, height=64,
-                            width=64)
+    config = PipelineConfig(backend="onnxruntime", mode=MODES["pahi-1step"],
+                            shape=RenderShape(batch=2, height=64, width=64))
     backend = OrtBackend(config.run_config(), tiny_artifacts.directory, tiny_components.spec)
     plain = Pipeline(model, backend, config)(PROMPTS, [1, 2, 3])
     cache = PromptCache()

@@ -6,14 +6,14 @@ import pytest
 
 from pahi_rt import sampling
 from pahi_rt.runtime.backend import RunConfig, WallTimer
-from pahi_rt.specs import MODES
+from pahi_rt.specs import MODES, RenderShape
 from pahi_rt.runtime.torch_backend import TorchBackend
 
 
 @pytest.mark.parametrize("mode", ["gaussian-1step", "gaussian-2step"])
 def test_torch_backend_matches_reference(tiny_components, mode):
     prompts, seeds = ["a cat", "a dog"], [3, 4]
-    cfg = RunConfig(MODES[mode], batch=2, height=64, width=64)
+    cfg = RunConfig(MODES[mode], RenderShape(2, 64, 64))
     backend = TorchBackend(cfg, tiny_components)
     ids = sampling.tokenize(tiny_components.tokenizer, prompts).numpy()
     eps = sampling.draw_eps(seeds, tiny_components.spec.latent_shape(64, 64)).numpy()

@@ -6,7 +6,7 @@ import pytest
 
 from pahi_rt import sampling
 from pahi_rt.runtime.backend import RunConfig
-from pahi_rt.specs import MODES
+from pahi_rt.specs import MODES, RenderShape
 
 from helpers import has_module
 
@@ -30,14 +30,15 @@ def test_engine_matches_torch(tmp_path, tiny_components, pahi_head, mode):
     targets = ("current",)  # TensorRT-RTX builds for this GPU (classic TensorRT always does)
     graphs = ("text_encoder", "unet", "decoder", "head", mode)
     export_artifacts(tiny_components, tmp_path, ExportOptions(
-        64, 64, 2, graphs=graphs, engines=graphs, build=BuildOptions(targets=targets)), pahi_head)
+        shape=RenderShape(batch=2, height=64, width=64), graphs=graphs, engines=graphs,
+        build=BuildOptions(targets=targets)), pahi_head)
     from pahi_rt.artifacts.tensorrt import engine_validity
     from pahi_rt.export import engine as trt_engine
 
     validity, why = engine_validity((tmp_path / f"{mode}.engine").read_bytes())
     if validity == "INVALID" and "UNSUPPORTED_CC" in why:  # e.g. TensorRT-RTX on Hopper
         pytest.skip(f"{trt_engine.flavour_version()} does not run on this GPU: {why}")
-    cfg = RunConfig(MODES[mode], batch=2, height=64, width=64)
+    cfg = RunConfig(MODES[mode], RenderShape(2, 64, 64))
     ids = sampling.tokenize(tiny_components.tokenizer, ["a cat", "a dog"]).numpy()
     eps = sampling.draw_eps([1, 2], (4, 8, 8)).numpy()
     source = pahi_head if mode.startswith("pahi") else sampling.gaussian

@@ -67,11 +67,11 @@ def client(server):
 def reference():
     """generate's pipeline in this process: (prompt, seed) -> its pixels."""
     from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
-    from pahi_rt.specs import MODES
+    from pahi_rt.specs import MODES, RenderShape
 
     pipe = open_pipeline(load_model("tiny", device="cpu"),
                          PipelineConfig(backend="torch", mode=MODES["gaussian-1step"],
-                                        batch=1, height=64, width=64))
+                                        shape=RenderShape(batch=1, height=64, width=64)))
     return lambda prompt, seed: pipe([prompt], [seed])[0].astype(np.int16)
 
 

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..specs import RenderShape, ShapeFields
+
 
 @dataclass(frozen=True)
-class ExportRequest:
-    """Graphs (and engines) a run needs in `directory`, at its shapes and precision, exported
-    from `components` (fp32 CPU, what exports trace) and `head` (None: no head graph)."""
+class ExportRequest(ShapeFields):
+    """Graphs (and engines) a run needs in `directory`, at `shape` (sized: no None height or
+    width; precision fp32 | fp16), exported from `components` (fp32 CPU, what exports trace)
+    and `head` (None: no head graph)."""
 
     components: Any  # pahi_rt.components.Components
     head: Any  # a NoiseHead or None
@@ -22,10 +25,7 @@ class ExportRequest:
     sources: dict  # keys.source_hashes(components, head), computed once by the caller
     directory: Path
     graphs: tuple[str, ...]
-    height: int  # pixels
-    width: int
-    batch: int
-    precision: str  # fp32 | fp16
+    shape: RenderShape
     engines: tuple[str, ...] = ()  # graphs to build TensorRT engines for
     max_batch: int = 0  # the runtime exports static shapes
     targets: tuple[str, ...] = ("current",)  # engines built on first use run on this GPU

@@ -19,9 +19,9 @@ from ..io import sha256_json
 
 # Modules whose code shapes an exported graph: their source is part of every ONNX key. They are
 # located by name (their source is read, not imported), so reading needs no exporter import.
-GRAPH_CODE = ("pahi_rt.specs", "pahi_rt.sampling", "pahi_rt.heads.head", "pahi_rt.export.graphs",
-              "pahi_rt.export.cleanup", "pahi_rt.export.onnx_export", "pahi_rt.export.external",
-              "pahi_rt.export.compose")
+GRAPH_CODE = ("pahi_rt.specs", "pahi_rt.sampling", "pahi_rt.pixels", "pahi_rt.heads.head",
+              "pahi_rt.export.graphs", "pahi_rt.export.cleanup", "pahi_rt.export.onnx_export",
+              "pahi_rt.export.external", "pahi_rt.export.compose")
 # Packages whose version changes the graphs written (exporter, cleanup, fp16 converter).
 GRAPH_TOOLS = ("torch", "onnx", "onnxslim", "onnxruntime")
 
@@ -92,6 +92,7 @@ def source_hashes(components, head=None) -> dict:
 
 
 def options_key(options) -> list:
-    """The one key form of the shapes and precision graphs are exported at: `options` has
-    height, width (pixels), batch, max_batch (0: static batch) and precision."""
-    return [options.height, options.width, options.batch, options.max_batch, options.precision]
+    """What of the export options keys a graph and its cache directory: `options.shape.key`
+    (the one shape form, `specs.RenderShape.key`, e.g. "1x512x512-fp32") and `options.max_batch`
+    (0: static batch). `options` is an `export.build.ExportOptions` with its size filled in."""
+    return [options.shape.key, options.max_batch]

@@ -11,7 +11,7 @@ from ..errors import InputError
 from ..extras import check_extras
 from .common import (SCORER_SYNTAX, Artifacts, BestOfOption, Decoder, Device, DtypeAlias,
                      Height, Precision, RefineLr, RefineOption, RefineReg, Width, echo_err, fits,
-                     pick_precision)
+                     image_size, pick_precision)
 
 DEFAULT_BACKENDS = "torch,onnxruntime,tensorrt,openvino,diffusers"
 DEFAULT_MODES = "pahi-1step,gaussian-1step,gaussian-2step"
@@ -68,8 +68,8 @@ def bench(
     modes: str = typer.Option(DEFAULT_MODES, help="Comma list: pahi-1step, hi-1step, "
                               "gaussian-1step, gaussian-2step."),
     batch: str = typer.Option("1", help="Batch size, or a comma list (e.g. 1,4): rows for each."),
-    height: Height = 512,
-    width: Width = 512,
+    height: Height = None,
+    width: Width = None,
     precision: Precision = "fp32",
     dtype: DtypeAlias = None,
     device: Device = "auto",
@@ -109,14 +109,14 @@ def bench(
     from ..scorers.spec import parse_scorers
     from ..test_time.options import check_test_time
     from ..prompts import read_prompts
-    from ..specs import MODES, check_image_size
+    from ..specs import MODES, RenderShape
 
     names = split_list(backends, ROW_NAMES, "--backends")
     if not fused:
         names = tuple(dict.fromkeys(n if n in ("torch", "torch-compile", "diffusers") or
                                     n.endswith("-staged") else f"{n}-staged" for n in names))
     mode_names = split_list(modes, tuple(MODES), "--modes")
-    check_image_size(height, width)
+    height, width = image_size(model, height, width)
     texts = ([p.text for p in read_prompts(prompts)] if prompts
              else ["a red fox in the snow, photograph"])
     calibration = (tuple(p.text for p in read_prompts(calibration_prompts))[:CALIBRATION_PROMPTS]
@@ -136,7 +136,8 @@ def bench(
                       test_time=test_time, interleave=interleave, calibration=calibration,
                       fused_stages=fused_stages)
 
-    fits(model, PipelineConfig(height=height, width=width), device, run=False, decoder=decoder)
+    fits(model, PipelineConfig(shape=RenderShape(height=height, width=width)), device, run=False,
+         decoder=decoder)
     loaded = load_model(model, decoder, device=device, head=head, height=height, width=width,
                         noise=tuple(MODES[m].noise for m in mode_names), random_heads=True,
                         log=echo_err)

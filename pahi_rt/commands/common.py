@@ -115,6 +115,21 @@ def resolve_precision(precision: str, backend: str, device: str, log=echo_err) -
     return picked
 
 
+def image_size(model: str, height: int | None, width: int | None) -> tuple[int, int]:
+    """--height/--width, checked; one not given is the model's default size (`hub.default_size`:
+    a preset's own, a checkpoint's UNet sample_size x 8), as diffusers' default_sample_size.
+    A --model that can be no model is refused first (`hub.check_model_source`)."""
+    from ..hub import check_model_source, default_size
+    from ..specs import check_image_size
+
+    check_model_source(model)
+    if height is None or width is None:
+        h, w = default_size(model)
+        height, width = h if height is None else height, w if width is None else width
+    check_image_size(height, width)
+    return height, width
+
+
 def fits(model: str, config, device: str, export: bool = False, run: bool = True,
          decoder: str | None = None) -> None:
     """Refuse (one line naming what would fit) a step the machine's memory cannot hold."""
@@ -143,8 +158,10 @@ Model = Annotated[str, typer.Option(help="Preset (sd-turbo, synthetic, tiny), di
 Decoder = Annotated[Optional[str], typer.Option(
     help="AutoencoderTiny dir / HF id, a taesd_decoder.safetensors file, an AutoencoderKL dir, "
          "or vae: the model's own full VAE (slower, the checkpoint's fidelity).")]
-Height = Annotated[int, typer.Option(help="Image height, a multiple of 8.")]
-Width = Annotated[int, typer.Option(help="Image width, a multiple of 8.")]
+Height = Annotated[Optional[int], typer.Option(
+    help="Image height, a multiple of 8 (default: the model's own, e.g. 64 for tiny).")]
+Width = Annotated[Optional[int], typer.Option(
+    help="Image width, a multiple of 8 (default: the model's own, e.g. 64 for tiny).")]
 Precision = Annotated[str, typer.Option(
     help="fp32 | fp16 | bf16 | int8 | auto. bf16: torch, openvino; int8: openvino (NNCF-quantized "
          "UNet); auto: bf16 on a CPU with bf16 units (torch, openvino), fp16 on a GPU, else fp32.")]

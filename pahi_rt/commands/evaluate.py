@@ -95,7 +95,7 @@ def _evaluate(o: EvalOptions) -> None:
                "size": f"{width}x{height}", "head_training": {
                    k: training.get(k) for k in ("scorer", "steps", "best_step", "val_loss",
                                                 "val_win_rate")}}
-    table = markdown(result, f"{config.mode.upper()} vs Gaussian: {o.head} on {o.model}")
+    table = markdown(result, f"{config.kind.upper()} vs Gaussian: {o.head} on {o.model}")
     if o.json_path:
         io.atomic_write_text(o.json_path, json.dumps(summary, indent=2))
     if o.markdown_path:

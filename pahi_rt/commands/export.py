@@ -1,6 +1,7 @@
 """`pahi-rt export`: ONNX graphs (components and fused), TensorRT engines and a manifest."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -8,7 +9,7 @@ import typer
 
 from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
-from .common import Decoder, DtypeAlias, Model, echo_err, fits, pick_precision
+from .common import Decoder, DtypeAlias, Model, echo_err, fits, image_size, pick_precision
 
 
 def export_cmd(
@@ -16,8 +17,10 @@ def export_cmd(
     decoder: Decoder = None,
     head: Optional[Path] = typer.Option(None, help="HI/PAHI head checkpoint dir: adds the head "
                                         "graph and the fused `<mode>-1step` graph."),
-    height: int = typer.Option(512, help="Image height (static shape)."),
-    width: int = typer.Option(512, help="Image width (static shape)."),
+    height: Optional[int] = typer.Option(None, help="Image height (static shape; default: the "
+                                         "model's own, e.g. 64 for tiny)."),
+    width: Optional[int] = typer.Option(None, help="Image width (static shape; default: the "
+                                        "model's)."),
     batch: int = typer.Option(1, help="Batch size (static, or the profile's optimum)."),
     max_batch: int = typer.Option(0, help="> --batch: dynamic batch axis and an engine "
                                   "optimisation profile 1..max-batch."),
@@ -39,12 +42,14 @@ def export_cmd(
     from ..artifacts.tensorrt import trt_module
     from ..export.engine import DEFAULT_TARGETS, BuildOptions, check_targets
     from ..io import ensure_writable_dir
-    from ..specs import check_image_size, check_model_source
+    from ..hub import check_model_source
+    from ..specs import RenderShape
 
     # arguments first: torch and the model libraries take seconds to import
     check_model_source(model)
-    check_image_size(height, width)
-    precision = pick_precision(precision, dtype)
+    height, width = image_size(model, height, width)
+    shape = RenderShape(batch=batch, height=height, width=width,
+                        precision=pick_precision(precision, dtype))
     check_targets(target or DEFAULT_TARGETS)
     ensure_writable_dir(out, "--out")  # before any loading (an existing file, /proc/...)
     from ..components import load_components
@@ -53,8 +58,8 @@ def export_cmd(
     from ..heads.checkpoint import load_head
     from ..runtime.pipeline import PipelineConfig
 
-    fits(model, PipelineConfig(backend="onnxruntime", batch=max(batch, max_batch), height=height,
-                               width=width, precision=precision),
+    fits(model, PipelineConfig(backend="onnxruntime",
+                               shape=replace(shape, batch=max(batch, max_batch))),
          "cpu", export=True, run=False, decoder=decoder)
     comps = load_components(model, decoder)
     noise_head = load_head(head, comps.spec, height, width) if head else None
@@ -66,8 +71,7 @@ def export_cmd(
             engines = tuple(engine_graph) or names
         except MissingDependencyError as e:
             typer.secho(f"warning: engines skipped: {e}", fg="yellow", err=True)
-    options = ExportOptions(height=height, width=width, batch=batch, max_batch=max_batch,
-                            precision=precision, graphs=tuple(graph),
+    options = ExportOptions(shape=shape, max_batch=max_batch, graphs=tuple(graph),
                             engines=engines,
                             build=BuildOptions(targets=check_targets(target or DEFAULT_TARGETS)))
     report = export_artifacts(comps, out, options.check(), noise_head,

@@ -14,7 +14,7 @@ from ..specs import DEFAULT_MODEL
 from .common import (Artifacts, Backend, BestOfOption, Compile, Decoder, Device, DtypeAlias,
                      Height, Model, Noise, Precision, PromptColumn, PromptField, RefineLr,
                      RefineOption, RefineReg, Scorers, Steps, Width, check_backend, check_number,
-                     echo_err, fits, pick_precision, resolve_precision)
+                     echo_err, fits, image_size, pick_precision, resolve_precision)
 from .options import GenerateOptions
 
 
@@ -33,8 +33,8 @@ def generate(
     head: Optional[Path] = typer.Option(None, help="Head checkpoint dir for --noise hi|pahi."),
     steps: Steps = 1,
     seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
-    height: Height = 512,
-    width: Width = 512,
+    height: Height = None,
+    width: Width = None,
     precision: Precision = "fp32",
     dtype: DtypeAlias = None,
     device: Device = "auto",
@@ -77,7 +77,7 @@ def check(o: GenerateOptions) -> GenerateOptions:
     value with its prompts read, its test-time options and its precision resolved."""
     from ..prompts import Prompt, normalise, read_prompts
     from ..scorers.spec import parse_scorers
-    from ..specs import check_image_size, check_model_source, check_seeds, parse_mode
+    from ..specs import check_seeds, parse_mode
     from ..test_time.options import check_test_time
 
     check_number("--refine-lr", o.refine_lr, 0.0, 1e4, low_open=True)
@@ -89,19 +89,19 @@ def check(o: GenerateOptions) -> GenerateOptions:
     check_backend(o.backend, o.device)
     check_extras("generate", backend=o.backend, artifacts=o.artifacts, scorer=o.scorers,
                  ray=o.ray)
-    check_model_source(o.model)
+    height, width = image_size(o.model, o.height, o.width)  # --model checked first
     parse_mode(o.noise, o.steps)
     test_time = check_test_time(o.best_of, o.refine, o.refine_lr, o.refine_reg, o.scorers,
                                 o.backend)
     parse_scorers(o.scorers)
-    check_image_size(o.height, o.width)
     precision = resolve_precision(pick_precision(o.precision, o.dtype), o.backend, o.device)
     texts = (read_prompts(o.prompts, o.prompt_column, o.prompt_field) if o.prompts
              else [Prompt(normalise(o.prompt), 0)])
     check_seeds([o.seed, o.seed + len(texts) - 1])  # the whole run's seeds, before any work
     if o.ray_run and o.image_format not in (None, "png"):
         raise InputError("--ray writes PNGs (its index verifies them); drop --format")
-    return replace(o, precision=precision, dtype=None, texts=tuple(texts), test_time=test_time)
+    return replace(o, height=height, width=width, precision=precision, dtype=None,
+                   texts=tuple(texts), test_time=test_time)
 
 
 def render(o: GenerateOptions) -> None:
@@ -109,11 +109,12 @@ def render(o: GenerateOptions) -> None:
     from .. import image_files
     from ..export.first_use import export_on_first_use
     from ..runtime.pipeline import PipelineConfig, load_model, open_pipeline
-    from ..specs import parse_mode
+    from ..specs import RenderShape, parse_mode
 
-    config = PipelineConfig(backend=o.backend, mode=parse_mode(o.noise, o.steps),
-                            batch=min(o.best_of, 8), height=o.height, width=o.width,
-                            precision=o.precision, artifacts=o.artifacts, compile=o.compile)
+    shape = RenderShape(batch=min(o.best_of, 8), height=o.height, width=o.width,
+                        precision=o.precision)
+    config = PipelineConfig(backend=o.backend, mode=parse_mode(o.noise, o.steps), shape=shape,
+                            artifacts=o.artifacts, compile=o.compile)
     fits(o.model, config, o.device, export=o.backend != "torch" and o.artifacts is None,
          decoder=o.decoder)
     if o.ray_run:

@@ -25,8 +25,8 @@ class GenerateOptions:
     head: Path | None
     steps: int
     seed: int  # image i has seed + i
-    height: int
-    width: int
+    height: int | None  # None: the model's default size (filled in by `check`)
+    width: int | None
     precision: str  # after checking: never 'auto'
     dtype: str | None  # the old spelling of --precision
     device: str

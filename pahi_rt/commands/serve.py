@@ -11,7 +11,7 @@ import typer
 from ..errors import InputError
 from ..specs import DEFAULT_MODEL
 from .common import (Artifacts, Backend, Decoder, Device, Height, Model, Noise, Precision, Steps,
-                     Width, check_number, pick_precision, resolve_precision)
+                     Width, check_number, image_size, pick_precision, resolve_precision)
 from .options import absolute_path
 
 Address = typer.Option(None, help="Ray cluster to deploy to (default: $RAY_ADDRESS, else an "
@@ -41,8 +41,8 @@ def serve(
     head: Optional[Path] = typer.Option(None, help="Head checkpoint dir for --noise hi|pahi "
                                         "(watched: a new head in it is taken up live)."),
     steps: Steps = 1,
-    height: Height = 512,
-    width: Width = 512,
+    height: Height = None,
+    width: Width = None,
     sizes: Optional[str] = SIZES,
     step_counts: Optional[str] = STEP_COUNTS,
     precision: Precision = "fp32",
@@ -75,7 +75,7 @@ def serve(
     from ..serving.schema import ServeSettings
 
     check_extras("serve", backend=backend, artifacts=artifacts)
-    size_list = parse_sizes(sizes if sizes else f"{width}x{height}")
+    size_list = parse_sizes(sizes) if sizes else [image_size(model, height, width)]
     step_list = parse_counts(step_counts) if step_counts else [steps]
     _check_ranges(port, replicas, gpus_per_replica, max_batch, batch_wait_ms, max_queued)
     check_number("--cpus-per-replica", cpus_per_replica, 0.0, 1024.0, low_open=True)

@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..extras import check_extras
 from ..specs import DEFAULT_MODEL
 from .common import (SCORER_HELP, Decoder, Device, DtypeAlias, PromptColumn, PromptField,
-                     check_number, pick_precision)
+                     check_number, image_size, pick_precision)
 from .options import TrainOptions
 
 SCORER_DEFAULTS = {"steps": 100_000, "batch_size": 72, "val_every": 1000, "patience": 5}
@@ -69,10 +69,10 @@ def train(
                                            "lower val loss (0: never; default 5)."),
     hidden: Optional[int] = typer.Option(None, help="Head MLP width (default 144: ~5M "
                                          "parameters at 512x512; with --init: the head's)."),
-    height: Optional[int] = typer.Option(None, help="Image height (default 512; kto/dpo: the "
-                                         "records')."),
-    width: Optional[int] = typer.Option(None, help="Image width (default 512; kto/dpo: the "
-                                        "records')."),
+    height: Optional[int] = typer.Option(None, help="Image height (default: the model's own, "
+                                         "e.g. 64 for tiny; kto/dpo: the records')."),
+    width: Optional[int] = typer.Option(None, help="Image width (default: the model's own; "
+                                        "kto/dpo: the records')."),
     seed: int = typer.Option(0, help="Seed of data order, noise and pretraining."),
     device: Device = "auto",
     precision: str = typer.Option("fp32", help="fp32 | fp16 | bf16: the dtype the frozen "
@@ -159,13 +159,12 @@ def _scorer_training(o: TrainOptions):
     from ..scorers.spec import parse_scorers
     from ..training.config import TrainConfig
     from ..training.train_with_scorers import make_accelerator, train as run_training
-    from ..specs import check_image_size
 
-    config = TrainConfig(**o.settings, hidden=144 if o.hidden is None else o.hidden,
-                         height=o.height or 512, width=o.width or 512)
-    config.check()
     parse_scorers(o.scorers)  # syntax errors before any loading
-    check_image_size(config.height, config.width)
+    height, width = image_size(o.model or DEFAULT_MODEL, o.height, o.width)
+    config = TrainConfig(**o.settings, hidden=144 if o.hidden is None else o.hidden,
+                         height=height, width=width)
+    config.check()
     train_set = data.load_prompts(o.prompts, o.prompt_column, o.prompt_field)
     if o.val_prompts:
         val_set = data.load_prompts(o.val_prompts, o.prompt_column, o.prompt_field,

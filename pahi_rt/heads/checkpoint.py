@@ -93,8 +93,7 @@ def read_head_config(directory: str | Path) -> tuple[HeadConfig, dict]:
     meta = read_json_object(directory / CONFIG, f"--head {directory}", ModelLoadError)
     try:
         training = meta.pop("training", {})
-        meta["latent_shape"] = tuple(meta["latent_shape"])
-        config = HeadConfig(**meta)
+        config = HeadConfig.from_dict(meta)
     except (ValueError, KeyError, TypeError) as e:
         raise ModelLoadError(f"--head {directory}: bad {CONFIG} ({e})") from None
     problem = config.problem()
@@ -142,7 +141,7 @@ def check_base_model(directory, config: HeadConfig, model_spec) -> None:
     conditioning it reads differs (PAHI: the text embedding width), and used with a warning
     naming both models when only the weights may differ (its noise was tuned for the other)."""
     trained_on, here = config.base_model, model_spec.name
-    if config.mode == "pahi" and config.text_dim != model_spec.text_dim:
+    if config.kind == "pahi" and config.text_dim != model_spec.text_dim:
         raise InputError(f"--head {directory} was trained on {trained_on or 'another model'} "
                          f"({config.text_dim}-wide text embeddings); --model {here} gives "
                          f"{model_spec.text_dim}-wide ones, so its conditioning differs: train a "
@@ -173,8 +172,8 @@ def load_head(directory: str | Path, model_spec, height: int | None = None,
     from safetensors.torch import load_file
 
     config = usable_head_config(directory)
-    if expect_mode and config.mode != expect_mode:
-        raise InputError(f"--head {directory} is a '{config.mode}' head, not '{expect_mode}'")
+    if expect_mode and config.kind != expect_mode:
+        raise InputError(f"--head {directory} is a '{config.kind}' head, not '{expect_mode}'")
     check_base_model(directory, config, model_spec)
     if height and width and tuple(config.latent_shape) != model_spec.latent_shape(height, width):
         c, h, w = config.latent_shape

@@ -7,21 +7,32 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """Everything needed to rebuild a head from its checkpoint (stored as config.json)."""
+    """Everything needed to rebuild a head from its checkpoint (stored as config.json).
 
-    mode: str  # "hi" (one global mu, sigma) or "pahi" (prompt-adaptive)
+    `kind` is what the head is (hi | pahi), not a render mode (`specs.Mode`: noise + steps);
+    config.json keeps the key `mode` for it, so every checkpoint ever written still loads."""
+
+    kind: str  # "hi" (one global mu, sigma) or "pahi" (prompt-adaptive); "mode" on disk
     latent_shape: tuple[int, int, int]  # (C, h, w) the head predicts; fixes the image size
     text_dim: int  # width D of the text embeddings it reads (pahi)
     hidden: int = 144  # MLP width: ~5M parameters at 512x512 with D = 1024, as in the paper
     base_model: str = ""  # the diffusion model it was trained for
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "latent_shape": list(self.latent_shape)}
+        """The config.json form (the kind under its on-disk key `mode`)."""
+        d = asdict(self)
+        return {"mode": d.pop("kind"), **d, "latent_shape": list(self.latent_shape)}
+
+    @classmethod
+    def from_dict(cls, meta: dict) -> "HeadConfig":
+        """From the config.json form; TypeError/KeyError on missing or unknown keys."""
+        meta = dict(meta)
+        return cls(kind=meta.pop("mode"), **{**meta, "latent_shape": tuple(meta["latent_shape"])})
 
     def problem(self) -> str | None:
         """What is wrong with these values (a config.json edited by hand), or None."""
-        if self.mode not in ("hi", "pahi"):
-            return f"mode must be hi or pahi, got {self.mode!r}"
+        if self.kind not in ("hi", "pahi"):
+            return f"mode must be hi or pahi, got {self.kind!r}"
         if len(self.latent_shape) != 3 or not _positive_ints(*self.latent_shape):
             return f"latent_shape must be 3 positive integers, got {list(self.latent_shape)}"
         if not _positive_ints(self.text_dim, self.hidden):

@@ -1,8 +1,9 @@
 """Drop-in for stock diffusers: initial latents from a HI/PAHI head for `pipe(latents=...)`.
 
     pipe = StableDiffusionPipeline.from_pretrained("stabilityai/sd-turbo")
-    head = load_head("runs/pahi", spec, 512, 512)
-    latents = initial_latents(head, ["a red fox"], [7], 512, 512, pipe=pipe)
+    height, width = spec.default_size  # what the head was trained at
+    head = load_head("runs/pahi", spec, height, width)
+    latents = initial_latents(head, ["a red fox"], [7], height, width, pipe=pipe)
     image = pipe("a red fox", latents=latents, num_inference_steps=1, guidance_scale=0.0).images[0]
 
 The pipeline multiplies given latents by `scheduler.init_noise_sigma` itself, so these are

@@ -107,7 +107,7 @@ class NoiseHead(nn.Module):
 
 
 def build_head(config: HeadConfig) -> nn.Module:
-    return {"hi": GlobalPrior, "pahi": NoiseHead}[config.mode](config)
+    return {"hi": GlobalPrior, "pahi": NoiseHead}[config.kind](config)
 
 
 @torch.no_grad()

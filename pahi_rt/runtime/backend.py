@@ -24,19 +24,17 @@ from typing import Any, Callable, ClassVar, Iterator
 import numpy as np
 
 from ..errors import BackendError, InputError
-from ..specs import Mode, ModelSpec, unet_stage
+from ..specs import Mode, ModelSpec, RenderShape, ShapeFields, unet_stage
 from .input_checks import InputChecks
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Static shape and precision one backend instance is built for."""
+class RunConfig(ShapeFields):
+    """The mode and the static shape/precision one backend instance is built for. `shape.batch`:
+    images per call (static backends pad smaller calls up to it); sizes are resolved."""
 
     mode: Mode
-    batch: int = 1  # images per call; static backends pad smaller calls up to it
-    height: int = 512
-    width: int = 512
-    precision: str = "fp32"  # fp32 | fp16 | bf16 (torch only)
+    shape: RenderShape  # precision: fp32 | fp16 | bf16 (torch only)
 
 
 TextOutputs = dict  # the text encoder's outputs by tensor name (specs.NAMES), [B, ...] each

@@ -61,7 +61,8 @@ class CompiledTorchBackend(TorchBackend):
 
     @torch.inference_mode()
     def _unet_step_impl(self, index, x, text):
-        return sampling.denoise(self.unet, x, text[NAMES.text_embeddings], self._one_step(index))
+        return sampling.denoise(self.unet, x, text[NAMES.text_embeddings],
+                                self.schedule.step(index))
 
     @torch.inference_mode()
     def _decode_impl(self, latents):

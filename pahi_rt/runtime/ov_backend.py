@@ -45,7 +45,7 @@ class OpenVinoBackend(ArtifactBackend):
             raise BackendError(f"--backend openvino runs {', '.join(HINTS)}, not "
                                f"{config.precision}")
         # the graphs on disk are fp32 whatever OpenVINO computes them in
-        self.artifact_config = replace(config, precision="fp32")
+        self.artifact_config = replace(config, shape=replace(config.shape, precision="fp32"))
         int8 = config.precision == "int8"
         super().__init__(self.artifact_config, artifacts, spec, torch.device("cpu"),
                          fused and not int8)  # int8 quantizes the UNet graph: staged

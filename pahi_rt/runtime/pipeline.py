@@ -1,7 +1,8 @@
 """The one place a prompt->image pipeline is opened; generate, bench and serve call it.
 
     with load_model("synthetic", device="cuda", head="runs/pahi") as model:      # once
-        config = PipelineConfig(backend="onnxruntime", mode=MODES["pahi-1step"], batch=4)
+        config = PipelineConfig(backend="onnxruntime", mode=MODES["pahi-1step"],
+                                shape=RenderShape(batch=4))          # the model's size
         with open_pipeline(model, config, export=export_on_first_use) as pipe:  # export.first_use
             images = pipe(prompts, seeds)                            # uint8 [B, H, W, 3]
 
@@ -29,8 +30,8 @@ import torch
 from .. import sampling
 from ..artifacts.first_use import Exporter, ExportRequest
 from ..errors import ArtifactError, InputError
-from ..specs import (BACKENDS, GRAPHS, MODES, PRECISIONS, SEED_RANGE, Mode,  # noqa: F401
-                     check_seeds, component_graphs)
+from ..specs import (BACKENDS, GRAPHS, MODES, PRECISIONS, SEED_MAX, Mode,  # noqa: F401
+                     RenderShape, ShapeFields, check_seeds, component_graphs)
 from .backend import Backend, Closing, RunConfig, Timer
 from .config_check import check_config
 
@@ -38,15 +39,13 @@ Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(ShapeFields):
     """What to run: backend, mode, shapes, precision, and where artifacts come from."""
 
     backend: str = "torch"  # torch | onnxruntime | tensorrt | openvino
     mode: Mode = MODES["gaussian-1step"]
-    batch: int = 1
-    height: int = 512
-    width: int = 512
-    precision: str = "fp32"  # fp32 | fp16 | bf16 (torch, openvino) | int8 (openvino)
+    # precision: fp32 | fp16 | bf16 (torch, openvino) | int8 (openvino); a None size: the model's
+    shape: RenderShape = RenderShape()
     artifacts: Path | None = None  # exported dir; None: export into the cache on first use
     fused: bool = True  # artifact backends: one fused graph/engine per call when the mode has one
     compile: bool = False  # torch: torch.compile, and CUDA-graph replay on a GPU
@@ -58,7 +57,7 @@ class PipelineConfig:
         return "fp32" if self.backend == "openvino" else self.precision
 
     def run_config(self) -> RunConfig:
-        return RunConfig(self.mode, self.batch, self.height, self.width, self.precision)
+        return RunConfig(self.mode, self.shape)
 
 
 class LoadedModel(Closing):
@@ -124,7 +123,9 @@ class LoadedModel(Closing):
     def torch_components(self, precision: str):
         """The components on the run device in `precision` (the fp32 CPU ones when they match;
         a converted copy while exports may still need fp32, else converted in place)."""
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        from ..components import DTYPES
+
+        dtype = DTYPES[precision]
         if self.device.type == "cpu" and dtype == torch.float32:
             return self.base
         if dtype not in self._torch:
@@ -136,11 +137,12 @@ class LoadedModel(Closing):
 
 
 def load_model(model: str, decoder: str | None = None, *, device: str = "auto",
-               head: str | Path | None = None, noise: Sequence[str] = (), height: int = 512,
-               width: int = 512, random_heads: bool = False, keep_fp32: bool = True,
-               log: Log = lambda m: None) -> LoadedModel:
+               head: str | Path | None = None, noise: Sequence[str] = (),
+               height: int | None = None, width: int | None = None, random_heads: bool = False,
+               keep_fp32: bool = True, log: Log = lambda m: None) -> LoadedModel:
     """Load `model` once. Heads: the checkpoint `head` for each kind in `noise` that needs one
-    (its own kind), or with `random_heads` a random head of the right shape (latency work)."""
+    (its own kind), or with `random_heads` a random head of the right shape (latency work), for
+    images of height x width (None: the model's default size)."""
     from .. import progress
     from ..components import load_components, resolve_device
     from ..heads.checkpoint import load_head
@@ -150,6 +152,8 @@ def load_model(model: str, decoder: str | None = None, *, device: str = "auto",
     with progress.stage(progress.describe_model(model), lambda: progress.parameter_count(comps),
                         log):
         comps = load_components(model, decoder)
+    shape = RenderShape(height=height, width=width).sized(comps.spec)
+    height, width = shape.height, shape.width
     heads = {}
     for kind in dict.fromkeys(k for k in noise if k != "gaussian"):
         if head is not None:
@@ -218,7 +222,9 @@ class Pipeline(Closing):
 def open_pipeline(model: LoadedModel, config: PipelineConfig, log: Log = lambda m: None,
                   export: Exporter | None = None) -> Pipeline:
     """Check the combination, export on first use with `export` if needed (see
-    `ensure_artifacts`), and open the backend."""
+    `ensure_artifacts`), and open the backend. A size `config` leaves out is the model's
+    default (`ModelSpec.default_size`)."""
+    config = replace(config, shape=config.shape.sized(model.spec))
     check_config(model, config)
     head = model.head(config.mode.noise)
     if config.backend == "torch":
@@ -247,9 +253,7 @@ def open_pipeline(model: LoadedModel, config: PipelineConfig, log: Log = lambda 
 
 def _torch_backend(model: LoadedModel, config: PipelineConfig, head) -> Backend:
     comps = model.torch_components(config.precision)
-    # a copy: the fp32 CPU head is what exports trace
-    source = sampling.gaussian if head is None else copy.deepcopy(head).to(comps.device,
-                                                                          comps.dtype)
+    source = sampling.noise_source(head, comps.device, comps.dtype)
     if config.compile:
         from .compiled import CompiledTorchBackend
 
@@ -269,6 +273,7 @@ def ensure_artifacts(model: LoadedModel, config: PipelineConfig, log: Log,
     from ..artifacts.cache import cache_dir
     from ..artifacts.manifest import check_sources
 
+    config = replace(config, shape=config.shape.sized(model.spec))
     sources = model.sources()
     if config.artifacts is not None:
         check_sources(config.artifacts, sources)
@@ -282,8 +287,8 @@ def ensure_artifacts(model: LoadedModel, config: PipelineConfig, log: Log,
     fused = (mode.name,) if config.fused and mode.name in MODES else ()
     request = ExportRequest(
         components=model.base, head=model.export_head, head_source=model.head_path,
-        sources=sources, directory=Path(), graphs=components + fused, height=config.height,
-        width=config.width, batch=config.batch, precision=config.export_precision,
+        sources=sources, directory=Path(), graphs=components + fused,
+        shape=replace(config.shape, precision=config.export_precision),
         engines=(fused or components) if config.backend == "tensorrt" else ())
     request = replace(request, directory=cache_dir(sources, request))
     log(f"artifacts: no --artifacts, using the cache {request.directory} "

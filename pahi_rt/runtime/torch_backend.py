@@ -42,16 +42,10 @@ class TorchBackend(Backend):
         e = torch.from_numpy(eps).to(self.device, self.comps.dtype)
         return mu + sigma * e  # NoiseHead.forward / GlobalPrior.forward
 
-    def _one_step(self, index: int) -> sampling.Schedule:
-        """The schedule of Euler step `index` alone (step 0 scales the unit noise)."""
-        s = self.schedule
-        return sampling.Schedule(s.timesteps[index:index + 1], s.sigmas[index:index + 2],
-                                 s.init_sigma if index == 0 else 1.0, s.prediction_type)
-
     @torch.inference_mode()
     def _unet_step_impl(self, index: int, x: Any, text: TextOutputs) -> Any:
         return sampling.denoise(self.comps.unet, x, text[NAMES.text_embeddings],
-                                self._one_step(index))
+                                self.schedule.step(index))
 
     @torch.inference_mode()
     def _decode_impl(self, latents: Any) -> Any:

@@ -43,7 +43,7 @@ def open_generation(model, s: ServeSettings, old: Generation | None = None,
     head)."""
     from ..export.first_use import export_on_first_use
     from ..runtime.pipeline import PipelineConfig, open_pipeline
-    from ..specs import parse_mode
+    from ..specs import RenderShape, parse_mode
 
     artifacts = Path(s.artifacts) if s.artifacts else None
     cache = old.prompt_cache if old is not None else prompt_cache
@@ -54,8 +54,9 @@ def open_generation(model, s: ServeSettings, old: Generation | None = None,
             pipes[key] = old.pipes[key]
             continue
         pipes[key] = open_pipeline(model, PipelineConfig(
-            backend=s.backend, mode=parse_mode(noise, steps), batch=s.max_batch, height=h,
-            width=w, precision=s.precision, artifacts=artifacts), export=export_on_first_use)
+            backend=s.backend, mode=parse_mode(noise, steps),
+            shape=RenderShape(batch=s.max_batch, height=h, width=w, precision=s.precision),
+            artifacts=artifacts), export=export_on_first_use)
         pipes[key].prompt_cache = None if pipes[key].fused else cache
     return Generation(pipes, head_key or _head_key(s.head), cache)
 

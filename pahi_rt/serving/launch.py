@@ -64,7 +64,7 @@ def check_head(noise: str, head: str | None) -> None:
         raise InputError(f"--head {head}: no such directory")
     from ..heads.checkpoint import usable_head_config
 
-    kind = usable_head_config(head).mode
+    kind = usable_head_config(head).kind
     if kind != noise:
         raise InputError(f"--head {head} is a '{kind}' head, not '{noise}' (--noise {kind})")
 

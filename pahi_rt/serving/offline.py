@@ -32,7 +32,7 @@ class RenderBatches:
 
         from ..export.first_use import export_on_first_use
         from ..runtime.pipeline import PipelineConfig, load_model, open_pipeline
-        from ..specs import parse_mode
+        from ..specs import RenderShape, parse_mode
 
         if threads:  # Ray gives an actor OMP_NUM_THREADS = its CPUs (1); the driver decides
             torch.set_num_threads(threads)
@@ -43,8 +43,8 @@ class RenderBatches:
                                 noise=(s.noise,), height=s.height, width=s.width,
                                 keep_fp32=s.backend != "torch")
         self.pipe = open_pipeline(self.model, PipelineConfig(
-            backend=s.backend, mode=parse_mode(s.noise, s.steps), batch=1, height=s.height,
-            width=s.width, precision=s.precision,
+            backend=s.backend, mode=parse_mode(s.noise, s.steps),
+            shape=RenderShape(batch=1, height=s.height, width=s.width, precision=s.precision),
             artifacts=Path(s.artifacts) if s.artifacts else None), export=export_on_first_use)
 
     def __call__(self, batch: dict) -> dict:

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..prompts import normalise
-from ..specs import SEED_MAX
+from ..specs import DEFAULT_MODEL, PRESETS, SEED_MAX
 
 MAX_IMAGES = 8  # `n` limit, as the OpenAI API's dall-e-2 limit is 10: small batches per request
+
+DEFAULT_SIZE = PRESETS[DEFAULT_MODEL].spec().default_size  # (height, width)
 
 
 @dataclass(frozen=True)
@@ -30,15 +32,15 @@ class ServeSettings:
     height/width/steps are the defaults; more_sizes ((height, width), ...) and more_steps are
     served too, each a pipeline opened at start."""
 
-    model: str = "sd-turbo"
+    model: str = DEFAULT_MODEL
     decoder: str | None = None
     head: str | None = None  # checkpoint dir for noise hi|pahi (watched for a new head)
     noise: str = "gaussian"  # the head's kind; gaussian is always served too
     backend: str = "torch"
     artifacts: str | None = None
     precision: str = "fp32"
-    height: int = 512
-    width: int = 512
+    height: int = DEFAULT_SIZE[0]  # the default model's own (`ModelSpec.default_size`)
+    width: int = DEFAULT_SIZE[1]
     steps: int = 1
     device: str = "auto"
     max_batch: int = 8  # images per pipeline call (Serve's dynamic batch)
@@ -87,8 +89,8 @@ class ImageRequest:
     steps: int
     noise: str
     seed_given: bool
-    height: int = 512
-    width: int = 512
+    height: int
+    width: int
     timeout_s: float = 0.0  # 0: no deadline
 
     @property

@@ -2,7 +2,6 @@
 (winning candidate and every candidate's score; refinement's start/best score and step time)."""
 from __future__ import annotations
 
-import copy
 import json
 import time
 from typing import Callable, Iterator, Sequence
@@ -38,8 +37,7 @@ def images(pipe, loaded, scorers, tt_config: tt.TestTime, noise: str, prompts: S
         return
     comps = loaded.torch_components(pipe.config.precision)
     head = loaded.head(noise)
-    source = sampling.gaussian if head is None else copy.deepcopy(head).to(comps.device,
-                                                                          comps.dtype)
+    source = sampling.noise_source(head, comps.device, comps.dtype)
     schedule = sampling.Schedule.from_spec(comps.spec.scheduler, pipe.config.mode.steps)
     cfg = tt_config.refine
     for start in range(0, len(prompts), REFINE_BATCH):

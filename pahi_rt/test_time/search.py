@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .. import sampling
+from ..pixels import uint8_to_unit, unit_to_uint8
 from ..render import images_from_noise, text_embeddings
 from .options import (MAX_BEST_OF, MAX_REFINE, RefineConfig, TestTime,  # noqa: F401
                       candidate_seed, check_test_time)
@@ -41,10 +42,7 @@ from .options import (MAX_BEST_OF, MAX_REFINE, RefineConfig, TestTime,  # noqa: 
 Render = Callable[[Sequence[str], Sequence[int]], np.ndarray]  # (prompts, seeds) -> uint8 NHWC
 
 
-def pixels_to_images(pixels) -> torch.Tensor:
-    """uint8 NHWC (numpy or torch) -> float [0, 1] NCHW, what scorers read."""
-    x = torch.as_tensor(np.asarray(pixels) if not isinstance(pixels, torch.Tensor) else pixels)
-    return x.permute(0, 3, 1, 2).float() / 255
+pixels_to_images = uint8_to_unit  # uint8 NHWC -> float [0, 1] NCHW, what scorers read
 
 
 @dataclass
@@ -142,7 +140,7 @@ def refine(components, source, scorers, prompts: Sequence[str], eps: torch.Tenso
         better = cpu > best
         best = torch.where(better, cpu, best)
         best_eps[better] = x.detach()[better.to(device)]
-        px = sampling.to_uint8(images.detach() * 2 - 1).cpu()
+        px = unit_to_uint8(images.detach()).cpu()
         best_px = px if best_px is None else torch.where(better.view(-1, 1, 1, 1), px, best_px)
         result.scores.append(cpu.tolist())
         if not last:
@@ -175,7 +173,7 @@ def torch_render(components, source, schedule: sampling.Schedule, shape: Sequenc
             eps = sampling.draw_eps(seeds[i:i + batch], shape).to(components.device)
             images = images_from_noise(components, source(eps.to(components.dtype), emb), emb,
                                        schedule)
-            out.append(sampling.to_uint8(images * 2 - 1).cpu().numpy())
+            out.append(unit_to_uint8(images).cpu().numpy())
         return np.concatenate(out)
     return render
 

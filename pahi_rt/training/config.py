@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import InputError
-from ..specs import SEED_MAX
+from ..specs import SEED_MAX, RenderShape
 
 WARMUP_START_LR = 1e-5  # the paper's warm-up starts here
 # The paper gives only the warm-up start (1e-5). HI's parameters are the noise itself, while one
@@ -27,7 +27,7 @@ class TrainConfig:
     """One training run. Defaults follow the paper where it says (batch 72, Adam, warm-up from
     1e-5 over 10k steps, validation every 1000 steps, patience 5)."""
 
-    mode: str = "pahi"  # "hi" or "pahi"
+    mode: str = "pahi"  # the head's kind, "hi" or "pahi" (`--mode`; not a specs.Mode)
     steps: int = 100_000  # optimiser steps (upper bound; early stopping usually ends sooner)
     batch_size: int = 72  # global batch (split over processes): prompts, records or pairs
     lr: float | None = None  # peak Adam LR after warm-up; None: DEFAULT_LR / FEEDBACK_LR[mode]
@@ -36,12 +36,17 @@ class TrainConfig:
     patience: int = 5  # validations without a lower val loss before stopping; 0: never stop
     pretrain_steps: int = 1000  # PAHI only (Eq. 10); 0 skips
     hidden: int = 144  # head MLP width (~5M parameters at 512x512, D = 1024)
-    height: int = 512
-    width: int = 512
+    height: int | None = None  # image size the head is for; None: the model's default size
+    width: int | None = None
     sampler_steps: int = 1  # Euler steps of the frozen sampler (one-step, as in the paper)
     seed: int = 0
     grad_checkpointing: bool = False  # UNet activation checkpointing (memory for time)
     objective: str = "scorer"  # scorer (Eq. 4, through the sampler) | kto | dpo (feedback)
+
+    def latent_shape(self, spec) -> tuple[int, int, int]:
+        """(C, h, w) of the head's latent for `spec` (a specs.ModelSpec) at this size."""
+        size = RenderShape(height=self.height, width=self.width).sized(spec)
+        return spec.latent_shape(size.height, size.width)
 
     def peak_lr(self) -> float:
         if self.lr is not None:

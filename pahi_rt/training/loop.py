@@ -22,6 +22,7 @@ import torch
 
 from ..errors import InputError
 from ..heads.checkpoint import save_head_in_place, update_training_info
+from ..specs import SEED_MAX
 from .state import has_train_state, load_train_state, read_train_info, save_train_state
 
 from .config import (DEFAULT_LR, FEEDBACK_LR, MAX_BATCH, MAX_HIDDEN,  # noqa: F401
@@ -79,7 +80,7 @@ def batch_indices(n: int, seed: int, step: int, batch_size: int) -> list[int]:
 
 @functools.lru_cache(maxsize=4)
 def _permutation(n: int, seed: int, epoch: int) -> list[int]:
-    seed = (seed * 7919 + epoch) % 2**64  # the same as before for every seed that fit
+    seed = (seed * 7919 + epoch) % (SEED_MAX + 1)  # the same as before for every seed that fit
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
 
 

@@ -68,7 +68,7 @@ def pretrain_loss(head, decoder: TextDecoder, emb: torch.Tensor, eps: torch.Tens
 def pretrain(head, components, prompts: list[str], config: PretrainConfig,
              on_step=None) -> dict:
     """Run Eq. 10 on `head` in place (its device); returns a summary for the checkpoint."""
-    if config.steps <= 0 or head.config.mode != "pahi":
+    if config.steps <= 0 or head.config.kind != "pahi":
         return {"steps": 0}
     device = next(head.parameters()).device
     n = 1

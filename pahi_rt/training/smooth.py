@@ -41,7 +41,7 @@ def coarsen_updates(head, grid: int) -> list:
     if grid == 0:
         return []
     c, h, w = head.config.latent_shape
-    if head.config.mode == "hi":
+    if head.config.kind == "hi":
         return [p.register_hook(lambda g: block_mean(g, grid))
                 for p in (head.mu, head.log_sigma)]
 

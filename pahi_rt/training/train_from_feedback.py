@@ -215,7 +215,7 @@ def train_from_feedback(components, records: list[Record], config: TrainConfig,
         raise InputError("training from feedback runs in one process (it needs no UNet and "
                          "takes seconds to minutes): run it without accelerate launch")
     emit = on_event or (lambda kind, step, metrics: None)
-    shape = components.spec.latent_shape(config.height, config.width)
+    shape = config.latent_shape(components.spec)
     head, reference = make_heads(components, config, fb, shape)
     try:
         check_grid(fb.update_grid, shape)
@@ -250,7 +250,8 @@ def train_from_feedback(components, records: list[Record], config: TrainConfig,
 def make_heads(components, config: TrainConfig, fb: FeedbackConfig, shape):
     """(trainable head, frozen reference of the same config) on the components' device."""
     if fb.init is not None:
-        init = load_head(fb.init, components.spec, config.height, config.width,
+        f = components.spec.vae_scale_factor
+        init = load_head(fb.init, components.spec, shape[1] * f, shape[2] * f,
                          expect_mode=config.mode)
         if config.mode == "pahi" and init.config.hidden != config.hidden:
             raise InputError(f"--init {fb.init} has hidden width {init.config.hidden}, not "

@@ -121,7 +121,7 @@ def train_feedback(components, records, config, fb, out, accelerator, resume: bo
     if accelerator.num_processes > 1:
         raise InputError("training from feedback runs in one process: run it without "
                          "accelerate launch")
-    shape = components.spec.latent_shape(config.height, config.width)
+    shape = config.latent_shape(components.spec)
     head = make_heads(components, config, fb, shape)[0] if fb.init is not None else None
     train_set, val = split_records(records, fb.val_fraction)
     data = FeedbackData(records, components, shape, needs_text=True)

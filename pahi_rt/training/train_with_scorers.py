@@ -22,6 +22,7 @@ from .. import sampling
 from ..heads.head import HeadConfig, build_head
 from .loop import DEFAULT_LR, TrainConfig, batch_indices, fit, lr_factor  # noqa: F401 (API)
 from ..render import text_embeddings
+from ..specs import SEED_MAX
 from .scorer_objective import paired_scores
 from .pretrain import PretrainConfig, pretrain
 
@@ -46,7 +47,7 @@ def batch_prompts(prompts: list[str], seed: int, step: int, batch_size: int) -> 
 
 
 def batch_eps(seed: int, step: int, batch_size: int, shape) -> torch.Tensor:
-    gen = torch.Generator().manual_seed((seed * 1_000_003 + step + 1) % 2**64)
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + step + 1) % (SEED_MAX + 1))
     return torch.randn((batch_size, *shape), generator=gen)
 
 
@@ -54,7 +55,7 @@ def batch_eps(seed: int, step: int, batch_size: int, shape) -> torch.Tensor:
 def validate(head, components, scorers, prompts: list[str], batch_size: int, config: TrainConfig,
              schedule, autocast) -> dict:
     """Paired val loss and win rate with fixed eps (VAL_SEED + i): comparable across evals."""
-    shape = components.spec.latent_shape(config.height, config.width)
+    shape = config.latent_shape(components.spec)
     losses, wins = [], []
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
@@ -89,7 +90,7 @@ def train(components, scorers, train_prompts: list[str], val_prompts: list[str],
     pretraining) instead of a fresh one; `fingerprint`: more keys --resume must match."""
     config.check()
     emit = on_event or (lambda kind, step, metrics: None)
-    shape = components.spec.latent_shape(config.height, config.width)
+    shape = config.latent_shape(components.spec)
     start = head
     if head is None:
         with torch.random.fork_rng(devices=[]):  # the head's init depends on --seed only
@@ -125,7 +126,7 @@ class ScorerObjective:
         self.train_prompts, self.val_prompts = train_prompts, val_prompts
         self.schedule = sampling.Schedule.from_spec(components.spec.scheduler,
                                                     config.sampler_steps)
-        self.shape = components.spec.latent_shape(config.height, config.width)
+        self.shape = config.latent_shape(components.spec)
 
     def loss(self, model, step: int, part: slice) -> torch.Tensor:
         c, comps = self.config, self.components

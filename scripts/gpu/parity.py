@@ -13,7 +13,7 @@ import numpy as np
 
 from pahi_rt.export.first_use import export_on_first_use
 from pahi_rt.runtime.pipeline import PipelineConfig, load_model, open_pipeline
-from pahi_rt.specs import MODES
+from pahi_rt.specs import MODES, RenderShape
 
 PROMPTS = ["a red fox in the snow, photograph", "an astronaut riding a horse on the moon",
            "a bowl of ramen, studio lighting", "a watercolor painting of a lighthouse"]
@@ -30,9 +30,9 @@ def main(out: str) -> None:
         for name, backend, precision in (("torch fp32", "torch", "fp32"),
                                          ("torch fp16", "torch", "fp16"),
                                          ("onnxruntime fp16 fused", "onnxruntime", "fp16")):
+            shape = RenderShape(batch=1, height=size, width=size, precision=precision)
             pipe = open_pipeline(model, PipelineConfig(backend=backend, mode=MODES[mode],
-                                                       batch=1, height=size, width=size,
-                                                       precision=precision), print,
+                                                       shape=shape), print,
                                  export=export_on_first_use)
             runs[name] = np.concatenate([pipe([p], [i]) for i, p in enumerate(PROMPTS)])
             pipe.close()

@@ -12,7 +12,7 @@ import time
 
 from pahi_rt.export.first_use import export_on_first_use
 from pahi_rt.runtime.pipeline import PipelineConfig, ensure_artifacts, load_model
-from pahi_rt.specs import MODES
+from pahi_rt.specs import MODES, RenderShape
 
 MODE_NAMES = ("pahi-1step", "gaussian-1step", "gaussian-2step")
 
@@ -30,8 +30,9 @@ def main() -> None:
         random_heads=True, height=size, width=size, log=print)
     backend = "tensorrt" if args.engines else "onnxruntime"
     for name in MODE_NAMES:
-        config = PipelineConfig(backend=backend, mode=MODES[name], batch=args.batch,
-                                height=size, width=size, precision=args.precision)
+        config = PipelineConfig(backend=backend, mode=MODES[name],
+                                shape=RenderShape(batch=args.batch, height=size, width=size,
+                                                  precision=args.precision))
         directory = ensure_artifacts(model, config, print, export_on_first_use)
         print(f"{name} batch {args.batch}: {directory}  ({time.perf_counter() - t0:.0f} s)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
