@@ -150,7 +150,7 @@ def _write_all(pipe, loaded, test_time, scorers, texts, seed, outputs, settings:
             meta = io.png_metadata(p.text, own_seed, settings["steps"], settings["noise"],
                                    settings["model"], loaded.head_path, settings["height"],
                                    settings["width"], loaded.base.decoder_id, extra=extra or None,
-                                   keys=keys)
+                                   keys=keys, sampler=loaded.spec.scheduler.sampler)
             try:
                 path = image_files.write(outputs, i, pixels, meta)
             except OSError as e:  # disk full, permissions changed under us, ...

@@ -40,10 +40,14 @@ class Backend(ABC):
     def __init__(self, config: RunConfig, spec: ModelSpec):
         self.config = config
         self.spec = spec
+        # Euler-ancestral noise of the next run, [steps - 1, B, 4, h, w] float32 on the host
+        # (`sampling.draw_step_noise`), set by the pipeline; None: plain Euler (torch only)
+        self.step_noise: np.ndarray | None = None
 
     @abstractmethod
     def encode_text(self, ids: np.ndarray) -> Any:
-        """ids [B, 77] int64 (host) -> text embeddings [B, 77, D] (device)."""
+        """ids [B, *spec.token_ids_shape] int64 (host) -> the UNet's conditioning (device):
+        embeddings [B, 77, D], or a `conditioning.Conditioning` for SDXL."""
 
     @abstractmethod
     def make_noise(self, eps: np.ndarray, text_embeddings: Any) -> Any:
@@ -126,10 +130,12 @@ class Backend(ABC):
         cfg = self.config
         latent = self.spec.latent_shape(cfg.height, cfg.width)
         ids, eps = np.asarray(ids), np.asarray(eps)
-        n = ids.shape[0] if ids.ndim == 2 else -1
-        if ids.shape != (n, self.spec.max_tokens) or not np.issubdtype(ids.dtype, np.integer):
-            raise InputError(f"{self.name}: token ids must be integers [B, {self.spec.max_tokens}]"
-                             f", got {ids.dtype} {list(ids.shape)}")
+        per_image = self.spec.token_ids_shape
+        n = ids.shape[0] if ids.ndim == 1 + len(per_image) else -1
+        if ids.shape != (n, *per_image) or not np.issubdtype(ids.dtype, np.integer):
+            raise InputError(f"{self.name}: token ids must be integers "
+                             f"[B, {', '.join(map(str, per_image))}], got {ids.dtype} "
+                             f"{list(ids.shape)}")
         if eps.shape != (n, *latent) or not np.issubdtype(eps.dtype, np.floating):
             raise InputError(f"{self.name}: eps must be float [{n}, {', '.join(map(str, latent))}]"
                              f", got {eps.dtype} {list(eps.shape)}")

@@ -115,7 +115,7 @@ class LoadedModel:
             return self.base
         if dtype not in self._torch:
             comps = copy.deepcopy(self.base) if self.keep_fp32 else self.base
-            for m in (comps.text_encoder, comps.unet, comps.decoder):
+            for m in comps.modules:
                 m.to(device=self.device, dtype=dtype)
             self._torch[dtype] = comps
         return self._torch[dtype]
@@ -150,7 +150,7 @@ def random_head(kind: str, spec, height: int, width: int, seed: int = 0):
     from ..heads.head import HeadConfig, build_head
 
     h = build_head(HeadConfig(kind, spec.latent_shape(height, width), spec.text_dim,
-                              base_model=spec.name))
+                              base_model=spec.name, architecture=spec.architecture))
     gen = torch.Generator().manual_seed(seed)
     for p in h.parameters():
         p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
@@ -174,12 +174,21 @@ class Pipeline:
 
     def inputs(self, prompts: Sequence[str], seeds: Sequence[int]
                ) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids [B, 77] int64 and eps [B, 4, h, w] float32: image i from seeds[i]."""
+        """Token ids [B, *spec.token_ids_shape] int64 ([B, 77]; SDXL [B, 2, 77]) and eps
+        [B, 4, h, w] float32: image i from seeds[i]."""
         if len(prompts) != len(seeds):
             raise InputError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         check_seeds(seeds)
-        ids = sampling.tokenize(self.model.base.tokenizer, prompts, self.model.spec.max_tokens)
+        ids = sampling.tokenize_prompts(self.model.base, prompts)
         return ids.numpy(), sampling.draw_eps(seeds, self.latent_shape).numpy()
+
+    def step_noise(self, seeds: Sequence[int]) -> np.ndarray | None:
+        """Euler-ancestral noise [steps - 1, B, 4, h, w] float32 from the seeds (the draws
+        after eps), or None when the sampler adds none (Euler, or one step)."""
+        steps = self.config.mode.steps
+        if not self.model.spec.scheduler.ancestral or steps < 2:
+            return None
+        return sampling.draw_step_noise(seeds, self.latent_shape, steps).numpy()
 
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
         """uint8 images [len(prompts), H, W, 3], in chunks of the pipeline's batch."""
@@ -189,9 +198,11 @@ class Pipeline:
         from .prompt_cache import run_cached
 
         b, cached = self.config.batch, self.prompt_cache is not None
-        out = [run_cached(self, prompts[i:i + b], seeds[i:i + b]) if cached else
-               self.backend.run(*self.inputs(prompts[i:i + b], seeds[i:i + b]))
-               for i in range(0, len(prompts), b)]
+        out = []
+        for i in range(0, len(prompts), b):
+            self.backend.step_noise = self.step_noise(seeds[i:i + b])
+            out.append(run_cached(self, prompts[i:i + b], seeds[i:i + b]) if cached else
+                       self.backend.run(*self.inputs(prompts[i:i + b], seeds[i:i + b])))
         return np.concatenate(out) if len(out) != 1 else out[0]
 
     def run_staged(self, prompts: Sequence[str], seeds: Sequence[int], timer: Timer
@@ -199,6 +210,7 @@ class Pipeline:
         """One batch stage by stage, each stage (tokenize included) timed by `timer`."""
         with timer("tokenize"):
             ids, eps = self.inputs(prompts, seeds)
+            self.backend.step_noise = self.step_noise(seeds)
         return self.backend.run_staged(ids, eps, timer)
 
     def close(self) -> None:

@@ -98,6 +98,8 @@ def run_cached(pipe, prompts, seeds):
     the missing prompts."""
     import torch
 
+    from .. import conditioning
+
     backend, cache = pipe.backend, pipe.prompt_cache
     ids, eps = pipe.inputs(prompts, seeds)
     if pipe.cache_prefix is None:
@@ -115,7 +117,7 @@ def run_cached(pipe, prompts, seeds):
                 found[i] = Conditioning(emb[i].clone(), mu, sigma)
                 cache.put(key, found[i])
     rows = found + [found[-1]] * (eps.shape[0] - n)
-    emb = torch.stack([c.text_embeddings for c in rows])
+    emb = conditioning.stack([c.text_embeddings for c in rows])
     mu = sigma = None
     if rows[0].mu is not None:
         mu, sigma = torch.stack([c.mu for c in rows]), torch.stack([c.sigma for c in rows])

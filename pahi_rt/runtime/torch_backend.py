@@ -22,7 +22,7 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def encode_text(self, ids: np.ndarray) -> Any:
-        return sampling.encode_text(self.comps.text_encoder, torch.from_numpy(ids))
+        return sampling.encode_prompts(self.comps, torch.from_numpy(ids))
 
     @torch.inference_mode()
     def make_noise(self, eps: np.ndarray, text_embeddings: Any) -> Any:
@@ -43,8 +43,11 @@ class TorchBackend(Backend):
     def unet_step(self, index: int, x: Any, text_embeddings: Any) -> Any:
         s = self.schedule
         one = sampling.Schedule(s.timesteps[index:index + 1], s.sigmas[index:index + 2],
-                                s.init_sigma if index == 0 else 1.0, s.prediction_type)
-        return sampling.denoise(self.comps.unet, x, text_embeddings, one)
+                                s.init_sigma if index == 0 else 1.0, s.prediction_type,
+                                s.ancestral)
+        noise = None if self.step_noise is None else torch.as_tensor(
+            self.step_noise[index:index + 1]).to(self.device, self.comps.dtype)
+        return sampling.denoise(self.comps.unet, x, text_embeddings, one, noise)
 
     @torch.inference_mode()
     def decode(self, latents: Any) -> Any:
