@@ -5,9 +5,9 @@ import gc
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, InputError
 from ..sampling import Schedule
-from ..specs import ENGINE, MODES, ONNX
+from ..specs import ENGINE, MODES, ONNX, SD2
 from . import graphs, manifest as mf
 from .build import ExportOptions, component_graphs, graph_plan, onnx_key, source_hashes
 from .compose import compose_graph
@@ -37,6 +37,9 @@ def export_artifacts(components, out_dir: str | Path, options: ExportOptions, he
     caller hands the components over; each torch module is dropped once its graph is written
     (the UNet goes first, so the other traces run without its 3.5 GB beside them)."""
     options.check()
+    if components.spec.architecture != SD2:  # graphs read one text encoder and no added conds
+        raise InputError(f"export: {components.spec.architecture} models are not exported yet "
+                         "(run them with --backend torch)")
     out = Path(out_dir)
     report = ExportReport(out)
     sources = sources or source_hashes(components, head)

@@ -120,3 +120,42 @@ def test_head_on_a_compatible_other_model_warns_naming_both(tiny_xl_components, 
         load_head(xl_pahi_head, other, 64, 64)
     text = " ".join(str(w.message) for w in caught)
     assert "trained on tiny-xl, used here with my-xl-finetune" in text
+
+
+def test_xl_pahi_learns_from_feedback(tmp_path):
+    """The feedback objective (KTO on labels) on tiny-xl's text encoders: as on tiny, a PAHI
+    head learns a prompt-dependent answer that carries to an unseen object."""
+    from test_feedback_train import config, label_records, train as train_feedback
+
+    from pahi_rt.components import load_text_components
+    from pahi_rt.render import text_embeddings
+
+    comps = load_text_components("tiny-xl")
+    assert comps.unet is None and comps.text_encoder_2 is not None
+    run = train_feedback(comps, label_records(1200, True), tmp_path / "p",
+                         config(mode="pahi", objective="kto", lr=1e-3, steps=80))
+    assert max(h["val_accuracy"] for h in run.history) > 0.65, run.history
+    head = load_head(tmp_path / "p", comps.spec, 64, 64, expect_mode="pahi")
+    mu, _ = head.distribution(text_embeddings(comps, ["a red lamp", "a blue lamp"]))
+    assert mu[0, 0].mean() > mu[1, 0].mean() + 0.02, mu[:, 0].mean((1, 2))
+
+
+def test_cli_generate_on_tiny_xl_records_the_sampler(tmp_path):
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from pahi_rt.cli import app
+    from test_cli import assert_one_line_error
+
+    small = ["--model", "tiny-xl", "--height", "64", "--width", "64", "--device", "cpu"]
+    r = CliRunner().invoke(app, ["generate", "a red fox", *small, "--steps", "2", "--seed", "3",
+                                 "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    im = Image.open(tmp_path / "00000.png")
+    assert json.loads(im.text["pahi-rt"])["sampler"] == "Euler a"
+    assert im.text["parameters"].startswith("a red fox\nSteps: 2, Sampler: Euler a, CFG scale: 0")
+    r = CliRunner().invoke(app, ["generate", "a red fox", *small, "--backend", "onnxruntime",
+                                 "--out", str(tmp_path / "o")])
+    assert_one_line_error(r, "does not run sdxl models yet")
