@@ -159,3 +159,31 @@ def test_cli_generate_on_tiny_xl_records_the_sampler(tmp_path):
     r = CliRunner().invoke(app, ["generate", "a red fox", *small, "--backend", "onnxruntime",
                                  "--out", str(tmp_path / "o")])
     assert_one_line_error(r, "does not run sdxl models yet")
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_drop_in_latents_on_a_stock_sdxl_pipeline(tiny_xl_components, xl_pahi_head, steps):
+    """`initial_latents` with a StableDiffusionXLPipeline (Euler-ancestral): the stock pipeline
+    given the head's latents (and, at 2 steps, the seed's generator after eps) renders
+    pahi-rt's image."""
+    import diffusers
+
+    from pahi_rt.heads.drop_in import initial_latents
+
+    comps = tiny_xl_components
+    head = load_head(xl_pahi_head, comps.spec, 64, 64)
+    pipe = diffusers.StableDiffusionXLPipeline(
+        vae=comps.decoder, text_encoder=comps.text_encoder, text_encoder_2=comps.text_encoder_2,
+        tokenizer=comps.tokenizer, tokenizer_2=comps.tokenizer_2, unet=comps.unet,
+        scheduler=diffusers.EulerAncestralDiscreteScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+            timestep_spacing="trailing"), add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    latents = initial_latents(head, ["a red cube"], [9], 64, 64, pipe=pipe)
+    gen = torch.Generator("cpu").manual_seed(9)
+    torch.randn((1, 4, 8, 8), generator=gen)  # the draw eps took
+    out = pipe("a red cube", latents=latents, num_inference_steps=steps, guidance_scale=0.0,
+               height=64, width=64, generator=gen, output_type="np").images
+    ref = sampling.generate(comps, ["a red cube"], [9], steps=steps, height=64, width=64,
+                            noise_source=head).numpy()
+    assert np.abs((out * 255).round().astype(int) - ref.astype(int)).max() <= 1
