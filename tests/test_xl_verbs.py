@@ -60,6 +60,7 @@ def test_xl_torch_pipeline_matches_the_reference(tiny_xl_components, xl_pahi_hea
     """`pahi-rt generate --backend torch` on tiny-xl: the pipeline (ids [B, 2, 77], ancestral
     noise from the seeds) renders what `sampling.generate` renders, with and without a head."""
     from pahi_rt.runtime.pipeline import LoadedModel, PipelineConfig, open_pipeline
+    from pahi_rt.runtime.prompt_cache import PromptCache
     from pahi_rt.specs import parse_mode
 
     comps = tiny_xl_components
@@ -75,6 +76,9 @@ def test_xl_torch_pipeline_matches_the_reference(tiny_xl_components, xl_pahi_hea
         ref = sampling.generate(comps, prompts, seeds, steps=2, height=64, width=64,
                                 noise_source=sampling.gaussian if noise == "gaussian" else head)
         assert np.array_equal(ours, ref.numpy()), noise
+        pipe.prompt_cache = PromptCache()  # conditioning cached per prompt: the same images
+        for _ in range(2):
+            assert np.array_equal(pipe(prompts, seeds), ours), noise
 
 
 @pytest.mark.parametrize("steps", [1, 2])
