@@ -34,6 +34,8 @@ def check_config(model, config) -> None:
             "--backend onnxruntime or torch"))
     if config.compile and model.spec.architecture != SD2:
         raise InputError(f"--compile runs SD 2.x models only (not {model.spec.architecture})")
+    if config.compile and model.spec.scheduler.ancestral and config.mode.steps > 1:
+        raise InputError("--compile runs Euler; Euler-ancestral at 2+ steps runs without it")
     if config.compile and name != "torch":
         raise InputError("--compile applies to --backend torch only")
     if name != "torch" and model.spec.architecture != SD2:
