@@ -13,6 +13,14 @@ The model spec (`specs.ModelSpec.conditioning`) names the tensors; this adapter 
 
 The head's text feature is the hidden state tensor in both (`text_feature`); the pooled
 projection and time ids only feed the UNet (`unet_kwargs`).
+
+Graphs (export, not yet for SDXL) are to read the same declaration: a text encoder graph per
+architecture with one output per non-time conditioning tensor (`ConditioningTensor.name`:
+text_embeddings, text_embeds), time_ids as a host input from `add_time_ids` at the run's size,
+and UNet inputs (sample, timestep, *conditioning names). A third architecture needs: a value in
+`specs.ARCHITECTURES` with its `ModelSpec.conditioning`, a branch here in `encode_prompts` and
+`unet_kwargs` (or its own Conditioning type), its detection in `components.detect_architecture`,
+and its loader parts; heads, training, test-time and the torch backend are unchanged.
 """
 from __future__ import annotations
 
