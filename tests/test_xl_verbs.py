@@ -191,3 +191,21 @@ def test_drop_in_latents_on_a_stock_sdxl_pipeline(tiny_xl_components, xl_pahi_he
     ref = sampling.generate(comps, ["a red cube"], [9], steps=steps, height=64, width=64,
                             noise_source=head).numpy()
     assert np.abs((out * 255).round().astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_reward_path_re_renders_the_recorded_ancestral_image(tiny_xl_components):
+    """Feedback with a reward model re-renders each record's image: at 2 Euler-ancestral steps
+    the later noise comes from the record's seed too, so it is the image the user saw."""
+    from pahi_rt.feedback.records import Record
+    from pahi_rt.training import reward_model as rm
+    from pahi_rt.training.train_from_feedback import FeedbackData
+    from pahi_rt.training.train_from_reward import record_features
+
+    comps = tiny_xl_components
+    records = [Record("a red cube", (11,), True), Record("a blue ball", (12,), False)]
+    data = FeedbackData(records, comps, (4, 8, 8), needs_text=True)
+    feats = record_features(data, records, comps, 2)
+    pixels = sampling.generate(comps, ["a red cube", "a blue ball"], [11, 12], steps=2,
+                               height=64, width=64)
+    seen = rm.image_features(pixels.permute(0, 3, 1, 2).float() / 255)
+    assert torch.allclose(feats, seen, atol=2 / 255)
