@@ -12,10 +12,10 @@ from pathlib import Path
 
 from ..artifacts import manifest as mf
 from ..artifacts.keys import options_key, source_hashes
-from ..errors import ArtifactError
+from ..errors import ArtifactError, InputError
 from ..io import atomic_write_bytes, atomic_write_json, sha256_file, sha256_json
 from ..sampling import Schedule
-from ..specs import ENGINE, MODES, ONNX, component_graphs
+from ..specs import ENGINE, MODES, ONNX, SD2, component_graphs
 from . import graphs
 from .build import ExportOptions, graph_plan, onnx_key
 from .compose import compose_graph
@@ -46,6 +46,9 @@ def export_artifacts(components, out_dir: str | Path, options: ExportOptions, he
     caller hands the components over; each torch module is dropped once its graph is written
     (the UNet goes first, so the other traces run without its 3.5 GB beside them)."""
     options.check()
+    if components.spec.architecture != SD2:  # graphs read one text encoder and no added conds
+        raise InputError(f"export: {components.spec.architecture} models are not exported yet "
+                         "(run them with --backend torch)")
     out = Path(out_dir)
     report = ExportReport(out)
     sources = sources or source_hashes(components, head)

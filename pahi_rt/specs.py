@@ -5,11 +5,14 @@ these frozen dataclasses instead of repeating literals.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from .errors import InputError
+from .scheduler_spec import SAMPLERS, SchedulerSpec  # noqa: F401
+from .model_configs import (CLIP_L_TEXT, OPENCLIP_BIGG_TEXT, OPENCLIP_H_TEXT,  # noqa: F401
+                            SD21_UNET, SDXL_UNET, TAESD, TINY_TAESD, TINY_TEXT, TINY_UNET,
+                            TINY_XL_UNET)
 
 
 @dataclass(frozen=True)
@@ -17,7 +20,9 @@ class TensorNames:
     """Names of graph inputs/outputs, shared by export, engine build and runtime bindings."""
 
     input_ids: str = "input_ids"  # int32/int64 [B, 77] CLIP token ids
-    text_embeddings: str = "text_embeddings"  # [B, 77, D] text encoder last hidden state
+    text_embeddings: str = "text_embeddings"  # [B, 77, D] the UNet's encoder_hidden_states
+    text_embeds: str = "text_embeds"  # SDXL [B, P] pooled projection of text_encoder_2
+    time_ids: str = "time_ids"  # SDXL [B, 6] (original H, W, crop top, left, target H, W)
     eps: str = "eps"  # [B, 4, h, w] standard normal draw (seeded on the host)
     noise: str = "noise"  # [B, 4, h, w] unit-scale initial noise mu + sigma * eps
     mu: str = "mu"  # [B, 4, h, w] noise head mean
@@ -100,77 +105,66 @@ def check_steps(steps: int, where: str = "--steps") -> None:
         raise InputError(f"{where} must be an integer from 1 to {MAX_STEPS}, got {steps!r}")
 
 
+# Architectures pahi-rt runs (`ModelSpec.architecture`) and how a checkpoint names them.
+SD2, SDXL = "sd2", "sdxl"
+ARCHITECTURES = MappingProxyType({SD2: "SD 2.x (StableDiffusionPipeline)",
+                                  SDXL: "SDXL (StableDiffusionXLPipeline)"})
+TIME_IDS = 6  # SDXL micro-conditioning: original (H, W), crop (top, left), target (H, W)
+
+
 @dataclass(frozen=True)
-class SchedulerSpec:
-    """SD-Turbo's Euler scheduler (diffusers `EulerDiscreteScheduler`), guidance 0.
+class ConditioningTensor:
+    """One tensor the UNet is conditioned on, per image (the batch dimension comes first)."""
 
-    The math (sigma_t = sqrt((1 - abar_t) / abar_t), epsilon prediction):
-      x_T     = noise * init_sigma, with init_sigma = sigma_max for trailing spacing
-      input   = x / sqrt(sigma_i^2 + 1)                    (model-input scaling)
-      x0      = x - sigma_i * eps_theta(input, t_i, c)     (epsilon prediction)
-      x       = x + (x - x0) / sigma_i * (sigma_{i+1} - sigma_i)   (Euler step; sigma_L = 0)
-    With one step the result is x0 itself.
-    """
-
-    num_train_timesteps: int = 1000  # T of the training schedule
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-    beta_schedule: str = "scaled_linear"  # betas = linspace(sqrt(b0), sqrt(b1), T)^2 ("linear" too)
-    prediction_type: str = "epsilon"  # or "v_prediction": x0 = x/(s^2+1) - s*v/sqrt(s^2+1)
-    timestep_spacing: str = "trailing"  # 1 step -> [999]; 2 steps -> [999, 499]
-    steps_offset: int = 0  # only used by "leading" spacing
-
-    def timesteps(self, steps: int) -> tuple[float, ...]:
-        """Timesteps as diffusers' EulerDiscreteScheduler.set_timesteps computes them."""
-        import numpy as np
-
-        T = self.num_train_timesteps
-        if steps < 1 or steps > T:
-            raise InputError(f"--steps must be between 1 and {T}, got {steps}")
-        if self.timestep_spacing == "trailing":
-            t = np.round(np.arange(T, 0, -T / steps)).astype(np.float32) - 1
-        elif self.timestep_spacing == "linspace":
-            t = np.linspace(0, T - 1, steps, dtype=np.float32)[::-1]
-        elif self.timestep_spacing == "leading":
-            t = (np.arange(0, steps) * (T // steps)).round()[::-1].astype(np.float32)
-            t += self.steps_offset
-        else:
-            raise InputError(f"unsupported timestep_spacing '{self.timestep_spacing}'")
-        return tuple(float(x) for x in t)
-
-    def sigmas(self, steps: int) -> tuple[float, ...]:
-        """sigma at each timestep (float32, interpolated as diffusers does), plus a final 0."""
-        import numpy as np
-        import torch
-
-        T = self.num_train_timesteps
-        if self.beta_schedule == "scaled_linear":
-            betas = torch.linspace(self.beta_start**0.5, self.beta_end**0.5, T,
-                                   dtype=torch.float32) ** 2
-        else:
-            betas = torch.linspace(self.beta_start, self.beta_end, T, dtype=torch.float32)
-        abar = torch.cumprod(1.0 - betas, dim=0)
-        all_sigmas = np.array(((1 - abar) / abar) ** 0.5)
-        s = np.interp(np.array(self.timesteps(steps)), np.arange(T), all_sigmas)
-        return tuple(float(x) for x in np.concatenate([s, [0.0]]).astype(np.float32))
-
-    def init_sigma(self, steps: int) -> float:
-        """Scale of the initial latent: sigma_max for trailing/linspace spacing (as diffusers)."""
-        s = max(self.sigmas(steps))
-        return s if self.timestep_spacing in ("trailing", "linspace") else math.sqrt(s * s + 1)
+    name: str  # tensor name in graphs (a NAMES field)
+    unet_arg: str  # UNet keyword, or a key of its `added_cond_kwargs` when `added`
+    shape: tuple[int, ...]  # per image
+    dtype: str = "model"  # the model's float dtype (diffusers casts time_ids to it too)
+    added: bool = False
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a loaded model is: enough to size tensors and rebuild the sampling math."""
+    """What a loaded model is: enough to size tensors and rebuild the sampling math.
+
+    SD 2.x: one text encoder, the UNet reads its last hidden state. SDXL: two (CLIP-L and
+    OpenCLIP-bigG); the UNet reads their penultimate hidden states concatenated
+    ([B, 77, 768 + 1280]), plus `text_embeds` (text_encoder_2's pooled projection) and
+    `time_ids` through `added_cond_kwargs`. A head's text feature is the hidden state tensor
+    (`text_dim` wide) in both.
+    """
 
     name: str  # preset name, HF id or directory
-    text_dim: int  # text encoder hidden size (cross-attention dim)
+    text_dim: int  # width of the UNet's encoder_hidden_states (cross-attention dim)
     max_tokens: int = 77  # CLIP context length
     latent_channels: int = 4
     vae_scale_factor: int = 8  # pixels per latent cell
     latent_scale: float = 1.0  # decoder input = x0 / latent_scale (AutoencoderTiny: 1.0)
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    architecture: str = SD2  # a key of ARCHITECTURES
+    pooled_dim: int = 0  # SDXL: width of text_embeds (text_encoder_2 projection_dim)
+
+    @property
+    def text_encoders(self) -> int:
+        """(tokenizer, text encoder) pairs: 1 for SD 2.x, 2 for SDXL."""
+        return 2 if self.architecture == SDXL else 1
+
+    @property
+    def token_ids_shape(self) -> tuple[int, ...]:
+        """Per-image token ids: (77,) for SD 2.x, (2, 77) for SDXL (one row per tokenizer)."""
+        n = self.max_tokens
+        return (n,) if self.text_encoders == 1 else (self.text_encoders, n)
+
+    @property
+    def conditioning(self) -> tuple[ConditioningTensor, ...]:
+        """The UNet's conditioning tensors, in the order graphs take them."""
+        hidden = ConditioningTensor(NAMES.text_embeddings, "encoder_hidden_states",
+                                    (self.max_tokens, self.text_dim))
+        if self.architecture != SDXL:
+            return (hidden,)
+        return (hidden, ConditioningTensor(NAMES.text_embeds, "text_embeds", (self.pooled_dim,),
+                                           added=True),
+                ConditioningTensor(NAMES.time_ids, "time_ids", (TIME_IDS,), added=True))
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(C, h, w) of the latent for an image size; validates the size."""
@@ -188,41 +182,7 @@ def check_image_size(height: int, width: int, multiple: int = 8, where: str = ""
                              f"{MAX_IMAGE_SIDE}, got {v}")
 
 
-# Architectures. Kept as plain diffusers/transformers config dicts so `--model DIR` checkpoints and
-# presets go through the same constructors.
-SD21_UNET = MappingProxyType(dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280), attention_head_dim=(5, 10, 20, 20),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
-                      "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=1024, use_linear_projection=True, norm_num_groups=32, act_fn="silu",
-    flip_sin_to_cos=True, freq_shift=0,
-))
-OPENCLIP_H_TEXT = MappingProxyType(dict(  # OpenCLIP ViT-H text tower, penultimate layer (23 of 24)
-    vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
-    num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=512,
-    layer_norm_eps=1e-5, bos_token_id=49406, eos_token_id=49407, pad_token_id=0,
-))
-TAESD = MappingProxyType(dict())  # AutoencoderTiny's defaults are the TAESD architecture
-
-TINY_UNET = MappingProxyType(dict(
-    sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-    block_out_channels=(32, 64), attention_head_dim=(2, 4),
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=32, use_linear_projection=True, norm_num_groups=16, act_fn="silu",
-    flip_sin_to_cos=True, freq_shift=0,
-))
-TINY_TEXT = MappingProxyType(dict(
-    vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-    num_attention_heads=4, max_position_embeddings=77, hidden_act="gelu", projection_dim=32,
-    layer_norm_eps=1e-5, bos_token_id=49406, eos_token_id=49407, pad_token_id=0,
-))
-TINY_TAESD = MappingProxyType(dict(
-    encoder_block_out_channels=(16, 16, 16, 16), decoder_block_out_channels=(16, 16, 16, 16),
-    num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
-))
+EULER_A = "EulerAncestralDiscreteScheduler"
 
 
 @dataclass(frozen=True)
@@ -236,10 +196,21 @@ class Preset:
     text_encoder: MappingProxyType | None = None
     decoder: MappingProxyType | None = None
     seed: int = 0  # random-weight presets are reproducible
+    architecture: str = SD2
+    text_encoder_2: MappingProxyType | None = None  # SDXL: CLIPTextModelWithProjection config
+    scheduler_class: str = "EulerDiscreteScheduler"  # random presets: what the real one ships
+    default_size: int = 512  # pixels (square): what the model was trained at
 
     def spec(self) -> ModelSpec:
+        """The spec of a random-weight preset (a hub preset's comes from its configs)."""
+        scheduler = SchedulerSpec(class_name=self.scheduler_class)
+        if self.architecture == SDXL:
+            te, te2 = self.text_encoder or CLIP_L_TEXT, self.text_encoder_2 or OPENCLIP_BIGG_TEXT
+            return ModelSpec(name=self.name, text_dim=te["hidden_size"] + te2["hidden_size"],
+                             scheduler=scheduler, architecture=SDXL,
+                             pooled_dim=te2["projection_dim"])
         text_dim = self.text_encoder["hidden_size"] if self.text_encoder else 1024
-        return ModelSpec(name=self.name, text_dim=text_dim)
+        return ModelSpec(name=self.name, text_dim=text_dim, scheduler=scheduler)
 
 
 PRESETS = MappingProxyType({
@@ -248,6 +219,15 @@ PRESETS = MappingProxyType({
                         text_encoder=OPENCLIP_H_TEXT, decoder=TAESD),
     "tiny": Preset("tiny", hub_id=None, decoder_id=None, unet=TINY_UNET, text_encoder=TINY_TEXT,
                    decoder=TINY_TAESD),
+    "sdxl-turbo": Preset("sdxl-turbo", hub_id="stabilityai/sdxl-turbo",
+                         decoder_id="madebyollin/taesdxl", architecture=SDXL,
+                         scheduler_class=EULER_A),
+    "synthetic-xl": Preset("synthetic-xl", hub_id=None, decoder_id=None, unet=SDXL_UNET,
+                           text_encoder=CLIP_L_TEXT, text_encoder_2=OPENCLIP_BIGG_TEXT,
+                           decoder=TAESD, architecture=SDXL, scheduler_class=EULER_A),
+    "tiny-xl": Preset("tiny-xl", hub_id=None, decoder_id=None, unet=TINY_XL_UNET,
+                      text_encoder=TINY_TEXT, text_encoder_2=TINY_TEXT, decoder=TINY_TAESD,
+                      architecture=SDXL, scheduler_class=EULER_A),
 })
 DEFAULT_MODEL = "sd-turbo"
 

@@ -28,6 +28,13 @@ def tiny_components():
 
 
 @pytest.fixture(scope="session")
+def tiny_xl_components():
+    from pahi_rt.components import load_components
+
+    return load_components("tiny-xl")
+
+
+@pytest.fixture(scope="session")
 def pahi_head():
     from helpers import random_head
 

@@ -65,6 +65,9 @@ class Backend(Closing, InputChecks, ABC):
         self.config = config
         self.spec = spec
         self.closed = False
+        # Euler-ancestral noise of the next run, [steps - 1, B, 4, h, w] float32 on the host
+        # (`sampling.draw_step_noise`), set by the pipeline; None: plain Euler (torch only)
+        self.step_noise: np.ndarray | None = None
 
     def __enter__(self) -> "Backend":
         self.check_open()

@@ -129,7 +129,7 @@ class LoadedModel(Closing):
             return self.base
         if dtype not in self._torch:
             comps = copy.deepcopy(self.base) if self.keep_fp32 else self.base
-            for m in (comps.text_encoder, comps.unet, comps.decoder):
+            for m in comps.modules:
                 m.to(device=self.device, dtype=dtype)
             self._torch[dtype] = comps
         return self._torch[dtype]
@@ -179,18 +179,23 @@ class Pipeline(Closing):
         pipeline raises BackendError when called."""
         self.backend.close()
 
-    @property
-    def closed(self) -> bool:
-        return self.backend.closed
+    closed = property(lambda self: self.backend.closed)  # see `close`
 
     def inputs(self, prompts: Sequence[str], seeds: Sequence[int]
                ) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids [B, 77] int64 and eps [B, 4, h, w] float32: image i from seeds[i]."""
+        """Token ids [B, *spec.token_ids_shape] int64 ([B, 77]; SDXL [B, 2, 77]) and eps
+        [B, 4, h, w] float32: image i from seeds[i]."""
         if len(prompts) != len(seeds):
             raise InputError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         check_seeds(seeds)
-        ids = sampling.tokenize(self.model.base.tokenizer, prompts, self.model.spec.max_tokens)
+        ids = sampling.tokenize_prompts(self.model.base, prompts)
         return ids.numpy(), sampling.draw_eps(seeds, self.latent_shape).numpy()
+
+    def step_noise(self, seeds: Sequence[int]) -> np.ndarray | None:
+        """Ancestral noise [steps - 1, B, 4, h, w] (`sampling.draw_step_noise`), else None."""
+        steps = self.config.mode.steps
+        return (sampling.draw_step_noise(seeds, self.latent_shape, steps).numpy()
+                if self.model.spec.scheduler.ancestral and steps > 1 else None)
 
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
         """uint8 images [len(prompts), H, W, 3], in chunks of the pipeline's batch."""
@@ -201,9 +206,11 @@ class Pipeline(Closing):
 
         self.backend.check_open()
         b, cached = self.config.batch, self.prompt_cache is not None
-        out = [run_cached(self, prompts[i:i + b], seeds[i:i + b]) if cached else
-               self.backend.run(*self.inputs(prompts[i:i + b], seeds[i:i + b]))
-               for i in range(0, len(prompts), b)]
+        out = []
+        for i in range(0, len(prompts), b):
+            self.backend.step_noise = self.step_noise(seeds[i:i + b])
+            out.append(run_cached(self, prompts[i:i + b], seeds[i:i + b]) if cached else
+                       self.backend.run(*self.inputs(prompts[i:i + b], seeds[i:i + b])))
         return np.concatenate(out) if len(out) != 1 else out[0]
 
     def run_staged(self, prompts: Sequence[str], seeds: Sequence[int], timer: Timer
@@ -212,6 +219,7 @@ class Pipeline(Closing):
         self.backend.check_open()
         with timer("tokenize"):
             ids, eps = self.inputs(prompts, seeds)
+            self.backend.step_noise = self.step_noise(seeds)
         return self.backend.run_staged(ids, eps, timer)
 
 
@@ -233,11 +241,11 @@ def open_pipeline(model: LoadedModel, config: PipelineConfig, log: Log = lambda 
     elif config.backend == "openvino":
         from .ov_backend import OpenVinoBackend
 
-        def tokenize(prompts):
-            return sampling.tokenize(model.base.tokenizer, prompts, model.spec.max_tokens).numpy()
         backend = OpenVinoBackend(run, directory, model.spec, fused=config.fused,
                                   compiled=model.cache.setdefault("openvino", {}),
-                                  calibration=config.calibration, tokenize=tokenize, log=log)
+                                  calibration=config.calibration, log=log,
+                                  tokenize=lambda p: sampling.tokenize_prompts(model.base,
+                                                                               p).numpy())
     else:
         from .trt_backend import TrtBackend
 

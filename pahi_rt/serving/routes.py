@@ -100,7 +100,8 @@ class Routes:
         for seed, (pixels, _, _, text) in zip(req.seeds, results):
             meta = io.png_metadata(req.prompt, seed, req.steps, req.noise, s.model,
                                    base.head_path if req.noise != "gaussian" else None,
-                                   req.height, req.width, base.base.decoder_id, keys=keys)
+                                   req.height, req.width, base.base.decoder_id, keys=keys,
+                                   sampler=base.spec.scheduler.sampler)
             image_id = f"img_{uuid.uuid4().hex}"
             data.append({"b64_json": base64.b64encode(io.png_bytes(pixels, meta)).decode(),
                          "revised_prompt": text, "id": image_id})
