@@ -34,7 +34,7 @@ from typing import Sequence, Union
 import torch
 
 from .errors import ModelLoadError
-from .specs import SDXL, TIME_IDS
+from .specs import NAMES, SDXL, TIME_IDS
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,31 @@ def from_names(text: dict, spec) -> Conditioned:
         return by_arg["encoder_hidden_states"]
     return Conditioning(by_arg["encoder_hidden_states"], by_arg["text_embeds"],
                         spec.vae_scale_factor)
+
+
+def text_encoder_outputs(spec) -> tuple[str, ...]:
+    """Names of the conditioning tensors a text encoder graph outputs, in spec order: all but
+    time_ids, which the host makes at the run's size (`host_conditioning`)."""
+    return tuple(t.name for t in spec.conditioning if t.name != NAMES.time_ids)
+
+
+def host_conditioning(spec, batch: int, height: int, width: int, dtype=torch.float32,
+                      device=None) -> dict:
+    """The conditioning tensors no graph computes from the prompt: SDXL {time_ids [B, 6]} for
+    an image of height x width pixels (as `Conditioning.time_ids`); {} for SD 2.x."""
+    if NAMES.time_ids not in (t.name for t in spec.conditioning):
+        return {}
+    ids = add_time_ids((height, width), (0, 0), (height, width), dtype, device)
+    return {NAMES.time_ids: ids.repeat(batch, 1)}
+
+
+def unet_kwargs_by_name(spec, text: dict) -> dict:
+    """UNet keyword arguments from the conditioning tensors by name (graphs: `by_name`'s
+    dict), placed as `ModelSpec.conditioning` declares (`added`: in added_cond_kwargs)."""
+    kwargs, added = {}, {}
+    for t in spec.conditioning:
+        (added if t.added else kwargs)[t.unet_arg] = text[t.name]
+    return {**kwargs, "added_cond_kwargs": added} if added else kwargs
 
 
 def cat(conds: Sequence[Conditioned]) -> Conditioned:

@@ -91,6 +91,14 @@ def component_graphs(mode: Mode) -> tuple[str, ...]:
     return (GRAPHS.text_encoder, *head, GRAPHS.unet, GRAPHS.decoder)
 
 
+def fused_graph(mode: Mode, spec=None) -> str | None:
+    """The name of `mode`'s fused graph on a model `spec` (None: SD 2.x), or None where the
+    mode runs staged: modes outside MODES, and Euler-ancestral at 2+ steps (its step noise is
+    drawn from each image's seed on the host; no fused graph takes it as an input)."""
+    ancestral = spec is not None and spec.scheduler.ancestral and mode.steps > 1
+    return mode.name if mode.name in MODES and not ancestral else None
+
+
 def parse_mode(noise: str, steps: int) -> Mode:
     """The mode for `--noise NOISE --steps STEPS`, validated."""
     if noise not in NOISE_KINDS:

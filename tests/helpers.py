@@ -69,11 +69,13 @@ def save_tiny_xl_checkpoint(root: Path, seed: int, scheduler_class: str = "Euler
     return model_dir, decoder_dir
 
 
-def random_head(mode: str = "pahi", latent_shape=(4, 8, 8), text_dim: int = 32, seed: int = 0):
+def random_head(mode: str = "pahi", latent_shape=(4, 8, 8), text_dim: int = 32, seed: int = 0,
+                base_model: str = "tiny", architecture: str = "sd2"):
     """A HI/PAHI head with random non-zero weights everywhere, so mu and sigma matter."""
     from pahi_rt.heads.head import HeadConfig, build_head
 
-    head = build_head(HeadConfig(mode, tuple(latent_shape), text_dim, hidden=16, base_model="tiny"))
+    head = build_head(HeadConfig(mode, tuple(latent_shape), text_dim, hidden=16,
+                                 base_model=base_model, architecture=architecture))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in head.parameters():

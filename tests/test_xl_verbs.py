@@ -160,7 +160,7 @@ def test_cli_generate_on_tiny_xl_records_the_sampler(tmp_path):
     im = Image.open(tmp_path / "00000.png")
     assert json.loads(im.text["pahi-rt"])["sampler"] == "Euler a"
     assert im.text["parameters"].startswith("a red fox\nSteps: 2, Sampler: Euler a, CFG scale: 0")
-    r = CliRunner().invoke(app, ["generate", "a red fox", *small, "--backend", "onnxruntime",
+    r = CliRunner().invoke(app, ["generate", "a red fox", *small, "--backend", "openvino",
                                  "--out", str(tmp_path / "o")])
     assert_one_line_error(r, "does not run sdxl models yet")
 

@@ -38,11 +38,8 @@ def check_config(model, config) -> None:
         raise InputError("--compile runs Euler; Euler-ancestral at 2+ steps runs without it")
     if config.compile and name != "torch":
         raise InputError("--compile applies to --backend torch only")
-    if name != "torch" and model.spec.architecture != SD2:
+    if name == "openvino" and model.spec.architecture != SD2:
         raise BackendError(f"--backend {name} does not run {model.spec.architecture} models yet "
-                           "(use --backend torch)")
-    if name != "torch" and model.spec.scheduler.ancestral and config.mode.steps > 1:
-        raise BackendError(f"--backend {name}: Euler-ancestral at 2+ steps runs on --backend "
-                           "torch only")
+                           "(use --backend onnxruntime or torch)")
     if name == "torch" and config.artifacts is not None:
         raise InputError("--artifacts is only used with --backend onnxruntime|tensorrt|openvino")

@@ -30,7 +30,7 @@ from .. import sampling
 from ..artifacts.first_use import Exporter, ExportRequest
 from ..errors import ArtifactError, InputError
 from ..specs import (BACKENDS, GRAPHS, MODES, PRECISIONS, SEED_RANGE, Mode,  # noqa: F401
-                     check_seeds, component_graphs)
+                     check_seeds, component_graphs, fused_graph)
 from .backend import Backend, Closing, RunConfig, Timer
 from .config_check import check_config
 
@@ -287,7 +287,7 @@ def ensure_artifacts(model: LoadedModel, config: PipelineConfig, log: Log,
                             "the cache on first use")
     mode = config.mode
     components = component_graphs(mode)
-    fused = (mode.name,) if config.fused and mode.name in MODES else ()
+    fused = (mode.name,) if config.fused and fused_graph(mode, model.spec) else ()
     request = ExportRequest(
         components=model.base, head=model.export_head, head_source=model.head_path,
         sources=sources, directory=Path(), graphs=components + fused, height=config.height,
