@@ -10,11 +10,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from pahi_rt.errors import InputError, PahiError
+from pahi_rt.errors import PahiError
 from pahi_rt.export.first_use import export_on_first_use
 from pahi_rt.runtime.backend import WallTimer
 from pahi_rt.runtime.pipeline import LoadedModel, PipelineConfig, open_pipeline
-from pahi_rt.specs import MODES, SD2
+from pahi_rt.specs import MODES
 
 from . import floor
 from .harness import CudaEventTimer, MemoryProbe, RowRun, mean_score
@@ -62,8 +62,6 @@ def run_bench(model: LoadedModel, config: BenchConfig, prompts: Sequence[str],
     of the group alike and ratios within a group hold on a shared machine. A row that does not
     fit beside the open ones starts the next group. `on_row(result so far)` is called after
     each group (the CLI writes partial results)."""
-    if model.spec.architecture != SD2:  # rows export graphs and a StableDiffusionPipeline
-        raise InputError(f"bench: {model.spec.architecture} models are not benchmarked yet")
     peaks = floor.measure_peaks(model.device, "fp32" if config.precision == "auto"
                                 else config.precision)
     head = model.export_head
