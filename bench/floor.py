@@ -49,21 +49,25 @@ def stage_work(comps: Components, head, batch: int, height: int, width: int,
                precision: str) -> dict[str, Work]:
     """FLOPs and minimal bytes per stage for one run at this shape (per batch, not per image)."""
     from diffusers import AutoencoderTiny, UNet2DConditionModel
-    from transformers import CLIPTextModel
 
-    eb = ELEMENT_BYTES[precision]
-    c, h, w = comps.spec.latent_shape(height, width)
-    d, n = comps.spec.text_dim, comps.spec.max_tokens
+    from pahi_rt.conditioning import unet_kwargs_by_name
+
+    eb, spec = ELEMENT_BYTES[precision], comps.spec
+    c, h, w = spec.latent_shape(height, width)
+    d, n = spec.text_dim, spec.max_tokens
+    encoders = [m for m in (comps.text_encoder, getattr(comps, "text_encoder_2", None)) if m]
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(comps.unet.config)
-        text = CLIPTextModel(comps.text_encoder.config)
+        texts = [type(m)(m.config) for m in encoders]  # SDXL: both text encoders
         dec = AutoencoderTiny.from_config(comps.decoder.config)
         x = torch.empty(batch, c, h, w)
         emb = torch.empty(batch, n, d)
+        conds = unet_kwargs_by_name(spec, {t.name: torch.empty(batch, *t.shape)
+                                           for t in spec.conditioning})
         ids = torch.zeros(batch, n, dtype=torch.long)
         t = torch.full((batch,), 999.0)
-        flops = {"text_encoder": _count(lambda: text(ids)),
-                 "unet_step": _count(lambda: unet(x, t, encoder_hidden_states=emb)),
+        flops = {"text_encoder": sum(_count(lambda m=m: m(ids)) for m in texts),
+                 "unet_step": _count(lambda: unet(x, t, **conds)),
                  "decode": _count(lambda: dec.decode(x))}
         if head is not None:
             import copy
@@ -71,8 +75,9 @@ def stage_work(comps: Components, head, batch: int, height: int, width: int,
             meta_head = copy.deepcopy(head).to("meta")
             flops["head"] = _count(lambda: meta_head(x, emb))
     params = {k: sum(p.numel() for p in m.parameters()) for k, m in
-              (("text_encoder", comps.text_encoder), ("unet_step", comps.unet),
-               ("decode", comps.decoder.decoder), ("head", head)) if m is not None}
+              (("unet_step", comps.unet), ("decode", comps.decoder.decoder), ("head", head))
+              if m is not None}
+    params["text_encoder"] = sum(p.numel() for m in encoders for p in m.parameters())
     lat, embb, img = batch * c * h * w * eb, batch * n * d * eb, batch * 3 * height * width
     io = {"text_encoder": batch * n * 8 + embb, "unet_step": 2 * lat + embb,
           "decode": lat + img, "head": embb + 2 * lat}

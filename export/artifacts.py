@@ -14,6 +14,7 @@ from ..artifacts import manifest as mf
 from ..artifacts.keys import options_key, source_hashes
 from ..errors import ArtifactError
 from ..io import atomic_write_bytes, atomic_write_json, sha256_file, sha256_json
+from ..conditioning import host_conditioning
 from ..sampling import Schedule
 from ..specs import ENGINE, MODES, ONNX, component_graphs
 from . import graphs
@@ -23,8 +24,9 @@ from .manifest import put_artifact, remove_stale_temporaries
 from .onnx_export import export_graph
 
 
-_MODULES = {graphs.TEXT_ENCODER: "text_encoder", graphs.UNET: "unet",
-            graphs.DECODER: "decoder"}  # graph -> the Components field it is traced from
+# graph -> the Components fields it is traced from
+_MODULES = {graphs.TEXT_ENCODER: ("text_encoder", "text_encoder_2"), graphs.UNET: ("unet",),
+            graphs.DECODER: ("decoder",)}
 
 
 @dataclass
@@ -40,7 +42,7 @@ class ExportReport:
 def export_artifacts(components, out_dir: str | Path, options: ExportOptions, head=None,
                      head_source: str | None = None, progress=lambda message: None,
                      sources: dict | None = None, consume: bool = False) -> ExportReport:
-    """Export every graph of `graph_plan(head)` into out_dir, then engines for
+    """Export every graph of `graph_plan(head, spec=components.spec)` into out_dir, then engines for
     `options.engines`; reuses artifacts whose content key and sha256 still match. `sources`
     (from `source_hashes(components, head)`) saves hashing the weights again. `consume`: the
     caller hands the components over; each torch module is dropped once its graph is written
@@ -56,11 +58,11 @@ def export_artifacts(components, out_dir: str | Path, options: ExportOptions, he
                         head=head_source, height=options.height, width=options.width,
                         batch=options.batch, max_batch=options.max_batch,
                         precision=options.precision, sources=sources)
-        for name, steps in graph_plan(head, options.graphs):
+        for name, steps in graph_plan(head, options.graphs, components.spec):
             _export_one(components, head, name, steps, sources, options, manifest, report,
                         progress)
-            if consume and name in _MODULES:
-                setattr(components, _MODULES[name], None)
+            for field_name in _MODULES.get(name, ()) if consume else ():
+                setattr(components, field_name, None)
                 gc.collect()
         for name in options.engines:
             _build_one(name, options, manifest, report, progress)
@@ -84,15 +86,16 @@ def _export_one(components, head, name, steps, sources, options, manifest, repor
     depends = []
     if parts:
         schedule = Schedule.from_spec(components.spec.scheduler, steps)
+        host = host_conditioning(components.spec, 1, options.height, options.width)
         facts = compose_graph(out, MODES[name], schedule, {g: e["path"] for g, e in parts.items()},
-                              path, dynamic)
+                              path, dynamic, host)
         depends = [f for e in parts.values() for f in mf.artifact_files(e) if f[0] != e["path"]]
     else:
         module = graphs.build_module(name, components, head)
         args = graphs.example_inputs(name, components, options.batch, options.height,
                                      options.width)
-        facts = export_graph(module, args, graphs.graph_spec(name), path, options.precision,
-                             dynamic_batch=dynamic)
+        facts = export_graph(module, args, graphs.graph_spec(name, components.spec), path,
+                             options.precision, dynamic_batch=dynamic)
     entry = {"path": path.name, "kind": ONNX, "graph": name, "key": key, "steps": steps,
              "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
              "precision": options.precision, "batch": options.batch,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ..artifacts.keys import options_key
 from ..errors import InputError
 from ..io import sha256_json
-from ..specs import MODES, RenderShape, ShapeFields, component_graphs
+from ..specs import MODES, RenderShape, ShapeFields, component_graphs, fused_graph
 from . import graphs
 from .engine import BuildOptions
 from .onnx_export import PRECISIONS
@@ -41,16 +41,22 @@ class ExportOptions(ShapeFields):
         return self
 
 
-def graph_plan(head=None, only: tuple[str, ...] = ()) -> list[tuple[str, int]]:
-    """(graph name, Euler steps) of the graphs exported: components, then the fused modes
-    (composed from the components, so asking for a fused graph brings its components)."""
+def graph_plan(head=None, only: tuple[str, ...] = (), spec=None) -> list[tuple[str, int]]:
+    """(graph name, Euler steps) of the graphs exported for a model `spec` (None: SD 2.x's):
+    components, then the fused modes (composed from the components, so asking for a fused
+    graph brings its components); `specs.fused_graph` says which modes have one."""
     # the largest first: an export that consumes its components frees each after its graph
     plan = [(graphs.UNET, 1), (graphs.TEXT_ENCODER, 1), (graphs.DECODER, 1)]
-    fused = [m for m in MODES.values() if m.noise == "gaussian" or
-             (head is not None and m.noise == head.config.kind)]
+    fused = [m for m in MODES.values() if (m.noise == "gaussian" or (
+        head is not None and m.noise == head.config.kind)) and fused_graph(m, spec)]
     if head is not None:
         plan.append((graphs.HEAD, 1))
     plan += [(m.name, m.steps) for m in fused]
+    staged = [n for n in only if n in MODES and not fused_graph(MODES[n], spec)]
+    if staged:
+        raise InputError(f"--graph {staged[0]}: Euler-ancestral at 2+ steps has no fused graph "
+                         "(its step noise comes from the seed on the host); it runs staged on "
+                         "the component graphs")
     unknown = set(only) - {name for name, _ in plan}
     if unknown:
         raise InputError(f"--graph {', '.join(sorted(unknown))}: not one of "
@@ -62,14 +68,16 @@ def graph_plan(head=None, only: tuple[str, ...] = ()) -> list[tuple[str, int]]:
     return [(name, steps) for name, steps in plan if not only or name in wanted]
 
 
-_USES = {graphs.TEXT_ENCODER: ("text_encoder",), graphs.UNET: ("unet",),
+_USES = {graphs.TEXT_ENCODER: ("text_encoder", "text_encoder_2"), graphs.UNET: ("unet",),
          graphs.DECODER: ("decoder",), graphs.HEAD: ("head", "head_config")}
 
 
 def onnx_key(name: str, steps: int, sources: dict, options: ExportOptions) -> str:
-    used = _USES.get(name, ("text_encoder", "unet", "decoder", "head", "head_config"))
+    used = _USES.get(name, ("text_encoder", "text_encoder_2", "unet", "decoder", "head",
+                            "head_config"))
     if name in MODES and MODES[name].noise == "gaussian":
-        used = ("text_encoder", "unet", "decoder")
+        used = ("text_encoder", "text_encoder_2", "unet", "decoder")
+    used = tuple(k for k in used if k != "text_encoder_2" or k in sources)  # SD 2.x: as before
     return sha256_json({"graph": name, "steps": steps, "code": sources["code"],
                         "tools": sources["tools"], "spec": sources["model_spec"],
                         "weights": {k: sources.get(k) for k in used},

@@ -57,6 +57,18 @@ class StepOut(nn.Module):
         return sampling.euler_step(x, e, self.sigma, self.sigma_next, self.prediction_type)
 
 
+class PerImage(nn.Module):
+    """A constant row [1, ...] repeated to the latent's batch [B, ...]: the conditioning the
+    host makes (`conditioning.host_conditioning`, SDXL's time_ids at the exported size)."""
+
+    def __init__(self, row: torch.Tensor):
+        super().__init__()
+        self.register_buffer("row", row)
+
+    def forward(self, x):
+        return x[:, :1, 0, 0] * 0.0 + self.row  # not folded away: the batch stays the input's
+
+
 class ToImage(nn.Module):
     """Decoder output [-1, 1] NCHW -> uint8 NHWC (`sampling.to_uint8`)."""
 
@@ -131,21 +143,28 @@ def with_initializer_prefix(graph, prefix: str):
 
 
 def compose(directory: Path, mode: Mode, schedule: sampling.Schedule, graphs: dict[str, str],
-            dynamic_batch: bool = False):
+            dynamic_batch: bool = False, host: dict | None = None):
     """The fused graph of `mode` from the component graph files in `directory` (`graphs`: name
-    -> file name); returns the ModelProto (structure only, weights stay in the data files)."""
+    -> file name); returns the ModelProto (structure only, weights stay in the data files).
+    The UNet reads every text encoder output by name, and `host` (name -> one image's row
+    [1, ...], from `conditioning.host_conditioning`) as constants repeated to the batch.
+    Euler-ancestral at 2+ steps is refused (no graph input carries its step noise)."""
     onnx = require("onnx", "onnx")
+    if schedule.ancestral and mode.steps > 1:
+        raise ValueError(f"{mode.name}: Euler-ancestral at 2+ steps is not composed")
     models = {name: onnx.load(str(directory / file), load_external_data=False)
               for name, file in graphs.items()}
     comps = {name: with_initializer_prefix(m.graph, f"{name}/") for name, m in models.items()}
     c = Composer()
-    emb = c.place(comps[GRAPHS.text_encoder], "te/",
-                  {NAMES.input_ids: NAMES.input_ids})[NAMES.text_embeddings]
+    text = c.place(comps[GRAPHS.text_encoder], "te/", {NAMES.input_ids: NAMES.input_ids})
     x = NAMES.eps
     if mode.noise != "gaussian":
-        x = c.place(comps[GRAPHS.head], "head/", {NAMES.eps: NAMES.eps,
-                                                  NAMES.text_embeddings: emb})[NAMES.noise]
+        x = c.place(comps[GRAPHS.head], "head/", {
+            NAMES.eps: NAMES.eps, NAMES.text_embeddings: text[NAMES.text_embeddings]})[NAMES.noise]
     latent = _example(comps[GRAPHS.unet], NAMES.sample)
+    for name, row in (host or {}).items():
+        text[name] = c.place(glue_graph(PerImage(row), (latent,), [LATENT], [name],
+                                        dynamic_batch), f"host_{name}/", {LATENT: x})[name]
     for i in range(mode.steps):
         sigma, sigma_next = schedule.sigmas[i], schedule.sigmas[i + 1]
         step_in = glue_graph(StepIn(schedule.init_sigma if i == 0 else 1.0, sigma,
@@ -153,8 +172,7 @@ def compose(directory: Path, mode: Mode, schedule: sampling.Schedule, graphs: di
                              [X, NAMES.sample, T], dynamic_batch)
         got = c.place(step_in, f"in{i}/", {LATENT: x})
         e = c.place(comps[GRAPHS.unet], f"unet{i}/", {
-            NAMES.sample: got[NAMES.sample], NAMES.timestep: got[T],
-            NAMES.text_embeddings: emb})[NAMES.noise_pred]
+            NAMES.sample: got[NAMES.sample], NAMES.timestep: got[T], **text})[NAMES.noise_pred]
         step_out = glue_graph(StepOut(sigma, sigma_next, schedule.prediction_type),
                               (latent, latent), [X, E], [X_NEXT], dynamic_batch)
         x = c.place(step_out, f"out{i}/", {X: got[X], E: e})[X_NEXT]
@@ -179,12 +197,13 @@ def _example(graph, name: str, output: bool = False) -> torch.Tensor:
 
 
 def compose_graph(directory: Path, mode: Mode, schedule: sampling.Schedule,
-                  graphs: dict[str, str], path: Path, dynamic_batch: bool = False) -> dict:
+                  graphs: dict[str, str], path: Path, dynamic_batch: bool = False,
+                  host: dict | None = None) -> dict:
     """Compose `mode`'s fused graph and save it atomically as `path` (beside the components,
     whose data files it refers to); returns facts for the manifest."""
     onnx = require("onnx", "onnx")
     t0 = time.perf_counter()
-    model = compose(directory, mode, schedule, graphs, dynamic_batch)
+    model = compose(directory, mode, schedule, graphs, dynamic_batch, host)
 
     def write(tmp: Path) -> None:  # beside the components: relative data paths resolve
         onnx.save_model(model, str(tmp))

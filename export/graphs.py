@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .. import sampling
+from .. import conditioning, sampling
+from ..conditioning import text_encoder_outputs
 from ..specs import GRAPHS, NAMES
 
 TEXT_ENCODER, HEAD, UNET, DECODER = (GRAPHS.text_encoder, GRAPHS.head, GRAPHS.unet,
@@ -28,31 +29,46 @@ class GraphSpec:
     outputs: tuple[str, ...]
 
 
-GRAPH_IO = {
-    TEXT_ENCODER: ((NAMES.input_ids,), (NAMES.text_embeddings,)),
-    HEAD: ((NAMES.eps, NAMES.text_embeddings), (NAMES.noise,)),
-    UNET: ((NAMES.sample, NAMES.timestep, NAMES.text_embeddings), (NAMES.noise_pred,)),
-    DECODER: ((NAMES.latents,), (NAMES.image,)),
-}
+def graph_io(name: str, spec=None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(inputs, outputs) of component graph `name` for a model `spec` (None: SD 2.x's). The
+    text encoder outputs and the UNet takes the spec's conditioning tensors by name
+    (`ModelSpec.conditioning`; SDXL: text_embeddings, text_embeds, and time_ids from the host)."""
+    conds = tuple(t.name for t in spec.conditioning) if spec else (NAMES.text_embeddings,)
+    encoded = text_encoder_outputs(spec) if spec else (NAMES.text_embeddings,)
+    return {TEXT_ENCODER: ((NAMES.input_ids,), encoded),
+            HEAD: ((NAMES.eps, NAMES.text_embeddings), (NAMES.noise,)),
+            UNET: ((NAMES.sample, NAMES.timestep, *conds), (NAMES.noise_pred,)),
+            DECODER: ((NAMES.latents,), (NAMES.image,))}[name]
+
+
+COMPONENTS = (TEXT_ENCODER, HEAD, UNET, DECODER)
 FUSED_IO = ((NAMES.input_ids, NAMES.eps), (NAMES.image,))
 
 
-def graph_spec(name: str) -> GraphSpec:
-    """Spec of a component graph (`unet`, ...) or a fused graph named after its mode."""
-    if name in GRAPH_IO:
-        return GraphSpec(name, *GRAPH_IO[name])
+def graph_spec(name: str, spec=None) -> GraphSpec:
+    """Spec of a component graph (`unet`, ...) or a fused graph named after its mode, for a
+    model `spec` (None: SD 2.x's names)."""
+    if name in COMPONENTS:
+        return GraphSpec(name, *graph_io(name, spec))
     return GraphSpec(name, *FUSED_IO)
 
 
 class TextEncoderGraph(nn.Module):
-    """input_ids [B, 77] int64 -> text_embeddings [B, 77, D]."""
+    """input_ids [B, *spec.token_ids_shape] int64 -> the text encoder outputs by spec name
+    (`conditioning.text_encoder_outputs`): SD 2.x text_embeddings [B, 77, D]; SDXL both
+    encoders in one graph, (text_embeddings [B, 77, D1 + D2], text_embeds [B, P])."""
 
-    def __init__(self, text_encoder: nn.Module):
+    def __init__(self, components):
         super().__init__()
-        self.text_encoder = text_encoder
+        self.spec = components.spec
+        self.text_encoder = components.text_encoder
+        self.text_encoder_2 = getattr(components, "text_encoder_2", None)
 
     def forward(self, input_ids):
-        return sampling.encode_text(self.text_encoder, input_ids)
+        if self.text_encoder_2 is None:
+            return sampling.encode_text(self.text_encoder, input_ids)
+        cond = conditioning.encode_prompts(self, input_ids)
+        return cond.hidden_states, cond.text_embeds
 
 
 class HeadGraph(nn.Module):
@@ -67,14 +83,20 @@ class HeadGraph(nn.Module):
 
 
 class UNetGraph(nn.Module):
-    """(sample, timestep [B], text_embeddings) -> noise_pred; the Euler update stays outside."""
+    """(sample, timestep [B], *the spec's conditioning tensors) -> noise_pred; the Euler
+    update stays outside."""
 
-    def __init__(self, unet: nn.Module):
+    def __init__(self, unet: nn.Module, spec=None):
         super().__init__()
         self.unet = unet
+        self.names = [t.name for t in spec.conditioning] if spec else [NAMES.text_embeddings]
+        self.spec = spec
 
-    def forward(self, sample, timestep, text_embeddings):
-        return self.unet(sample, timestep, encoder_hidden_states=text_embeddings).sample
+    def forward(self, sample, timestep, *conds):
+        if self.spec is None:
+            return self.unet(sample, timestep, encoder_hidden_states=conds[0]).sample
+        kwargs = conditioning.unet_kwargs_by_name(self.spec, dict(zip(self.names, conds)))
+        return self.unet(sample, timestep, **kwargs).sample
 
 
 class DecoderGraph(nn.Module):
@@ -91,11 +113,11 @@ class DecoderGraph(nn.Module):
 def build_module(name: str, components, head: nn.Module | None = None) -> nn.Module:
     """The torch module behind component graph `name` (fused graphs are composed)."""
     if name == TEXT_ENCODER:
-        return TextEncoderGraph(components.text_encoder)
+        return TextEncoderGraph(components)
     if name == HEAD:
         return HeadGraph(head)
     if name == UNET:
-        return UNetGraph(components.unet)
+        return UNetGraph(components.unet, components.spec)
     if name == DECODER:
         return DecoderGraph(components.decoder, components.spec.latent_scale)
     raise ValueError(f"{name} is not a component graph")
@@ -105,10 +127,10 @@ def example_inputs(name: str, components, batch: int, height: int, width: int) -
     """Host example inputs for tracing graph `name` (float32; fp16 comes after export)."""
     spec = components.spec
     c, h, w = spec.latent_shape(height, width)
-    ids = torch.zeros((batch, spec.max_tokens), dtype=torch.int64)
-    emb = torch.zeros((batch, spec.max_tokens, spec.text_dim))
+    ids = torch.zeros((batch, *spec.token_ids_shape), dtype=torch.int64)
     latent = torch.randn((batch, c, h, w), generator=torch.Generator().manual_seed(0))
-    inputs = {NAMES.input_ids: ids, NAMES.text_embeddings: emb, NAMES.eps: latent,
-              NAMES.sample: latent, NAMES.latents: latent,
-              NAMES.timestep: torch.full((batch,), 999.0)}
-    return tuple(inputs[n] for n in graph_spec(name).inputs)
+    inputs = {NAMES.input_ids: ids, NAMES.eps: latent, NAMES.sample: latent,
+              NAMES.latents: latent, NAMES.timestep: torch.full((batch,), 999.0),
+              **{t.name: torch.zeros((batch, *t.shape)) for t in spec.conditioning},
+              **conditioning.host_conditioning(spec, batch, height, width)}
+    return tuple(inputs[n] for n in graph_spec(name, spec).inputs)

@@ -16,8 +16,9 @@ from . import taesd
 from .random_init import fast_random_init
 from .errors import InputError, ModelLoadError
 from .hub import SUBFOLDERS, local_snapshot, resolve_model_dir, unet_sample_size  # noqa: F401
-from .specs import (DEFAULT_MODEL, OWN_VAE, PRESETS, ModelSpec, Preset,  # noqa: F401
-                    SchedulerSpec, random_decoder_label)
+from .conditioning import check_add_time_ids
+from .specs import (DEFAULT_MODEL, OWN_VAE, PRESETS, SAMPLERS, SD2, SDXL,  # noqa: F401
+                    ModelSpec, Preset, SchedulerSpec, random_decoder_label)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -33,6 +34,14 @@ class Components:
     decoder: torch.nn.Module | None  # diffusers AutoencoderTiny (None: text parts only)
     model_id: str  # what --model named
     decoder_id: str  # what --decoder named (or the preset's default)
+    tokenizer_2: object = None  # SDXL: OpenCLIP-bigG's tokenizer (pads with "!")
+    text_encoder_2: torch.nn.Module | None = None  # SDXL: CLIPTextModelWithProjection
+
+    @property
+    def modules(self) -> tuple[torch.nn.Module, ...]:
+        """Every loaded torch module (text encoders, UNet, decoder), for moves and counts."""
+        return tuple(m for m in (self.text_encoder, self.text_encoder_2, self.unet, self.decoder)
+                     if m is not None)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -93,7 +102,7 @@ def load_components(model: str = DEFAULT_MODEL, decoder: str | None = None, dtyp
     else:
         dec = _full_or_tiny_decoder(decoder, preset, model, parts)
     comps = Components(model_id=model, decoder_id=decoder_id, decoder=dec, **parts)
-    for m in (comps.text_encoder, comps.unet, comps.decoder):
+    for m in comps.modules:
         m.requires_grad_(False).eval().to(device=torch_device, dtype=torch_dtype)
     return comps
 
@@ -128,53 +137,110 @@ def load_text_components(model: str = DEFAULT_MODEL, dtype: str = "fp32", device
         parts = _load_pretrained(preset.hub_id if preset else model, is_preset=preset is not None,
                                  text_only=True)
     comps = Components(model_id=model, decoder_id="", decoder=None, **parts)
-    comps.text_encoder.requires_grad_(False).eval().to(device=torch_device, dtype=torch_dtype)
+    for m in comps.modules:
+        m.requires_grad_(False).eval().to(device=torch_device, dtype=torch_dtype)
     return comps
 
 
 def _build_preset(preset: Preset, text_only: bool = False) -> dict:
     from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from .tokenizer import clip_tokenizer
 
+    xl = preset.text_encoder_2 is not None
     with torch.device("meta"):
         unet = None if text_only else UNet2DConditionModel(**preset.unet)
         text_encoder = CLIPTextModel(CLIPTextConfig(**preset.text_encoder))
+        text_encoder_2 = (CLIPTextModelWithProjection(CLIPTextConfig(**preset.text_encoder_2))
+                          if xl else None)
     unet = None if text_only else fast_random_init(unet, preset.seed)
     text_encoder = fast_random_init(text_encoder, preset.seed + 1)  # own generator: same weights
-    return dict(spec=preset.spec(), tokenizer=clip_tokenizer(), text_encoder=text_encoder,
-                unet=unet)
+    parts = dict(spec=preset.spec(), tokenizer=clip_tokenizer(), text_encoder=text_encoder,
+                 unet=unet)
+    if xl:  # SDXL's first tokenizer pads with its EOS token, the second with "!" (SD 2.x's)
+        parts.update(tokenizer=clip_tokenizer("<|endoftext|>"), tokenizer_2=clip_tokenizer(),
+                     text_encoder_2=fast_random_init(text_encoder_2, preset.seed + 3))
+    return parts
 
 
 def _load_pretrained(source: str, is_preset: bool, text_only: bool = False) -> dict:
-    """Tokenizer, text encoder, UNet (None with text_only) and scheduler spec from a
-    diffusers-layout dir or HF id."""
+    """Tokenizer(s), text encoder(s), UNet (None with text_only) and the spec from a
+    diffusers-layout dir or HF id; the architecture is read from its configs."""
     from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     source_dir = str(resolve_model_dir(source, is_preset))
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(source_dir, subfolder="tokenizer")
-        text_encoder = CLIPTextModel.from_pretrained(source_dir, subfolder="text_encoder",
-                                                     use_safetensors=True)
-        unet = None if text_only else UNet2DConditionModel.from_pretrained(
+        unet_config = dict(UNet2DConditionModel.load_config(source_dir, subfolder="unet"))
+        arch = detect_architecture(source_dir, unet_config, source)
+        parts = dict(tokenizer=CLIPTokenizer.from_pretrained(source_dir, subfolder="tokenizer"),
+                     text_encoder=_text_encoder(source_dir, "text_encoder"))
+        if arch == SDXL:
+            parts.update(tokenizer_2=CLIPTokenizer.from_pretrained(source_dir,
+                                                                   subfolder="tokenizer_2"),
+                         text_encoder_2=_text_encoder(source_dir, "text_encoder_2"))
+        parts["unet"] = None if text_only else UNet2DConditionModel.from_pretrained(
             source_dir, subfolder="unet", use_safetensors=True)
-        unet_config = (UNet2DConditionModel.load_config(source_dir, subfolder="unet")
-                       if text_only else unet.config)
         scheduler = scheduler_spec(_read_scheduler_config(source_dir))
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"could not load model '{source}': "
                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    text_dim = text_encoder.config.hidden_size
+    text_dim = sum(parts[k].config.hidden_size for k in ("text_encoder", "text_encoder_2")
+                   if k in parts)
     if unet_config["cross_attention_dim"] != text_dim:
         raise ModelLoadError(f"model '{source}': UNet cross-attention dim "
                              f"{unet_config['cross_attention_dim']} != text encoder width "
                              f"{text_dim}")
-    spec = ModelSpec(name=source, text_dim=text_dim, max_tokens=tokenizer.model_max_length,
-                     latent_channels=unet_config["in_channels"], scheduler=scheduler,
-                     default_sample_size=unet_sample_size(unet_config))
-    return dict(spec=spec, tokenizer=tokenizer, text_encoder=text_encoder, unet=unet)
+    pooled_dim = 0
+    if arch == SDXL:
+        pooled_dim = parts["text_encoder_2"].config.projection_dim
+        check_add_time_ids(unet_config, pooled_dim, source)
+    parts["spec"] = ModelSpec(name=source, text_dim=text_dim,
+                              max_tokens=parts["tokenizer"].model_max_length,
+                              latent_channels=unet_config["in_channels"], scheduler=scheduler,
+                              architecture=arch, pooled_dim=pooled_dim,
+                              default_sample_size=unet_sample_size(unet_config))
+    return parts
+
+
+def _text_encoder(source_dir: str, subfolder: str) -> torch.nn.Module:
+    """The text encoder class its config names (CLIPTextModel, or CLIPTextModelWithProjection:
+    SDXL's second, whose pooled projection is `text_embeds`)."""
+    import transformers
+
+    config = transformers.CLIPTextConfig.from_pretrained(source_dir, subfolder=subfolder)
+    name = (config.architectures or ["CLIPTextModel"])[0]
+    wanted = ("CLIPTextModelWithProjection",) if subfolder == "text_encoder_2" else (
+        "CLIPTextModel", "CLIPTextModelWithProjection")
+    if name not in wanted:
+        raise ModelLoadError(f"{subfolder} is a {name}; pahi-rt reads {' or '.join(wanted)}")
+    return getattr(transformers, name).from_pretrained(source_dir, subfolder=subfolder,
+                                                       use_safetensors=True)
+
+
+PIPELINES = {"StableDiffusionPipeline": SD2, "StableDiffusionXLPipeline": SDXL}
+
+
+def detect_architecture(source_dir: str, unet_config: dict, source: str = "") -> str:
+    """sd2 or sdxl, from model_index.json's `_class_name` (when there is one) and the UNet
+    config's `addition_embed_type` (text_time: SDXL); ModelLoadError for anything else."""
+    from pathlib import Path
+
+    from .io import read_json_object
+
+    index = Path(source_dir) / "model_index.json"
+    cls = read_json_object(index, f"model '{source}'", ModelLoadError).get("_class_name") \
+        if index.is_file() else None
+    embed = unet_config.get("addition_embed_type")
+    arch = {None: SD2, "text_time": SDXL}.get(embed)
+    if (cls is not None and cls not in PIPELINES) or arch is None:
+        raise ModelLoadError(f"model '{source}': {cls or 'UNet addition_embed_type ' + str(embed)}"
+                             f" is not supported (pahi-rt runs {', '.join(PIPELINES)})")
+    if cls is not None and PIPELINES[cls] != arch:
+        raise ModelLoadError(f"model '{source}': model_index says {cls} but the UNet's "
+                             f"addition_embed_type is {embed}")
+    return arch
 
 
 def _read_scheduler_config(source: str) -> dict:
@@ -184,8 +250,13 @@ def _read_scheduler_config(source: str) -> dict:
 
 
 def scheduler_spec(config: dict) -> SchedulerSpec:
-    """SchedulerSpec from a diffusers scheduler config; refuses what our math does not cover."""
-    spec = SchedulerSpec()
+    """SchedulerSpec from a diffusers scheduler config (its `_class_name` picks Euler or
+    Euler-ancestral; absent: Euler); refuses what our math does not cover, in one line."""
+    class_name = config.get("_class_name", "EulerDiscreteScheduler")
+    if class_name not in SAMPLERS:
+        raise ModelLoadError(f"scheduler {class_name} is not supported (pahi-rt samples with "
+                             f"{' or '.join(SAMPLERS)})")
+    spec = SchedulerSpec(class_name=class_name)
     fields = {k: config[k] for k in ("num_train_timesteps", "beta_start", "beta_end",
                                      "beta_schedule", "prediction_type", "timestep_spacing",
                                      "steps_offset") if k in config}

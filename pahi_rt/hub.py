@@ -15,6 +15,9 @@ from .specs import PRESETS
 ALLOW = ["*.json", "*.txt", "*.safetensors"]
 HUB_HOST = "huggingface.co"
 SUBFOLDERS = ("tokenizer", "text_encoder", "unet", "scheduler")  # what a diffusers model needs
+SDXL_SUBFOLDERS = ("tokenizer_2", "text_encoder_2")  # what SDXL needs besides
+# what a model's content key covers: every folder the loader may read (absent ones add nothing)
+KEYED_FOLDERS = SUBFOLDERS + SDXL_SUBFOLDERS
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

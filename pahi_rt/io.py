@@ -200,18 +200,19 @@ def sha256_json(obj) -> str:
 
 def png_metadata(prompt: str, seed: int, steps: int, noise: str, model: str, head: str | None,
                  height: int, width: int, decoder: str, extra: dict | None = None,
-                 keys: dict | None = None) -> dict[str, str]:
+                 keys: dict | None = None, sampler: str = "Euler") -> dict[str, str]:
     """PNG text chunks, the prompt once in each: `pahi-rt` (JSON of every field; what
     `read_png_metadata` reads) and A1111's `parameters` line (what PNG-info readers read).
     `seed` is the seed that reproduces the pixels (for best-of, the winning candidate's);
     `extra` adds fields (values become strings); `keys` the content keys `model_key` (A1111's
-    `Model hash`, its first 10 hex digits) and `head_key`. A refined image (`extra` has
+    `Model hash`, its first 10 hex digits) and `head_key`; `sampler` A1111's name of the
+    scheduler (`specs.SAMPLERS`: Euler, Euler a). A refined image (`extra` has
     `refine`) says in both places that its seed does not reproduce it."""
     keys = {k: v for k, v in (keys or {}).items() if v}
     fields = {"prompt": prompt, "seed": str(seed), "steps": str(steps), "noise": noise,
-              "model": model, "decoder": decoder, "head": head or "none",
+              "model": model, "decoder": decoder, "head": head or "none", "sampler": sampler,
               "size": f"{width}x{height}", **keys, **{k: str(v) for k, v in (extra or {}).items()}}
-    settings = {"Steps": steps, "Sampler": "Euler", "CFG scale": 0, "Seed": seed,
+    settings = {"Steps": steps, "Sampler": sampler, "CFG scale": 0, "Seed": seed,
                 "Size": f"{width}x{height}", "Model hash": keys.get("model_key", "")[:10],
                 "Model": model, "VAE": decoder, "Noise": noise, "Head": head or "none",
                 "Head hash": keys.get("head_key", "")[:10]}

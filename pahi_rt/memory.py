@@ -45,7 +45,7 @@ ENV = "PAHI_RT_MEMORY_AVAILABLE"
 class Params:
     """Parameter counts of a model's parts."""
 
-    text_encoder: int
+    text_encoder: int  # both text encoders for SDXL
     unet: int
     decoder: int
     full_vae: int = 0  # full VAEs decoding at once (0: TAESD); activations VAE_ACT each
@@ -111,7 +111,7 @@ def _cgroup_free() -> int | None:
 
 # presets whose weights are downloaded but whose architecture a random preset builds: their
 # counts are known before any download ("synthetic" is SD-Turbo's architecture, specs.py)
-SAME_ARCHITECTURE = {"sd-turbo": "synthetic"}
+SAME_ARCHITECTURE = {"sd-turbo": "synthetic", "sdxl-turbo": "synthetic-xl"}
 
 
 @functools.lru_cache(maxsize=8)
@@ -136,8 +136,11 @@ def model_params(model: str, decoder: str | None = None) -> Params | None:
     counts = {part: _safetensors_params(path / part) if path else None
               for part in ("text_encoder", "unet")}
     if None not in counts.values():
+        second = (_safetensors_params(path / "text_encoder_2") or 0
+                  if (path / "text_encoder_2").is_dir() else 0)  # SDXL
         vae = _kl_dir_params(str(path / "vae") if decoder == OWN_VAE else decoder)
-        return _with_vae(Params(counts["text_encoder"], counts["unet"], TAESD_PARAMS), vae)
+        return _with_vae(Params(counts["text_encoder"] + second, counts["unet"], TAESD_PARAMS),
+                         vae)
     same = SAME_ARCHITECTURE.get(model)
     return model_params(same, decoder) if same else None
 
@@ -205,13 +208,18 @@ def _cached_snapshot(repo_id: str) -> Path | None:
 def _preset_params(preset) -> Params:
     import torch
     from diffusers import AutoencoderTiny, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**preset.unet)
-        text = CLIPTextModel(CLIPTextConfig(**preset.text_encoder))
+        texts = [CLIPTextModel(CLIPTextConfig(**preset.text_encoder))]
+        if preset.text_encoder_2 is not None:
+            texts.append(CLIPTextModelWithProjection(CLIPTextConfig(**preset.text_encoder_2)))
         dec = AutoencoderTiny(**dict(preset.decoder))
-    return Params(*(sum(p.numel() for p in m.parameters()) for m in (text, unet, dec.decoder)))
+
+    def count(*modules):
+        return sum(p.numel() for m in modules for p in m.parameters())
+    return Params(count(*texts), count(unet), count(dec.decoder))
 
 
 def _safetensors_params(folder: Path, prefixes: tuple[str, ...] = ("",)) -> int | None:

@@ -10,8 +10,9 @@ decoder.
       these, so nothing is built or hashed.
   checkpoints (a diffusers dir, an HF id, `sd-turbo`): sha256 over the files the loader reads
       (configs, tokenizer files, non-variant *.safetensors of tokenizer/ text_encoder/ unet/
-      scheduler/, and the decoder's), each file by a content digest. Files in the HF cache are
-      links named by their content hash (git blob sha1, or the LFS sha256 for weights): free.
+      scheduler/, SDXL's tokenizer_2/ text_encoder_2/, and the decoder's), each file by a
+      content digest. Files in the HF cache are links named by their content hash (git blob
+      sha1, or the LFS sha256 for weights): free.
       Other files are hashed once and the digest cached by (path, size, mtime) in
       $PAHI_RT_DIGEST_CACHE (default ~/.cache/pahi-rt/file-digests.json), so a full-size model
       costs seconds once and nothing after.
@@ -26,7 +27,7 @@ from .digests import (DIGEST_CACHE_ENV, HEX, _read_cache, _write_cache,  # noqa:
                       file_digest)
 from .errors import InputError
 from .io import sha256_json
-from .hub import SUBFOLDERS, resolve_model_dir
+from .hub import KEYED_FOLDERS, resolve_model_dir
 from .specs import OWN_VAE, PRESETS, random_decoder_label
 
 KEY_CHARS = 16  # hex digits kept: 64 bits tell models apart, and records stay short
@@ -45,7 +46,7 @@ def model_key(model: str, decoder: str | None = None) -> str:
         parts = {"preset": _preset_definition(preset)}
     else:
         root = resolve_model_dir(preset.hub_id if preset else model, preset is not None)
-        parts = {"model": _tree_digest(root, SUBFOLDERS)}
+        parts = {"model": _tree_digest(root, KEYED_FOLDERS)}
     if decoder == OWN_VAE:  # the model's own full VAE: its vae/ files, or the preset's config
         parts["decoder"] = ({"own_vae": _tree_digest(root, ["vae"])} if root is not None else
                             {"own_vae": sha256_json([dict(preset.vae or {}),
@@ -62,10 +63,14 @@ def model_key(model: str, decoder: str | None = None) -> str:
 
 def _preset_definition(preset) -> str:
     # the initialisers' source files, read without importing them (they import torch)
-    return sha256_json({"name": preset.name, "seed": preset.seed,
-                        "configs": [dict(c or {}) for c in (preset.unet, preset.text_encoder,
-                                                             preset.decoder)],
-                        "init": [_source_digest(m) for m in ("random_init", "taesd")]})
+    definition = {"name": preset.name, "seed": preset.seed,
+                  "configs": [dict(c or {}) for c in (preset.unet, preset.text_encoder,
+                                                       preset.decoder)],
+                  "init": [_source_digest(m) for m in ("random_init", "taesd")]}
+    if preset.text_encoder_2 is not None:  # SDXL (SD 2.x presets keep their keys)
+        definition.update(architecture=preset.architecture, scheduler=preset.scheduler_class,
+                          text_encoder_2=dict(preset.text_encoder_2))
+    return sha256_json(definition)
 
 
 def _source_digest(module: str) -> str:

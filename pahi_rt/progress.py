@@ -41,8 +41,7 @@ def stage(message: str, done: Callable[[], str] = lambda: "",
 
 def parameter_count(comps) -> str:
     """', 1.21B parameters' for the text encoder, UNet and decoder of `comps`."""
-    n = sum(p.numel() for m in (comps.text_encoder, comps.unet, comps.decoder)
-            for p in m.parameters())
+    n = sum(p.numel() for m in comps.modules for p in m.parameters())
     return f", {n / 1e9:.2f}B parameters" if n >= 1e9 else f", {n / 1e6:.1f}M parameters"
 
 

@@ -5,13 +5,14 @@ these frozen dataclasses instead of repeating literals.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from .errors import InputError
-from .model_configs import (OPENCLIP_H_TEXT, SD21_UNET, SD_VAE, TAESD,  # noqa: F401 (re-exported)
-                            TINY_TAESD, TINY_TEXT, TINY_UNET, TINY_VAE)
+from .scheduler_spec import EULER_A, SAMPLERS, SchedulerSpec  # noqa: F401
+from .model_configs import (CLIP_L_TEXT, OPENCLIP_BIGG_TEXT, OPENCLIP_H_TEXT,  # noqa: F401
+                            SD21_UNET, SD_VAE, SDXL_UNET, SDXL_VAE, TAESD, TINY_TAESD, TINY_TEXT,
+                            TINY_UNET, TINY_VAE, TINY_XL_UNET)
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,9 @@ class TensorNames:
     """Names of graph inputs/outputs, shared by export, engine build and runtime bindings."""
 
     input_ids: str = "input_ids"  # int32/int64 [B, 77] CLIP token ids
-    text_embeddings: str = "text_embeddings"  # [B, 77, D] text encoder last hidden state
+    text_embeddings: str = "text_embeddings"  # [B, 77, D] the UNet's encoder_hidden_states
+    text_embeds: str = "text_embeds"  # SDXL [B, P] pooled projection of text_encoder_2
+    time_ids: str = "time_ids"  # SDXL [B, 6] (original H, W, crop top, left, target H, W)
     eps: str = "eps"  # [B, 4, h, w] standard normal draw (seeded on the host)
     noise: str = "noise"  # [B, 4, h, w] unit-scale initial noise mu + sigma * eps
     mu: str = "mu"  # [B, 4, h, w] noise head mean
@@ -89,6 +92,14 @@ def component_graphs(mode: Mode) -> tuple[str, ...]:
     return (GRAPHS.text_encoder, *head, GRAPHS.unet, GRAPHS.decoder)
 
 
+def fused_graph(mode: Mode, spec=None) -> str | None:
+    """The name of `mode`'s fused graph on a model `spec` (None: SD 2.x), or None where the
+    mode runs staged: modes outside MODES, and Euler-ancestral at 2+ steps (its step noise is
+    drawn from each image's seed on the host; no fused graph takes it as an input)."""
+    ancestral = spec is not None and spec.scheduler.ancestral and mode.steps > 1
+    return mode.name if mode.name in MODES and not ancestral else None
+
+
 def parse_mode(noise: str, steps: int) -> Mode:
     """The mode for `--noise NOISE --steps STEPS`, validated."""
     if noise not in NOISE_KINDS:
@@ -103,72 +114,37 @@ def check_steps(steps: int, where: str = "--steps") -> None:
         raise InputError(f"{where} must be an integer from 1 to {MAX_STEPS}, got {steps!r}")
 
 
+# Architectures pahi-rt runs (`ModelSpec.architecture`) and how a checkpoint names them.
+SD2, SDXL = "sd2", "sdxl"
+ARCHITECTURES = MappingProxyType({SD2: "SD 2.x (StableDiffusionPipeline)",
+                                  SDXL: "SDXL (StableDiffusionXLPipeline)"})
+TIME_IDS = 6  # SDXL micro-conditioning: original (H, W), crop (top, left), target (H, W)
+
+
 @dataclass(frozen=True)
-class SchedulerSpec:
-    """SD-Turbo's Euler scheduler (diffusers `EulerDiscreteScheduler`), guidance 0.
+class ConditioningTensor:
+    """One tensor the UNet is conditioned on, per image (the batch dimension comes first)."""
 
-    The math (sigma_t = sqrt((1 - abar_t) / abar_t), epsilon prediction):
-      x_T     = noise * init_sigma, with init_sigma = sigma_max for trailing spacing
-      input   = x / sqrt(sigma_i^2 + 1)                    (model-input scaling)
-      x0      = x - sigma_i * eps_theta(input, t_i, c)     (epsilon prediction)
-      x       = x + (x - x0) / sigma_i * (sigma_{i+1} - sigma_i)   (Euler step; sigma_L = 0)
-    With one step the result is x0 itself.
-    """
-
-    num_train_timesteps: int = 1000  # T of the training schedule
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-    beta_schedule: str = "scaled_linear"  # betas = linspace(sqrt(b0), sqrt(b1), T)^2 ("linear" too)
-    prediction_type: str = "epsilon"  # or "v_prediction": x0 = x/(s^2+1) - s*v/sqrt(s^2+1)
-    timestep_spacing: str = "trailing"  # 1 step -> [999]; 2 steps -> [999, 499]
-    steps_offset: int = 0  # only used by "leading" spacing
-
-    def timesteps(self, steps: int) -> tuple[float, ...]:
-        """Timesteps as diffusers' EulerDiscreteScheduler.set_timesteps computes them."""
-        import numpy as np
-
-        T = self.num_train_timesteps
-        if steps < 1 or steps > T:
-            raise InputError(f"--steps must be between 1 and {T}, got {steps}")
-        if self.timestep_spacing == "trailing":
-            t = np.round(np.arange(T, 0, -T / steps)).astype(np.float32) - 1
-        elif self.timestep_spacing == "linspace":
-            t = np.linspace(0, T - 1, steps, dtype=np.float32)[::-1]
-        elif self.timestep_spacing == "leading":
-            t = (np.arange(0, steps) * (T // steps)).round()[::-1].astype(np.float32)
-            t += self.steps_offset
-        else:
-            raise InputError(f"unsupported timestep_spacing '{self.timestep_spacing}'")
-        return tuple(float(x) for x in t)
-
-    def sigmas(self, steps: int) -> tuple[float, ...]:
-        """sigma at each timestep (float32, interpolated as diffusers does), plus a final 0."""
-        import numpy as np
-        import torch
-
-        T = self.num_train_timesteps
-        if self.beta_schedule == "scaled_linear":
-            betas = torch.linspace(self.beta_start**0.5, self.beta_end**0.5, T,
-                                   dtype=torch.float32) ** 2
-        else:
-            betas = torch.linspace(self.beta_start, self.beta_end, T, dtype=torch.float32)
-        abar = torch.cumprod(1.0 - betas, dim=0)
-        all_sigmas = np.array(((1 - abar) / abar) ** 0.5)
-        s = np.interp(np.array(self.timesteps(steps)), np.arange(T), all_sigmas)
-        return tuple(float(x) for x in np.concatenate([s, [0.0]]).astype(np.float32))
-
-    def init_sigma(self, steps: int) -> float:
-        """Scale of the initial latent: sigma_max for trailing/linspace spacing (as diffusers)."""
-        s = max(self.sigmas(steps))
-        return s if self.timestep_spacing in ("trailing", "linspace") else math.sqrt(s * s + 1)
+    name: str  # tensor name in graphs (a NAMES field)
+    unet_arg: str  # UNet keyword, or a key of its `added_cond_kwargs` when `added`
+    shape: tuple[int, ...]  # per image
+    dtype: str = "model"  # the model's float dtype (diffusers casts time_ids to it too)
+    added: bool = False
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a loaded model is: enough to size tensors and rebuild the sampling math."""
+    """What a loaded model is: enough to size tensors and rebuild the sampling math.
+
+    SD 2.x: one text encoder, the UNet reads its last hidden state. SDXL: two (CLIP-L and
+    OpenCLIP-bigG); the UNet reads their penultimate hidden states concatenated
+    ([B, 77, 768 + 1280]), plus `text_embeds` (text_encoder_2's pooled projection) and
+    `time_ids` through `added_cond_kwargs`. A head's text feature is the hidden state tensor
+    (`text_dim` wide) in both.
+    """
 
     name: str  # preset name, HF id or directory
-    text_dim: int  # text encoder hidden size (cross-attention dim)
+    text_dim: int  # width of the UNet's encoder_hidden_states (cross-attention dim)
     max_tokens: int = 77  # CLIP context length
     latent_channels: int = 4
     vae_scale_factor: int = 8  # pixels per latent cell
@@ -176,13 +152,39 @@ class ModelSpec:
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     default_sample_size: int | tuple[int, int] = 64  # latent side(s): unet.config.sample_size
 
+    architecture: str = SD2  # a key of ARCHITECTURES
+    pooled_dim: int = 0  # SDXL: width of text_embeds (text_encoder_2 projection_dim)
+
     @property
     def default_size(self) -> tuple[int, int]:
         """(height, width) in pixels when none is given, as diffusers' `default_sample_size *
-        vae_scale_factor`: 512x512 for SD-Turbo and `synthetic`, 64x64 for `tiny`."""
+        vae_scale_factor`: 512x512 for SD-Turbo and `synthetic`, 64x64 for `tiny`
+        and `tiny-xl`, 512x512 for the SDXL presets."""
         s = self.default_sample_size
         h, w = (s, s) if isinstance(s, int) else s
         return h * self.vae_scale_factor, w * self.vae_scale_factor
+
+    @property
+    def text_encoders(self) -> int:
+        """(tokenizer, text encoder) pairs: 1 for SD 2.x, 2 for SDXL."""
+        return 2 if self.architecture == SDXL else 1
+
+    @property
+    def token_ids_shape(self) -> tuple[int, ...]:
+        """Per-image token ids: (77,) for SD 2.x, (2, 77) for SDXL (one row per tokenizer)."""
+        n = self.max_tokens
+        return (n,) if self.text_encoders == 1 else (self.text_encoders, n)
+
+    @property
+    def conditioning(self) -> tuple[ConditioningTensor, ...]:
+        """The UNet's conditioning tensors, in the order graphs take them."""
+        hidden = ConditioningTensor(NAMES.text_embeddings, "encoder_hidden_states",
+                                    (self.max_tokens, self.text_dim))
+        if self.architecture != SDXL:
+            return (hidden,)
+        return (hidden, ConditioningTensor(NAMES.text_embeds, "text_embeds", (self.pooled_dim,),
+                                           added=True),
+                ConditioningTensor(NAMES.time_ids, "time_ids", (TIME_IDS,), added=True))
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(C, h, w) of the latent for an image size; validates the size."""
@@ -242,11 +244,21 @@ class Preset:
     decoder: MappingProxyType | None = None
     vae: MappingProxyType | None = None  # the full VAE `--decoder vae` builds (random presets)
     seed: int = 0  # random-weight presets are reproducible
+    architecture: str = SD2
+    text_encoder_2: MappingProxyType | None = None  # SDXL: CLIPTextModelWithProjection config
+    scheduler_class: str = "EulerDiscreteScheduler"  # random presets: what the real one ships
 
     def spec(self) -> ModelSpec:
-        text_dim = self.text_encoder["hidden_size"] if self.text_encoder else 1024
+        """The spec of a random-weight preset (a hub preset's comes from its configs)."""
+        scheduler = SchedulerSpec(class_name=self.scheduler_class)
         sample = {"default_sample_size": self.unet["sample_size"]} if self.unet else {}
-        return ModelSpec(name=self.name, text_dim=text_dim, **sample)
+        if self.architecture != SDXL:
+            text_dim = self.text_encoder["hidden_size"] if self.text_encoder else 1024
+            return ModelSpec(name=self.name, text_dim=text_dim, scheduler=scheduler, **sample)
+        te, te2 = self.text_encoder or CLIP_L_TEXT, self.text_encoder_2 or OPENCLIP_BIGG_TEXT
+        return ModelSpec(name=self.name, text_dim=te["hidden_size"] + te2["hidden_size"],
+                         scheduler=scheduler, architecture=SDXL, pooled_dim=te2["projection_dim"],
+                         **sample)
 
 
 PRESETS = MappingProxyType({
@@ -255,6 +267,16 @@ PRESETS = MappingProxyType({
                         text_encoder=OPENCLIP_H_TEXT, decoder=TAESD, vae=SD_VAE),
     "tiny": Preset("tiny", hub_id=None, decoder_id=None, unet=TINY_UNET, text_encoder=TINY_TEXT,
                    decoder=TINY_TAESD, vae=TINY_VAE),
+    "sdxl-turbo": Preset("sdxl-turbo", hub_id="stabilityai/sdxl-turbo",
+                         decoder_id="madebyollin/taesdxl", architecture=SDXL,
+                         scheduler_class=EULER_A),
+    "synthetic-xl": Preset("synthetic-xl", hub_id=None, decoder_id=None, unet=SDXL_UNET,
+                           text_encoder=CLIP_L_TEXT, text_encoder_2=OPENCLIP_BIGG_TEXT,
+                           decoder=TAESD, vae=SDXL_VAE, architecture=SDXL,
+                           scheduler_class=EULER_A),
+    "tiny-xl": Preset("tiny-xl", hub_id=None, decoder_id=None, unet=TINY_XL_UNET,
+                      text_encoder=TINY_TEXT, text_encoder_2=TINY_TEXT, decoder=TINY_TAESD,
+                      vae=TINY_VAE, architecture=SDXL, scheduler_class=EULER_A),
 })
 DEFAULT_MODEL = "sd-turbo"
 

@@ -2,7 +2,8 @@
 
 `--decoder` accepts an AutoencoderTiny directory or HF id (e.g. `madebyollin/taesd`), or a
 `taesd_decoder.safetensors` file in madebyollin/taesd's own key layout (a sibling
-`taesd_encoder.safetensors` is picked up too). taesd.py's Decoder starts with a parameter-free
+`taesd_encoder.safetensors` is picked up too); TAESDXL's `taesdxl_decoder.safetensors` (same
+architecture, SDXL's latent space) likewise. taesd.py's Decoder starts with a parameter-free
 Clamp at index 0, which AutoencoderTiny does inside `forward` (tanh(x/3)*3), so decoder layer k in
 taesd.py is layer k-1 in diffusers; encoder indices match.
 """
@@ -88,8 +89,10 @@ def _load_taesd_file(path: Path):
 
     if not path.is_file():
         raise InputError(f"--decoder {path}: no such file")
-    dec_path = path if path.name != ENCODER_FILE else path.with_name(DECODER_FILE)
-    enc_path = dec_path.with_name(ENCODER_FILE)
+    # taesd_decoder / taesdxl_decoder (same layout): the encoder is the file named alike
+    dec_path = path.with_name(path.name.replace("_encoder.", "_decoder."))
+    enc_path = dec_path.with_name(dec_path.name.replace("_decoder.", "_encoder.")
+                                  if "_decoder." in dec_path.name else ENCODER_FILE)
     try:
         decoder = load_file(dec_path) if dec_path.is_file() else None
         encoder = load_file(enc_path) if enc_path.is_file() else None

@@ -50,10 +50,11 @@ def vocab_and_merges(path: Path) -> tuple[dict[str, int], list[tuple[str, str]]]
     return {t: i for i, t in enumerate(tokens)}, [tuple(m.split()) for m in merges]
 
 
-@functools.lru_cache(maxsize=1)
-def clip_tokenizer():
-    """SD 2.x CLIP tokenizer: 77 tokens, BOS 49406, EOS 49407, pad "!" (id 0)."""
+@functools.lru_cache(maxsize=2)
+def clip_tokenizer(pad_token: str = "!"):
+    """SD 2.x CLIP tokenizer: 77 tokens, BOS 49406, EOS 49407, pad "!" (id 0). SDXL's first
+    tokenizer (CLIP-L) is the same with pad_token "<|endoftext|>" (id 49407)."""
     from transformers import CLIPTokenizer
 
     vocab, merges = vocab_and_merges(bpe_path())
-    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token="!", model_max_length=77)
+    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad_token, model_max_length=77)

@@ -34,6 +34,13 @@ def tiny_components():
 
 
 @pytest.fixture(scope="session")
+def tiny_xl_components():
+    from pahi_rt.components import load_components
+
+    return load_components("tiny-xl")
+
+
+@pytest.fixture(scope="session")
 def pahi_head():
     from helpers import random_head
 
@@ -58,6 +65,23 @@ def tiny_artifacts(tmp_path_factory, tiny_components, pahi_head):
 
     engines = ("pahi-1step",) if has_module("tensorrt_rtx") or has_module("tensorrt") else ()
     return _export(tmp_path_factory, tiny_components, pahi_head, "fp32", engines)
+
+
+@pytest.fixture(scope="session")
+def xl_random_head(tiny_xl_components):
+    """A random-weight PAHI head for tiny-xl (64x64: latents [4, 8, 8])."""
+    from helpers import random_head
+
+    return random_head("pahi", text_dim=tiny_xl_components.spec.text_dim, base_model="tiny-xl",
+                       architecture="sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_xl_artifacts(tmp_path_factory, tiny_xl_components, xl_random_head):
+    """fp32 export of tiny-xl (64x64, batch 2) with a PAHI head: one text encoder graph with
+    both encoders, a UNet taking text_embeds/time_ids, fused 1-step graphs (Euler-ancestral at
+    2 steps has none: it runs staged)."""
+    return _export(tmp_path_factory, tiny_xl_components, xl_random_head, "fp32")
 
 
 @pytest.fixture(scope="session")

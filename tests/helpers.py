@@ -13,11 +13,12 @@ SHARED = next((p / "shared" / "data" for p in Path(__file__).resolve().parents[1
 
 
 def save_tiny_checkpoint(root: Path, seed: int, unet_overrides: dict | None = None,
-                         scheduler_overrides: dict | None = None, vae: bool = False
-                         ) -> tuple[Path, Path]:
+                         scheduler_overrides: dict | None = None, vae: bool = False,
+                         scheduler_class: str = "EulerDiscreteScheduler") -> tuple[Path, Path]:
     """A diffusers-layout model dir and an AutoencoderTiny dir with random weights; with `vae`,
     the model dir has a full VAE (AutoencoderKL, specs.TINY_VAE) in vae/ too."""
-    from diffusers import AutoencoderTiny, EulerDiscreteScheduler, UNet2DConditionModel
+    import diffusers
+    from diffusers import AutoencoderTiny, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from pahi_rt import specs, taesd
@@ -27,7 +28,7 @@ def save_tiny_checkpoint(root: Path, seed: int, unet_overrides: dict | None = No
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**{**specs.TINY_UNET, **(unet_overrides or {})})
     text = CLIPTextModel(CLIPTextConfig(**specs.TINY_TEXT))
-    sched = EulerDiscreteScheduler(**{**dict(beta_start=0.00085, beta_end=0.012,
+    sched = getattr(diffusers, scheduler_class)(**{**dict(beta_start=0.00085, beta_end=0.012,
                                              beta_schedule="scaled_linear",
                                              timestep_spacing="trailing"),
                                       **(scheduler_overrides or {})})
@@ -45,11 +46,41 @@ def save_tiny_checkpoint(root: Path, seed: int, unet_overrides: dict | None = No
     return model_dir, decoder_dir
 
 
-def random_head(mode: str = "pahi", latent_shape=(4, 8, 8), text_dim: int = 32, seed: int = 0):
+def save_tiny_xl_checkpoint(root: Path, seed: int, scheduler_class: str = "EulerDiscreteScheduler",
+                            scheduler_overrides: dict | None = None) -> tuple[Path, Path]:
+    """A tiny random SDXL checkpoint (diffusers layout, model_index.json included: two
+    tokenizers and text encoders, a text_time UNet) and an AutoencoderTiny dir."""
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from pahi_rt import specs, taesd
+    from pahi_rt.tokenizer import clip_tokenizer
+
+    model_dir, decoder_dir = root / "model", root / "taesd"
+    torch.manual_seed(seed)
+    diffusers.UNet2DConditionModel(**specs.TINY_XL_UNET).save_pretrained(model_dir / "unet")
+    CLIPTextModel(CLIPTextConfig(**specs.TINY_TEXT)).save_pretrained(model_dir / "text_encoder")
+    CLIPTextModelWithProjection(CLIPTextConfig(**specs.TINY_TEXT)).save_pretrained(
+        model_dir / "text_encoder_2")
+    clip_tokenizer("<|endoftext|>").save_pretrained(model_dir / "tokenizer")
+    clip_tokenizer().save_pretrained(model_dir / "tokenizer_2")
+    getattr(diffusers, scheduler_class)(**{
+        **dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+               timestep_spacing="trailing"), **(scheduler_overrides or {})}
+    ).save_pretrained(model_dir / "scheduler")
+    (model_dir / "model_index.json").write_text(json.dumps(
+        {"_class_name": "StableDiffusionXLPipeline", "_diffusers_version": diffusers.__version__}))
+    taesd.build(specs.TINY_TAESD, seed=seed).save_pretrained(decoder_dir)
+    return model_dir, decoder_dir
+
+
+def random_head(mode: str = "pahi", latent_shape=(4, 8, 8), text_dim: int = 32, seed: int = 0,
+                base_model: str = "tiny", architecture: str = "sd2"):
     """A HI/PAHI head with random non-zero weights everywhere, so mu and sigma matter."""
     from pahi_rt.heads.head import HeadConfig, build_head
 
-    head = build_head(HeadConfig(mode, tuple(latent_shape), text_dim, hidden=16, base_model="tiny"))
+    head = build_head(HeadConfig(mode, tuple(latent_shape), text_dim, hidden=16,
+                                 base_model=base_model, architecture=architecture))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in head.parameters():

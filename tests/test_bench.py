@@ -226,3 +226,24 @@ def test_decoder_recorded_and_full_vae_rows(bench_result, tmp_path):
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["decoder"] == "vae" and "decoder `vae`" in (tmp_path / "r.md").read_text()
     assert {row["backend"] for row in result["rows"]} == {"torch", "diffusers"}
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_diffusers_row_on_xl_is_the_stock_xl_pipeline(tiny_xl_components, steps):
+    """On an SDXL model the reference row runs StableDiffusionXLPipeline (Euler-ancestral, one
+    generator per image) and renders pahi-rt's image for the same seeds."""
+    import diffusers
+    import numpy as np
+
+    from pahi_rt import sampling
+    from pahi_rt.bench.diffusers_row import diffusers_runner, stock_pipeline
+
+    comps = tiny_xl_components
+    pipe = stock_pipeline(comps)
+    assert isinstance(pipe, diffusers.StableDiffusionXLPipeline)
+    assert isinstance(pipe.scheduler, diffusers.EulerAncestralDiscreteScheduler)
+    prompts, seeds = ["a red cube", "a blue ball"], [3, 4]
+    got = diffusers_runner(comps, steps, 64, 64)(prompts, seeds)
+    ref = sampling.generate(comps, prompts, seeds, steps=steps, height=64, width=64).numpy()
+    assert ref.std() > 20
+    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1

@@ -54,7 +54,8 @@ def test_prompt_file_numbers_images_and_seeds(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (("x", "--height", "100"), "--height must be a multiple of 8"),
     (("x", "--width", "32"), "--width must be a multiple of 8 from 64 to 16384"),
-    (("x", "--model", "no-such-preset-here"), "not a preset (sd-turbo, synthetic, tiny)"),
+    (("x", "--model", "no-such-preset-here"),
+     "not a preset (sd-turbo, synthetic, tiny, sdxl-turbo, synthetic-xl, tiny-xl)"),
     (("x", "--model", "tinny"), "did you mean tiny?"),
     (("x", "--model", "nobody/no-such-model-here"), "try --model synthetic"),
     (("x", "--model", "./missing-dir"), "no such directory (presets: sd-turbo"),

@@ -170,3 +170,17 @@ def test_an_actor_failure_names_its_cause(local_ray, tmp_path, pahi_head):
     error = [x for x in r.output.splitlines() if x.startswith("error:")]
     assert len(error) == 1 and "the Ray run failed after 0 images: ModelLoadError: --head" in \
         error[0] and "weights do not load" in error[0], r.output
+
+
+def test_ray_on_tiny_xl_equals_the_plain_run(local_ray, tmp_path):
+    """SDXL (two tokenizers, Euler-ancestral at 2 steps) through the Ray Data actors: the same
+    PNG bytes as the plain run."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red fox\nthe sea at night\n")
+    xl = ["--model", "tiny-xl", "--height", "64", "--width", "64", "--seed", "3", "--steps", "2"]
+    for name, extra in (("plain", []), ("ray", ["--ray", "--replicas", "1"])):
+        r = run("generate", "--prompts", str(prompts), *xl, *extra, "--out", str(tmp_path / name))
+        assert r.exit_code == 0, r.output
+    for i in range(2):
+        name = f"{i:05d}.png"
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()

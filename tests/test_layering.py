@@ -9,9 +9,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lower number = lower layer. A module may import its own layer or lower ones.
 LAYERS = {
     "errors": 0, "hostmem": 0, "extras": 1, "threads": 0, "cpu": 0,
-    "specs": 1, "model_configs": 1, "pixels": 1, "hub": 1, "tokenizer": 1, "random_init": 1,
-    "io": 1, "image_files": 1, "digests": 1, "single_file": 1, "single_file_convert": 1,
-    "prompts": 1, "progress": 2, "prompt_sets": 2, "decoders": 2,
+    "specs": 1, "model_configs": 1, "scheduler_spec": 1, "conditioning": 2, "pixels": 1,
+    "hub": 1, "tokenizer": 1, "random_init": 1, "io": 1, "image_files": 1, "digests": 1,
+    "single_file": 1, "single_file_convert": 1, "prompts": 1, "progress": 2, "prompt_sets": 2,
+    "decoders": 2,
     "taesd": 2, "components": 2, "memory": 2, "model_key": 2, "sampling": 3, "render": 3,
     "heads": 4, "scorers": 5, "feedback": 5, "training": 6, "test_time": 6, "evaluation": 7,
     "artifacts": 5,  # what reading an export needs (manifest, keys, cache, TensorRT seam)

@@ -296,3 +296,28 @@ def test_ingress_and_model_are_separate_deployments(server):
     assert set(deployments) == {"ImageIngress", "ImageModel"}
     for d in deployments.values():
         assert d.status == "HEALTHY" and d.replica_states.get("RUNNING") == 1, d
+
+
+def test_replica_pipelines_render_tiny_xl(tiny_xl_components, tmp_path, monkeypatch):
+    """What a replica opens for an SDXL model (`open_generation`: every served noise, steps and
+    size, onnxruntime exported on first use) renders the reference image, Euler-ancestral at 2
+    steps included (staged, with each seed's step noise)."""
+    from pahi_rt import sampling
+    from pahi_rt.runtime.pipeline import LoadedModel
+    from pahi_rt.serving.generation import open_generation
+    from pahi_rt.serving.schema import ServeSettings
+
+    monkeypatch.setenv("PAHI_RT_CACHE", str(tmp_path / "cache"))
+    model = LoadedModel(tiny_xl_components, {}, "cpu", None)
+    settings = ServeSettings(model="tiny-xl", height=64, width=64, device="cpu", max_batch=2,
+                             more_steps=(2,), backend="onnxruntime")
+    gen = open_generation(model, settings)
+    try:
+        assert set(gen.pipes) == {("gaussian", 1, 64, 64), ("gaussian", 2, 64, 64)}
+        for (_, steps, _, _), pipe in gen.pipes.items():
+            got = pipe(["a red fox", "the sea"], [5, 6])
+            ref = sampling.generate(tiny_xl_components, ["a red fox", "the sea"], [5, 6],
+                                    steps=steps, height=64, width=64).numpy()
+            assert np.abs(got.astype(int) - ref.astype(int)).max() <= 2, steps
+    finally:
+        gen.close()

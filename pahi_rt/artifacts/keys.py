@@ -85,6 +85,8 @@ def source_hashes(components, head=None) -> dict:
            "unet": weights_hash(components.unet), "decoder": weights_hash(components.decoder),
            "model_spec": sha256_json(asdict(spec)), "code": code_version(),
            "tools": sha256_json(tool_versions())}
+    if getattr(components, "text_encoder_2", None) is not None:  # SDXL (SD 2.x keys unchanged)
+        out["text_encoder_2"] = weights_hash(components.text_encoder_2)
     if head is not None:
         out["head"] = weights_hash(head)
         out["head_config"] = sha256_json(head.config.to_dict())

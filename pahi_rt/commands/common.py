@@ -153,8 +153,9 @@ SCORER_HELP = (f"Preference scorer, repeatable; the objective is the weighted su
                "pickscore@/models/PickScore_v1.")
 
 # Shared options (Typer reads the help and flag names from here; defaults stay at the verb).
-Model = Annotated[str, typer.Option(help="Preset (sd-turbo, synthetic, tiny), diffusers model "
-                                         "directory or HF id.")]
+Model = Annotated[str, typer.Option(help="Preset (sd-turbo, synthetic, tiny, sdxl-turbo, "
+                                         "synthetic-xl, tiny-xl), diffusers model directory "
+                                         "(SD 2.x or SDXL) or HF id.")]
 Decoder = Annotated[Optional[str], typer.Option(
     help="AutoencoderTiny dir / HF id, a taesd_decoder.safetensors file, an AutoencoderKL dir, "
          "or vae: the model's own full VAE (slower, the checkpoint's fidelity).")]

@@ -63,7 +63,7 @@ def export_cmd(
          "cpu", export=True, run=False, decoder=decoder)
     comps = load_components(model, decoder)
     noise_head = load_head(head, comps.spec, height, width) if head else None
-    names = tuple(n for n, _ in graph_plan(noise_head, tuple(graph)))
+    names = tuple(n for n, _ in graph_plan(noise_head, tuple(graph), comps.spec))
     engines: tuple[str, ...] = ()
     if not no_engine:
         try:

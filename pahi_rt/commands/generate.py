@@ -168,7 +168,8 @@ def _write_all(pipe, loaded, scorers, outputs, o: GenerateOptions) -> None:
                 extra["requested_seed"] = seed + i
             meta = io.png_metadata(p.text, own_seed, o.steps, o.noise, o.model, loaded.head_path,
                                    o.height, o.width, loaded.base.decoder_id,
-                                   extra=extra or None, keys=keys)
+                                   extra=extra or None, keys=keys,
+                                   sampler=loaded.spec.scheduler.sampler)
             try:
                 path = image_files.write(outputs, i, pixels, meta)
             except OSError as e:  # disk full, permissions changed under us, ...

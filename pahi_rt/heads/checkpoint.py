@@ -139,8 +139,14 @@ def head_key(directory: str | Path) -> str:
 def check_base_model(directory, config: HeadConfig, model_spec) -> None:
     """A head was trained on `config.base_model`: on another model it is refused when the
     conditioning it reads differs (PAHI: the text embedding width), and used with a warning
-    naming both models when only the weights may differ (its noise was tuned for the other)."""
+    naming both models when only the weights may differ (its noise was tuned for the other).
+    The architecture (SD 2.x or SDXL) must match for any head: it fixes the latent space."""
     trained_on, here = config.base_model, model_spec.name
+    if config.architecture != model_spec.architecture:
+        raise InputError(f"--head {directory} was trained on {trained_on or 'another model'} "
+                         f"({config.architecture}); --model {here} is {model_spec.architecture}, "
+                         "so its conditioning and latent space differ: train a head for this "
+                         "model")
     if config.kind == "pahi" and config.text_dim != model_spec.text_dim:
         raise InputError(f"--head {directory} was trained on {trained_on or 'another model'} "
                          f"({config.text_dim}-wide text embeddings); --model {here} gives "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..specs import ARCHITECTURES, SD2
+
 
 @dataclass(frozen=True)
 class HeadConfig:
@@ -17,11 +19,17 @@ class HeadConfig:
     text_dim: int  # width D of the text embeddings it reads (pahi)
     hidden: int = 144  # MLP width: ~5M parameters at 512x512 with D = 1024, as in the paper
     base_model: str = ""  # the diffusion model it was trained for
+    # what conditions that model (specs.ARCHITECTURES): its latent space and text feature
+    architecture: str = SD2
 
     def to_dict(self) -> dict:
-        """The config.json form (the kind under its on-disk key `mode`)."""
+        """The config.json form (the kind under its on-disk key `mode`); `architecture` only
+        when not sd2, so heads written before it existed keep their bytes and content keys."""
         d = asdict(self)
-        return {"mode": d.pop("kind"), **d, "latent_shape": list(self.latent_shape)}
+        out = {"mode": d.pop("kind"), **d, "latent_shape": list(self.latent_shape)}
+        if self.architecture == SD2:
+            del out["architecture"]
+        return out
 
     @classmethod
     def from_dict(cls, meta: dict) -> "HeadConfig":
@@ -35,6 +43,9 @@ class HeadConfig:
             return f"mode must be hi or pahi, got {self.kind!r}"
         if len(self.latent_shape) != 3 or not _positive_ints(*self.latent_shape):
             return f"latent_shape must be 3 positive integers, got {list(self.latent_shape)}"
+        if self.architecture not in ARCHITECTURES:
+            return f"architecture must be one of {', '.join(ARCHITECTURES)}, got " \
+                   f"{self.architecture!r}"
         if not _positive_ints(self.text_dim, self.hidden):
             return f"text_dim and hidden must be positive integers, got {self.text_dim!r}, " \
                    f"{self.hidden!r}"

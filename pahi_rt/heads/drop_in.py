@@ -9,6 +9,11 @@
 The pipeline multiplies given latents by `scheduler.init_noise_sigma` itself, so these are
 unit-scale: mu(c) + sigma(c) * eps, with eps drawn exactly as `sampling.draw_eps` (and diffusers
 for a list of CPU generators) draws it. The same seed therefore gives pahi-rt's image.
+
+SDXL pipes (`StableDiffusionXLPipeline`, with `text_encoder_2`) work the same way; the head reads
+the concatenated penultimate hidden states (`conditioning`). With an Euler-ancestral scheduler at
+2+ steps, pahi-rt's later noise is the draws that follow eps on the seed's generator: pass
+`generator=` one seeded with the seed that has drawn one latent already to get pahi-rt's image.
 """
 from __future__ import annotations
 
@@ -41,10 +46,27 @@ def initial_latents(head, prompts: Sequence[str], seeds: Sequence[int], height: 
     if head is not None and tuple(head.config.latent_shape) != shape:
         raise InputError(f"the head predicts latents {tuple(head.config.latent_shape)}, "
                          f"but {width}x{height} needs {shape}")
-    ids = sampling.tokenize(tokenizer, prompts, tokenizer.model_max_length)
-    emb = sampling.encode_text(text_encoder, ids)
+    if getattr(pipe, "text_encoder_2", None) is not None:  # SDXL: both text encoders
+        emb = _sdxl_conditioning(pipe, prompts, factor)
+    else:
+        ids = sampling.tokenize(tokenizer, prompts, tokenizer.model_max_length)
+        emb = sampling.encode_text(text_encoder, ids)
     eps = sampling.draw_eps(seeds, shape, emb.dtype).to(emb.device)
     if head is None:
         return eps
     head = head.to(device=emb.device, dtype=emb.dtype)
     return head(eps, emb)
+
+
+def _sdxl_conditioning(pipe, prompts: Sequence[str], factor: int):
+    """An SDXL pipe's conditioning, as `conditioning.encode_prompts` makes it."""
+    from types import SimpleNamespace
+
+    from ..specs import SDXL, ModelSpec
+
+    spec = ModelSpec(name="pipe", text_dim=pipe.unet.config.cross_attention_dim,
+                     max_tokens=pipe.tokenizer.model_max_length, vae_scale_factor=factor,
+                     architecture=SDXL, pooled_dim=pipe.text_encoder_2.config.projection_dim)
+    parts = SimpleNamespace(spec=spec, tokenizer=pipe.tokenizer, tokenizer_2=pipe.tokenizer_2,
+                            text_encoder=pipe.text_encoder, text_encoder_2=pipe.text_encoder_2)
+    return sampling.encode_prompts(parts, sampling.tokenize_prompts(parts, prompts))

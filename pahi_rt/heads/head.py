@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from ..conditioning import text_feature
 from .config import HeadConfig
 
 
@@ -38,7 +39,8 @@ class GlobalPrior(nn.Module):
 
 
 class NoiseHead(nn.Module):
-    """PAHI: frozen text embeddings E(c) [B, 77, D] -> attention pool -> two MLPs -> mu, sigma.
+    """PAHI: frozen text embeddings E(c) [B, 77, D] (SDXL: the concatenated hidden states of
+    both text encoders, `conditioning.text_feature`) -> attention pool -> two MLPs -> mu, sigma.
 
     Text feature: a single learned query attends over the 77 token embeddings. Its query starts
     at zero, so at init the pool is exactly the mean over tokens; training can then focus on the
@@ -69,7 +71,7 @@ class NoiseHead(nn.Module):
 
     def pooled(self, text_embeddings: torch.Tensor) -> torch.Tensor:
         """Attention-pooled token embeddings [B, D] (before standardisation)."""
-        x = self.norm(text_embeddings.to(self.query.dtype))
+        x = self.norm(text_feature(text_embeddings).to(self.query.dtype))
         # the scale goes into the query, not after the MatMul: OpenVINO 2026.4's CPU plugin
         # fails to compile MatMul(x, 1-D constant) followed by a division (MatMulMultiplyFusion)
         weights = torch.softmax(x @ (self.query / x.shape[-1] ** 0.5), dim=1)  # [B, 77]
@@ -114,7 +116,7 @@ def build_head(config: HeadConfig) -> nn.Module:
 def random_head(kind: str, spec, height: int, width: int, seed: int = 0):
     """A head of the right shape with small random weights (not the zero-init identity)."""
     h = build_head(HeadConfig(kind, spec.latent_shape(height, width), spec.text_dim,
-                              base_model=spec.name))
+                              base_model=spec.name, architecture=spec.architecture))
     gen = torch.Generator().manual_seed(seed)
     for p in h.parameters():
         p.copy_(torch.randn(p.shape, generator=gen) * 0.02)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import sampling
+from .. import conditioning, sampling
 from ..artifacts.manifest import find_artifact, read_manifest
-from ..errors import ArtifactError, InputError
+from ..errors import ArtifactError, BackendError, InputError
 from ..specs import GRAPHS, NAMES, ModelSpec
 from .backend import Backend, RunConfig, TextOutputs
 
@@ -83,7 +83,12 @@ class ArtifactBackend(Backend):
         return torch.from_numpy(array).to(self.device)
 
     def _encode_text_impl(self, ids: np.ndarray) -> TextOutputs:
-        return self.infer(GRAPHS.text_encoder, {NAMES.input_ids: self.tensor(ids)})
+        """The text encoder graph's outputs plus what the host makes (SDXL's time_ids at the
+        run's size): the spec's conditioning tensors by name."""
+        out = self.infer(GRAPHS.text_encoder, {NAMES.input_ids: self.tensor(ids)})
+        cfg = self.config
+        return {**out, **conditioning.host_conditioning(self.spec, ids.shape[0], cfg.height,
+                                                        cfg.width, device=self.device)}
 
     def _make_noise_impl(self, eps: np.ndarray, text: TextOutputs) -> torch.Tensor:
         if self.config.mode.noise == "gaussian":
@@ -97,10 +102,24 @@ class ArtifactBackend(Backend):
         x = x * s.init_sigma if index == 0 else x
         t = torch.full((x.shape[0],), s.timesteps[index], dtype=torch.float32, device=x.device)
         # every text output the UNet graph takes (SDXL's take the pooled embeddings too)
-        conditioning = {k: v for k, v in text.items() if k in self.graph_inputs(GRAPHS.unet)}
+        conds = {k: v for k, v in text.items() if k in self.graph_inputs(GRAPHS.unet)}
         e = self.infer(GRAPHS.unet, {NAMES.sample: sampling.model_input(x, sigma),
-                                     NAMES.timestep: t, **conditioning})[NAMES.noise_pred]
-        return sampling.euler_step(x, e.float(), sigma, sigma_next, s.prediction_type)
+                                     NAMES.timestep: t, **conds})[NAMES.noise_pred]
+        if not s.ancestral:
+            return sampling.euler_step(x, e.float(), sigma, sigma_next, s.prediction_type)
+        # Euler-ancestral, as `sampling.denoise`: down to sigma_down, then the seed's noise
+        down, up = sampling.ancestral_sigmas(sigma, sigma_next)
+        x = sampling.euler_step(x, e.float(), sigma, down, s.prediction_type)
+        return x + self._step_noise(index, x.shape[0]) * up if up > 0 else x
+
+    def _step_noise(self, index: int, batch: int) -> torch.Tensor:
+        """Row `index` of the pipeline's `step_noise` [B, 4, h, w], padded like eps to a
+        static batch."""
+        if self.step_noise is None:
+            raise BackendError(f"{self.name}: Euler-ancestral at 2+ steps needs the seeds' step "
+                               "noise (run through a Pipeline, or set backend.step_noise)")
+        z = self.step_noise[index]
+        return self.tensor(np.concatenate([z, np.repeat(z[-1:], batch - len(z), 0)]))
 
     def _decode_impl(self, latents: torch.Tensor) -> torch.Tensor:
         return sampling.to_uint8(self.infer(GRAPHS.decoder, {NAMES.latents: latents})[NAMES.image])

@@ -1,17 +1,19 @@
 """The protocol every runtime implements.
 
 A backend serves one (model, head, mode, batch, size, precision). Inputs come from the host:
-token ids [B, 77] int64 and eps [B, 4, h, w] float32 (drawn from seeds exactly as the reference
-does), so every backend renders the same image for the same seed.
+token ids [B, *spec.token_ids_shape] int64 ([B, 77]; SDXL [B, 2, 77]) and eps [B, 4, h, w]
+float32 (drawn from seeds exactly as the reference does; Euler-ancestral's later noise too, set
+as `step_noise` by the pipeline), so every backend renders the same image for the same seed.
 
 As Polygraphy's runners do: every public method checks its inputs against the run
 (`input_checks`: a one-line InputError) and calls the `_..._impl` method that does the work;
 stages are separate calls so the bench can time each one, and a backend with a fused
 graph/engine/CUDA graph overrides `_run_impl` with one call. The text encoder stage returns
-every output by name (`TextOutputs`: one today, hidden states and pooled embeddings for SDXL)
-and the later stages take them all. A backend is a context manager: `close()` (idempotent;
-`__exit__` calls it, on exceptions too) releases its sessions, compiled models, engines, CUDA
-graphs and modules, and a closed backend refuses every call with a BackendError.
+the model spec's conditioning tensors by name (`TextOutputs`, `ModelSpec.conditioning`: SD 2.x
+text_embeddings; SDXL text_embeddings, text_embeds, time_ids) and the later stages take them.
+A backend is a context manager: `close()` (idempotent; `__exit__` calls it, on exceptions too)
+releases its sessions, compiled models, engines, CUDA graphs and modules, and a closed backend
+refuses every call with a BackendError.
 """
 from __future__ import annotations
 
@@ -63,6 +65,9 @@ class Backend(Closing, InputChecks, ABC):
         self.config = config
         self.spec = spec
         self.closed = False
+        # Euler-ancestral noise of the next run, [steps - 1, B, 4, h, w] float32 on the host
+        # (`sampling.draw_step_noise`), set by the pipeline; None: plain Euler (torch only)
+        self.step_noise: np.ndarray | None = None
 
     def __enter__(self) -> "Backend":
         self.check_open()
@@ -84,8 +89,9 @@ class Backend(Closing, InputChecks, ABC):
             raise BackendError(f"the {self.name} backend was closed; open a new pipeline")
 
     def encode_text(self, ids: np.ndarray) -> TextOutputs:
-        """ids [B, 77] integer (host) -> every text encoder output by name (device): today
-        {text_embeddings: [B, 77, D]}."""
+        """ids [B, *spec.token_ids_shape] integer (host) -> the spec's conditioning tensors by
+        name (device): {text_embeddings: [B, 77, D]}, SDXL also text_embeds [B, P] and
+        time_ids [B, 6] (`conditioning.by_name`)."""
         self.check_open()
         return self._encode_text_impl(self._checked_ids(ids))
 

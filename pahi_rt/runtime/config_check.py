@@ -6,7 +6,7 @@ import torch
 
 from .. import sampling
 from ..errors import BackendError, InputError
-from ..specs import BACKENDS, PRECISIONS
+from ..specs import BACKENDS, PRECISIONS, SD2
 
 
 def check_config(model, config) -> None:
@@ -32,7 +32,14 @@ def check_config(model, config) -> None:
         raise BackendError("--backend tensorrt needs a CUDA GPU" + (
             " (use --device cuda)" if gpu else ", and torch sees none here; on the CPU use "
             "--backend onnxruntime or torch"))
+    if config.compile and model.spec.architecture != SD2:
+        raise InputError(f"--compile runs SD 2.x models only (not {model.spec.architecture})")
+    if config.compile and model.spec.scheduler.ancestral and config.mode.steps > 1:
+        raise InputError("--compile runs Euler; Euler-ancestral at 2+ steps runs without it")
     if config.compile and name != "torch":
         raise InputError("--compile applies to --backend torch only")
+    if name == "openvino" and model.spec.architecture != SD2:
+        raise BackendError(f"--backend {name} does not run {model.spec.architecture} models yet "
+                           "(use --backend onnxruntime or torch)")
     if name == "torch" and config.artifacts is not None:
         raise InputError("--artifacts is only used with --backend onnxruntime|tensorrt|openvino")

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..specs import NAMES
 
 
 class InputChecks:
@@ -22,11 +21,13 @@ class InputChecks:
         return n
 
     def _checked_ids(self, ids) -> np.ndarray:
-        """Token ids [B, max_tokens] of an integer dtype, as int64."""
-        ids, t = np.asarray(ids), self.spec.max_tokens
-        if ids.ndim != 2 or ids.shape[1] != t or not np.issubdtype(ids.dtype, np.integer):
-            raise InputError(f"{self.name}: token ids must be integers [B, {t}], got "
-                             f"{ids.dtype} {list(ids.shape)}")
+        """Token ids [B, *spec.token_ids_shape] ([B, 77]; SDXL [B, 2, 77]) of an integer
+        dtype, as int64."""
+        ids, per_image = np.asarray(ids), self.spec.token_ids_shape
+        if ids.shape[1:] != per_image or not np.issubdtype(ids.dtype, np.integer):
+            raise InputError(f"{self.name}: token ids must be integers "
+                             f"[B, {', '.join(map(str, per_image))}], got {ids.dtype} "
+                             f"{list(ids.shape)}")
         self._batch(ids.shape[0], "token ids")
         return ids.astype(np.int64, copy=False)
 
@@ -54,10 +55,13 @@ class InputChecks:
         return self._batch(shape[0], label)
 
     def _check_text(self, text: Any, n: int | None = None) -> None:
-        """`text` is what `encode_text` returns: device tensors by name, batch n when given."""
-        if not isinstance(text, dict) or NAMES.text_embeddings not in text:
+        """`text` is what `encode_text` returns: device tensors by the spec's conditioning names
+        (`ModelSpec.conditioning`), batch n when given."""
+        names = [t.name for t in self.spec.conditioning]
+        if not isinstance(text, dict) or any(name not in text for name in names):
             raise InputError(f"{self.name}: text must be encode_text's outputs by name "
-                             f"({NAMES.text_embeddings}, ...), got {type(text).__name__}")
+                             f"({', '.join(names)}), got {type(text).__name__} "
+                             f"{sorted(text) if isinstance(text, dict) else ''}".rstrip())
         for label, value in text.items():
             rows = (getattr(value, "shape", None) or (None,))[0]
             if rows != (rows if n is None else n):

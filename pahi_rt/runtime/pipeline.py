@@ -14,8 +14,7 @@ from `pahi_rt.export`), and builds the backend.
 `Pipeline.inputs` is the one definition of the host inputs (token ids and fp32 eps drawn from
 the seeds), so every backend and every caller renders the same image for a seed. Pipelines and
 loaded models are context managers: leaving the `with` (an exception included) or `close()`
-releases the backend's sessions/engines/graphs (the pipeline) and the runtime objects shared by
-the model's pipelines (the model).
+releases the backend's sessions/engines/graphs (pipeline) or what its pipelines share (model).
 """
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ from .. import sampling
 from ..artifacts.first_use import Exporter, ExportRequest
 from ..errors import ArtifactError, InputError
 from ..specs import (BACKENDS, GRAPHS, MODES, PRECISIONS, SEED_MAX, Mode,  # noqa: F401
-                     RenderShape, ShapeFields, check_seeds, component_graphs)
+                     RenderShape, ShapeFields, check_seeds, component_graphs, fused_graph)
 from .backend import Backend, Closing, RunConfig, Timer
 from .config_check import check_config
 
@@ -80,9 +79,8 @@ class LoadedModel(Closing):
         return self.base.spec
 
     def close(self) -> None:
-        """Release what this model's pipelines share (onnxruntime sessions, OpenVINO compiled
-        models, compiled modules, converted weights); idempotent. Open pipelines keep what
-        they hold (close them first); pipelines opened later build their own again."""
+        """Release what this model's pipelines share (sessions, compiled models and modules,
+        converted weights); idempotent. Open pipelines keep what they hold."""
         self.cache.clear()
         self._torch.clear()
 
@@ -108,10 +106,9 @@ class LoadedModel(Closing):
         return self._sources
 
     def keys(self) -> dict:
-        """Content keys every image records (`io.png_metadata`): the model's (`model_key`) and
-        the head's (`head_key`, None without a head), so `feedback add` notices a model or head
-        changed in place since the image was made. Computed once; free for presets and HF-cache
-        files, one hash of other weights (then cached by path, size and mtime)."""
+        """Content keys every image records (`io.png_metadata`): `model_key`, and `head_key`
+        (None without a head), so `feedback add` notices a model or head changed in place since
+        the image was made. Computed once (free for presets and HF-cache files)."""
         if self._keys is None:
             from ..model_key import model_key
             from ..heads.checkpoint import head_key
@@ -130,7 +127,7 @@ class LoadedModel(Closing):
             return self.base
         if dtype not in self._torch:
             comps = copy.deepcopy(self.base) if self.keep_fp32 else self.base
-            for m in (comps.text_encoder, comps.unet, comps.decoder):
+            for m in comps.modules:
                 m.to(device=self.device, dtype=dtype)
             self._torch[dtype] = comps
         return self._torch[dtype]
@@ -174,27 +171,30 @@ class Pipeline(Closing):
         self.prompt_cache = prompt_cache
         self.cache_prefix: tuple | None = None  # its key prefix, set on first use
 
-    @property
-    def fused(self) -> bool:
-        return self.backend.fused
+    fused = property(lambda self: self.backend.fused)  # one fused graph per call
 
     def close(self) -> None:
         """Close the backend (its sessions/engines/CUDA graphs/modules); idempotent. A closed
         pipeline raises BackendError when called."""
         self.backend.close()
 
-    @property
-    def closed(self) -> bool:
-        return self.backend.closed
+    closed = property(lambda self: self.backend.closed)  # see `close`
 
     def inputs(self, prompts: Sequence[str], seeds: Sequence[int]
                ) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids [B, 77] int64 and eps [B, 4, h, w] float32: image i from seeds[i]."""
+        """Token ids [B, *spec.token_ids_shape] int64 ([B, 77]; SDXL [B, 2, 77]) and eps
+        [B, 4, h, w] float32: image i from seeds[i]."""
         if len(prompts) != len(seeds):
             raise InputError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         check_seeds(seeds)
-        ids = sampling.tokenize(self.model.base.tokenizer, prompts, self.model.spec.max_tokens)
+        ids = sampling.tokenize_prompts(self.model.base, prompts)
         return ids.numpy(), sampling.draw_eps(seeds, self.latent_shape).numpy()
+
+    def step_noise(self, seeds: Sequence[int]) -> np.ndarray | None:
+        """Ancestral noise [steps - 1, B, 4, h, w] (`sampling.draw_step_noise`), else None."""
+        n = self.config.mode.steps
+        ancestral = self.model.spec.scheduler.ancestral and n > 1
+        return sampling.draw_step_noise(seeds, self.latent_shape, n).numpy() if ancestral else None
 
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
         """uint8 images [len(prompts), H, W, 3], in chunks of the pipeline's batch."""
@@ -205,9 +205,11 @@ class Pipeline(Closing):
 
         self.backend.check_open()
         b, cached = self.config.batch, self.prompt_cache is not None
-        out = [run_cached(self, prompts[i:i + b], seeds[i:i + b]) if cached else
-               self.backend.run(*self.inputs(prompts[i:i + b], seeds[i:i + b]))
-               for i in range(0, len(prompts), b)]
+        out = []
+        for i in range(0, len(prompts), b):
+            self.backend.step_noise = self.step_noise(seeds[i:i + b])
+            out.append(run_cached(self, prompts[i:i + b], seeds[i:i + b]) if cached else
+                       self.backend.run(*self.inputs(prompts[i:i + b], seeds[i:i + b])))
         return np.concatenate(out) if len(out) != 1 else out[0]
 
     def run_staged(self, prompts: Sequence[str], seeds: Sequence[int], timer: Timer
@@ -216,6 +218,7 @@ class Pipeline(Closing):
         self.backend.check_open()
         with timer("tokenize"):
             ids, eps = self.inputs(prompts, seeds)
+            self.backend.step_noise = self.step_noise(seeds)
         return self.backend.run_staged(ids, eps, timer)
 
 
@@ -239,11 +242,11 @@ def open_pipeline(model: LoadedModel, config: PipelineConfig, log: Log = lambda 
     elif config.backend == "openvino":
         from .ov_backend import OpenVinoBackend
 
-        def tokenize(prompts):
-            return sampling.tokenize(model.base.tokenizer, prompts, model.spec.max_tokens).numpy()
         backend = OpenVinoBackend(run, directory, model.spec, fused=config.fused,
                                   compiled=model.cache.setdefault("openvino", {}),
-                                  calibration=config.calibration, tokenize=tokenize, log=log)
+                                  calibration=config.calibration, log=log,
+                                  tokenize=lambda p: sampling.tokenize_prompts(model.base,
+                                                                               p).numpy())
     else:
         from .trt_backend import TrtBackend
 
@@ -284,7 +287,7 @@ def ensure_artifacts(model: LoadedModel, config: PipelineConfig, log: Log,
                             "the cache on first use")
     mode = config.mode
     components = component_graphs(mode)
-    fused = (mode.name,) if config.fused and mode.name in MODES else ()
+    fused = (mode.name,) if config.fused and fused_graph(mode, model.spec) else ()
     request = ExportRequest(
         components=model.base, head=model.export_head, head_source=model.head_path,
         sources=sources, directory=Path(), graphs=components + fused,

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import sampling
+from .. import conditioning, sampling
 from ..specs import NAMES
 from .backend import Backend, RunConfig, TextOutputs
 
@@ -23,8 +23,8 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def _encode_text_impl(self, ids: np.ndarray) -> TextOutputs:
-        return {NAMES.text_embeddings: sampling.encode_text(self.comps.text_encoder,
-                                                            torch.from_numpy(ids))}
+        cond = sampling.encode_prompts(self.comps, torch.from_numpy(ids))
+        return conditioning.by_name(cond, self.spec, self.config.height, self.config.width)
 
     @torch.inference_mode()
     def _make_noise_impl(self, eps: np.ndarray, text: TextOutputs) -> Any:
@@ -44,8 +44,10 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def _unet_step_impl(self, index: int, x: Any, text: TextOutputs) -> Any:
-        return sampling.denoise(self.comps.unet, x, text[NAMES.text_embeddings],
-                                self.schedule.step(index))
+        noise = None if self.step_noise is None else torch.as_tensor(
+            self.step_noise[index:index + 1]).to(self.device, self.comps.dtype)
+        return sampling.denoise(self.comps.unet, x, conditioning.from_names(text, self.spec),
+                                self.schedule.step(index), noise)
 
     @torch.inference_mode()
     def _decode_impl(self, latents: Any) -> Any:

@@ -94,7 +94,7 @@ class ImageModel:
             head_key=gen.key_of(noise),
             head_path=model.head_path if noise != "gaussian" else None,
             model_key=model.keys()["model_key"], decoder=model.base.decoder_id,
-            max_tokens=model.spec.max_tokens)
+            max_tokens=model.spec.max_tokens, sampler=model.spec.scheduler.sampler)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def render(self, items: list[tuple]) -> list[tuple]:

@@ -54,7 +54,8 @@ class RenderBatches:
             pixels = self.pipe([str(prompt)], [int(seed)])[0]
             meta = io.png_metadata(str(prompt), int(seed), s.steps, s.noise, model, head,
                                    s.height, s.width, self.model.base.decoder_id,
-                                   extra={"source_line": int(line)}, keys=self.model.keys())
+                                   extra={"source_line": int(line)}, keys=self.model.keys(),
+                                   sampler=self.model.spec.scheduler.sampler)
             pngs.append(io.png_bytes(pixels, meta))
         return {"i": batch["i"], "png": np.array(pngs, dtype=object)}
 

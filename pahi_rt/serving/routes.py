@@ -75,7 +75,8 @@ class Routes:
         data, rows = [], []
         for seed, pixels in zip(req.seeds, r.pixels):
             meta = io.png_metadata(req.prompt, seed, req.steps, req.noise, s.model,
-                                   r.head_path, req.height, req.width, r.decoder, keys=keys)
+                                   r.head_path, req.height, req.width, r.decoder, keys=keys,
+                                   sampler=r.sampler)
             image_id = f"img_{uuid.uuid4().hex}"
             data.append({"b64_json": base64.b64encode(io.png_bytes(pixels, meta)).decode(),
                          "revised_prompt": r.revised_prompt, "id": image_id})

@@ -118,6 +118,7 @@ class Rendered:
     model_key: str | None  # the model's content key (PNG metadata)
     decoder: str  # the decoder's id (PNG metadata)
     max_tokens: int  # the text encoder's token limit
+    sampler: str = "Euler"  # A1111's name of the model's sampler (PNG metadata `Sampler:`)
 
 
 class ApiError(Exception):

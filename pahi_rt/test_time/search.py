@@ -171,8 +171,11 @@ def torch_render(components, source, schedule: sampling.Schedule, shape: Sequenc
         for i in range(0, len(prompts), batch):
             emb = text_embeddings(components, prompts[i:i + batch])
             eps = sampling.draw_eps(seeds[i:i + batch], shape).to(components.device)
+            steps = len(schedule.timesteps)
+            noise = (sampling.draw_step_noise(seeds[i:i + batch], shape, steps)
+                     if schedule.ancestral else None)
             images = images_from_noise(components, source(eps.to(components.dtype), emb), emb,
-                                       schedule)
+                                       schedule, noise)
             out.append(unit_to_uint8(images).cpu().numpy())
         return np.concatenate(out)
     return render

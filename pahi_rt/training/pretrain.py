@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..conditioning import text_feature
 from ..render import text_embeddings
 
 
@@ -51,7 +52,7 @@ def kl_to_standard(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def pooled_target(head, emb: torch.Tensor) -> torch.Tensor:
     """The head's own standardised mean-pooled text feature, fixed (zero query = mean pool)."""
-    x = head.norm(emb.float()).mean(dim=1)
+    x = head.norm(text_feature(emb).float()).mean(dim=1)
     return (x - head.feature_mean) / head.feature_scale
 
 

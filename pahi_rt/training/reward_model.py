@@ -27,6 +27,8 @@ import math
 import torch
 from torch import nn
 
+from ..conditioning import text_feature
+
 POOL = 4  # image features: POOL x POOL cells of mean RGB (48 numbers)
 L2 = 1e-2  # ridge on w and A per record (features and text are standardised)
 
@@ -38,6 +40,7 @@ def image_features(images: torch.Tensor) -> torch.Tensor:
 
 def text_features(embeddings: torch.Tensor) -> torch.Tensor:
     """Frozen text embeddings [B, 77, D] -> layer-normed token mean [B, D]."""
+    embeddings = text_feature(embeddings)  # SDXL: the hidden states
     x = nn.functional.layer_norm(embeddings.float(), embeddings.shape[-1:])
     return x.mean(1)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .. import sampling
+from .. import conditioning, sampling
 from ..errors import InputError
 from . import density_objectives as pref
 from ..heads.checkpoint import head_key, load_head
@@ -106,8 +106,8 @@ class FeedbackData:
         prompts = list(dict.fromkeys(r.prompt for r in records))
         self.row = {p: i for i, p in enumerate(prompts)}
         if needs_text or any(r.source.noise == "pahi" for r in records):
-            self.table = torch.cat([text_embeddings(components, prompts[i:i + 64]).float()
-                                    for i in range(0, len(prompts), 64)])
+            self.table = conditioning.cat([text_embeddings(components, prompts[i:i + 64]).float()
+                                           for i in range(0, len(prompts), 64)])
         else:  # HI from Gaussian images reads no text: a placeholder row per prompt
             self.table = torch.zeros(len(prompts), 1, 1, device=self.device)
         self.heads = self._source_heads(records, components.spec)
@@ -261,6 +261,7 @@ def make_heads(components, config: TrainConfig, fb: FeedbackConfig, shape):
         with torch.random.fork_rng(devices=[]):  # the head's init depends on --seed only
             torch.manual_seed(config.seed)
             head = build_head(HeadConfig(config.mode, shape, components.spec.text_dim,
-                                         config.hidden, components.model_id))
+                                         config.hidden, components.model_id,
+                                         components.spec.architecture))
     reference = copy.deepcopy(head).requires_grad_(False).eval()
     return head.to(components.device), reference.to(components.device)

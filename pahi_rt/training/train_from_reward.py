@@ -66,8 +66,11 @@ def record_features(data, records, components, sampler_steps: int) -> torch.Tens
             chunk = records[i:i + 32]
             emb = data.embeddings(chunk)
             x = data.initial_noise(chunk, side, emb)
+            # Euler-ancestral: the record's seed also drew the later noise of its image
+            z = (sampling.draw_step_noise([r.seeds[side] for r in chunk], data.shape,
+                                          sampler_steps) if schedule.ancestral else None)
             images = images_from_noise(components, x.to(components.dtype), emb.to(
-                components.dtype), schedule)
+                components.dtype), schedule, z)
             out.append(rm.image_features(images).cpu())
         sides.append(torch.cat(out))
     return sides[0] if len(sides) == 1 else torch.stack(sides, 1)

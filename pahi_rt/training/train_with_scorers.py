@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from .. import sampling
+from .. import conditioning, sampling
 from ..heads.head import HeadConfig, build_head
 from .loop import DEFAULT_LR, TrainConfig, batch_indices, fit, lr_factor  # noqa: F401 (API)
 from ..render import text_embeddings
@@ -96,7 +96,8 @@ def train(components, scorers, train_prompts: list[str], val_prompts: list[str],
         with torch.random.fork_rng(devices=[]):  # the head's init depends on --seed only
             torch.manual_seed(config.seed)
             head = build_head(HeadConfig(config.mode, shape, components.spec.text_dim,
-                                         config.hidden, components.model_id))
+                                         config.hidden, components.model_id,
+                                         components.spec.architecture))
     head = head.to(components.device)
     if config.grad_checkpointing:
         components.unet.enable_gradient_checkpointing()
@@ -149,8 +150,8 @@ def prepare_head(head, components, prompts: list[str], config: TrainConfig, emit
     (Eq. 10); returns the pretraining summary. HI heads need neither."""
     if config.mode == "pahi":  # standardise the text feature with training-prompt statistics
         sample = list(dict.fromkeys(prompts))[:FEATURE_STAT_PROMPTS]  # each prompt once
-        head.fit_feature_stats(torch.cat([text_embeddings(components, sample[i:i + 64])
-                                          for i in range(0, len(sample), 64)]).float())
+        head.fit_feature_stats(conditioning.cat([text_embeddings(components, sample[i:i + 64])
+                                                 for i in range(0, len(sample), 64)]).float())
     return pretrain(head, components, prompts,
                     PretrainConfig(steps=config.pretrain_steps, batch_size=config.batch_size,
                                    lr=config.peak_lr(), seed=config.seed),
