@@ -53,7 +53,9 @@ def _images(test_time, head, components, scorers, chunk, seeds, eps, emb, schedu
     candidates/iterates are ranked by the weighted total of all scorers)."""
     if test_time is None or test_time.plain:
         noise = eps if head is None else head(eps, emb)
-        return images_from_noise(components, noise, emb, schedule)
+        steps = len(schedule.timesteps)  # Euler-ancestral: later noise from the seeds, as generate
+        z = sampling.draw_step_noise(seeds, shape, steps) if schedule.ancestral else None
+        return images_from_noise(components, noise, emb, schedule, z)
     from .test_time.search import apply
 
     f = components.spec.vae_scale_factor

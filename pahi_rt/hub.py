@@ -113,8 +113,10 @@ def resolve_model_dir(source: str, is_preset: bool) -> Path:
         check_model_source(source)
     path = Path(source)
     if is_preset or not (path.exists() or source.startswith((".", "/", "~"))):
-        path = Path(local_snapshot(source, hint="; try --model synthetic (random weights) or "
-                                              "--model tiny"))
+        xl = "xl" in source.lower()  # sdxl-turbo and the like: the random SDXL presets
+        path = Path(local_snapshot(source, hint=f"; try --model synthetic{'-xl' if xl else ''} "
+                                              f"(random weights) or --model tiny"
+                                              f"{'-xl' if xl else ''}"))
     missing = [s for s in SUBFOLDERS if not (path / s).is_dir()]
     if missing:
         raise InputError(f"--model {source}: not a diffusers model directory "

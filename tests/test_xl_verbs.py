@@ -99,8 +99,13 @@ def test_xl_test_time_best_of_and_refine(tiny_xl_components, xl_pahi_head, steps
     four = tt.best_of(render, scorers, prompts, seeds, 4)
     assert all(max(s) >= s[0] for s in four.scores)
     eps = sampling.draw_eps(seeds, (4, 8, 8))
-    refined = tt.refine(comps, head, scorers, prompts, eps, RefineConfig(steps=3), schedule)
+    refined = tt.refine(comps, head, scorers, prompts, eps, RefineConfig(steps=3), schedule,
+                        seeds=seeds)
     assert max(refined.best_scores) >= max(refined.start_scores)
+    # iterate 0 is the seed's own image (quantised as the pipeline's), later noise included
+    start = tt.refine(comps, head, scorers, prompts, eps, RefineConfig(steps=0), schedule,
+                      seeds=seeds)
+    assert np.array_equal(start.pixels.numpy(), ref)
 
 
 def test_head_refuses_a_model_whose_conditioning_differs(tiny_components, tiny_xl_components,

@@ -44,7 +44,8 @@ def images(pipe, loaded, scorers, tt_config: tt.TestTime, noise: str, prompts: S
         chunk = list(prompts[start:start + REFINE_BATCH])
         t0 = time.perf_counter()
         eps = sampling.draw_eps(seeds[start:start + len(chunk)], pipe.latent_shape)
-        done = tt.refine(comps, source, scorers, chunk, eps, cfg, schedule)
+        done = tt.refine(comps, source, scorers, chunk, eps, cfg, schedule,
+                         seeds=seeds[start:start + len(chunk)])
         per_image = (time.perf_counter() - t0) / len(chunk)
         step_s = sum(done.seconds) / max(len(done.seconds), 1)
         log(f"refined {len(chunk)} image(s): {cfg.steps} steps, {step_s:.3f} s per step")

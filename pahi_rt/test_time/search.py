@@ -114,15 +114,19 @@ class Refined:
 
 def refine(components, source, scorers, prompts: Sequence[str], eps: torch.Tensor,
            config: RefineConfig, schedule: sampling.Schedule, emb: torch.Tensor | None = None,
-           on_step: Callable[[int, float], None] = lambda i, s: None) -> Refined:
+           on_step: Callable[[int, float], None] = lambda i, s: None,
+           seeds: Sequence[int] | None = None) -> Refined:
     """ReNO refinement of `eps` [B, C, h, w] for `prompts` (see the module docstring).
-    `source(eps, emb)` is the frozen noise source (gaussian, or a HI/PAHI head)."""
+    `source(eps, emb)` is the frozen noise source (gaussian, or a HI/PAHI head). `seeds`:
+    Euler-ancestral at 2+ steps keeps each seed's later noise fixed while x_T is refined."""
     device = components.device
     emb = text_embeddings(components, prompts) if emb is None else emb
     autocast = autocast_for(device)
     if device.type == "cuda" and hasattr(components.unet, "enable_gradient_checkpointing"):
         components.unet.enable_gradient_checkpointing()
     x = eps.detach().to(device, torch.float32).clone().requires_grad_(True)
+    z = (sampling.draw_step_noise(seeds, x.shape[1:], len(schedule.timesteps))
+         if schedule.ancestral and seeds is not None else None)
     opt = torch.optim.SGD([x], lr=config.lr, momentum=config.momentum, nesterov=True)
     best_eps, best_px = x.detach().clone(), None
     best = torch.full((x.shape[0],), -float("inf"))
@@ -133,7 +137,7 @@ def refine(components, source, scorers, prompts: Sequence[str], eps: torch.Tenso
         with torch.set_grad_enabled(not last):  # callers may hold no_grad (eval does)
             with autocast():
                 images = quantised(images_from_noise(
-                    components, source(x.to(components.dtype), emb), emb, schedule))
+                    components, source(x.to(components.dtype), emb), emb, schedule, z))
                 score = scorers.total(images, prompts).float()
             loss = (-score + config.reg * norm_nll(x)).sum()
         cpu = score.detach().cpu()
@@ -190,7 +194,8 @@ def apply(test_time: TestTime, components, source, scorers, prompts: Sequence[st
     done = None
     if test_time.refine is not None:
         eps = sampling.draw_eps(seeds, shape)
-        done = refine(components, source, scorers, prompts, eps, test_time.refine, schedule)
+        done = refine(components, source, scorers, prompts, eps, test_time.refine, schedule,
+                      seeds=seeds)
         pixels = done.pixels
     elif test_time.best_of > 1:
         render = torch_render(components, source, schedule, shape, len(prompts))
