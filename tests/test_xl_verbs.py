@@ -68,8 +68,8 @@ def test_xl_torch_pipeline_matches_the_reference(tiny_xl_components, xl_pahi_hea
     model = LoadedModel(comps, {"pahi": head}, torch.device("cpu"), str(xl_pahi_head))
     prompts, seeds = ["a red cube", "a blue ball"], [3, 4]
     for noise in ("gaussian", "pahi"):
-        pipe = open_pipeline(model, PipelineConfig("torch", parse_mode(noise, 2), batch=2,
-                                                   height=64, width=64))
+        pipe = open_pipeline(model, PipelineConfig(backend="torch", mode=parse_mode(noise, 2),
+                                                   batch=2, height=64, width=64))
         ids, _ = pipe.inputs(prompts, seeds)
         assert ids.shape == (2, 2, 77)
         ours = pipe(prompts, seeds)
