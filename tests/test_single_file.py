@@ -200,7 +200,7 @@ TINY_CLIP = dict(
 def test_sdxl_single_file_converts_to_the_diffusers_model(tmp_path):
     """A tiny SDXL written in the original layout converts back (diffusers' converters, the
     shipped SDXL-Turbo model index and scheduler) to the same tensors, and diffusers'
-    StableDiffusionXLPipeline loads the result. (pahi-rt's SDXL sampling is issue 22 item 4.)"""
+    StableDiffusionXLPipeline loads the result, and so does pahi-rt's SDXL path (its own VAE)."""
     from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
     from original_layout import write_original_xl
     from safetensors.torch import load_file
@@ -250,6 +250,13 @@ def test_sdxl_single_file_converts_to_the_diffusers_model(tmp_path):
     pipe = StableDiffusionXLPipeline.from_pretrained(str(out))
     assert type(pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
     assert pipe.tokenizer.pad_token == "<|endoftext|>" and pipe.tokenizer_2.pad_token == "!"
+    from pahi_rt import sampling
+    from pahi_rt.components import load_components
+
+    comps = load_components(str(out), decoder="vae")
+    assert comps.spec.architecture == "sdxl" and comps.spec.default_size == (64, 64)
+    assert comps.spec.latent_scale == TINY_VAE["scaling_factor"]
+    assert sampling.generate(comps, ["a red fox"], [1], steps=2).shape == (1, 64, 64, 3)
 
 
 def test_fp16_file_keeps_its_dtype(tiny_vae_checkpoint, single_file, tmp_path):

@@ -89,3 +89,18 @@ def test_sd_head_configs_keep_their_bytes():
     assert xl.to_dict()["architecture"] == "sdxl" and xl.problem() is None
     assert "architecture must be one of" in HeadConfig("hi", (4, 8, 8), 1,
                                                        architecture="flux").problem()
+
+
+def test_xl_presets_build_their_own_full_vae():
+    """`--decoder vae` on the random SDXL presets: a seeded AutoencoderKL of SD's architecture
+    (synthetic-xl with SDXL's scaling factor), decoding through the XL path."""
+    from pahi_rt import sampling
+    from pahi_rt.components import load_components
+    from pahi_rt.specs import PRESETS
+
+    assert PRESETS["synthetic-xl"].vae["scaling_factor"] == 0.13025
+    comps = load_components("tiny-xl", decoder="vae")
+    assert type(comps.decoder).__name__ == "AutoencoderKL"
+    assert comps.spec.latent_scale == PRESETS["tiny-xl"].vae["scaling_factor"]
+    images = sampling.generate(comps, ["a red fox"], [0], steps=2)
+    assert images.shape == (1, 64, 64, 3) and images.float().std() > 0
