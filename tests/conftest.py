@@ -139,3 +139,14 @@ def server(local_ray, feedback_db) -> str:
                max_queued=16)
     yield f"http://127.0.0.1:{port}"
     app.undeploy(started_here=False)
+
+
+@pytest.fixture
+def fresh_model_keys(tmp_path, monkeypatch):
+    """model_key with an empty digest cache of its own and no memoised keys, before and after."""
+    from pahi_rt.model_key import model_key
+
+    monkeypatch.setenv("PAHI_RT_DIGEST_CACHE", str(tmp_path / "digests.json"))
+    model_key.cache_clear()
+    yield
+    model_key.cache_clear()

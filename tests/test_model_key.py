@@ -11,12 +11,7 @@ from pahi_rt.errors import InputError
 from pahi_rt.model_key import file_digest, model_key
 
 
-@pytest.fixture(autouse=True)
-def fresh(tmp_path, monkeypatch):
-    monkeypatch.setenv("PAHI_RT_DIGEST_CACHE", str(tmp_path / "digests.json"))
-    model_key.cache_clear()
-    yield
-    model_key.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_model_keys")
 
 
 def test_presets():

@@ -13,12 +13,7 @@ from pahi_rt.specs import NAMES, PRESETS
 from helpers import save_tiny_xl_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def fresh(tmp_path, monkeypatch):
-    monkeypatch.setenv("PAHI_RT_DIGEST_CACHE", str(tmp_path / "digests.json"))
-    model_key.cache_clear()
-    yield
-    model_key.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_model_keys")
 
 
 def test_specs_declare_the_conditioning():
